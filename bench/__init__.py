@@ -1,0 +1,44 @@
+"""sde-bench: a benchmark suite for the samplers of score-based generative models.
+
+The public API is re-exported here. Only :data:`hookimpl` and :class:`Unsupported` are imported
+eagerly; the numerical base classes (which import torch) load on first access, so
+``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from bench.errors import BenchError, Unsupported
+
+__version__ = "0.1.0"
+
+PROJECT = "sde_bench"
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+_LAZY = {
+    "SDE": "bench.sde",
+    "ReverseSDE": "bench.sde",
+    "Predictor": "bench.interfaces",
+    "Corrector": "bench.interfaces",
+    "ScoreModel": "bench.interfaces",
+    "Metric": "bench.interfaces",
+    "pc_sample": "bench.sampling",
+}
+
+__all__ = ["BenchError", "Unsupported", "__version__", "hookimpl", *_LAZY]
+
+if TYPE_CHECKING:
+    from bench.interfaces import Corrector, Metric, Predictor, ScoreModel
+    from bench.sampling import pc_sample
+    from bench.sde import SDE, ReverseSDE
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

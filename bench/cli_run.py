@@ -1,0 +1,72 @@
+"""``bench run``: the sweep command."""
+
+from __future__ import annotations
+
+import click
+
+from bench.params import CommaList, NumberList, ThreadsParam
+
+DEFAULTS = {
+    "model": "ring8",
+    "sdes": "ve,vp,subvp",
+    "predictors": "euler_maruyama,reverse_diffusion,ancestral_sampling",
+    "correctors": "none,langevin",
+    "steps": "100,1000",
+}
+
+
+@click.command("run")
+@click.option("--model", default=DEFAULTS["model"], show_default=True, metavar="NAME[:ARG]",
+              help="Score model, e.g. ring8, gauss1d, gmm64, gmm:PATH.json.")
+@click.option("--sdes", type=CommaList(), default=DEFAULTS["sdes"], show_default=True,
+              help="SDEs to sweep.")
+@click.option("--predictors", type=CommaList(), default=DEFAULTS["predictors"], show_default=True,
+              help="Predictors to sweep (aliases allowed: euler, ancestral).")
+@click.option("--correctors", type=CommaList(), default=DEFAULTS["correctors"], show_default=True,
+              help="Correctors to sweep.")
+@click.option("--steps", type=NumberList(int, 1), default=DEFAULTS["steps"], show_default=True,
+              help="Numbers of discretisation steps N.")
+@click.option("--snr", "snrs", type=NumberList(float, 0), default="0.16", show_default=True,
+              help="Langevin signal-to-noise ratios r (corrector cells only).")
+@click.option("--corrector-steps", type=NumberList(int, 1), default="1", show_default=True,
+              help="Corrector iterations per noise level.")
+@click.option("--probability-flow", type=click.Choice(["off", "on", "both"]), default="off",
+              is_flag=False, flag_value="on", show_default=True,
+              help="Use the predictors' probability-flow variants (bare flag = on).")
+@click.option("--seeds", default="0", show_default=True, metavar="SEEDS",
+              help="Seeds, e.g. 0-3 or 1,2,5-10; a seed fixes every sample's prior noise.")
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Samples per cell (the metrics' n).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Samples per sampling batch.")
+@click.option("--metrics", type=CommaList(), default=None,
+              help="Metrics [default: the model's, e.g. swd,fd,logp,coverage for mixtures].")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True, help="Sampler state dtype.")
+@click.option("--threads", type=ThreadsParam(), default="auto", show_default=True,
+              help="CPU threads (auto: 1 for exact-score models, else torch's default).")
+@click.option("--eps", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Smallest time for every SDE [default: 1e-5 VE, 1e-3 VP and sub-VP].")
+@click.option("--denoise/--no-denoise", default=True, show_default=True,
+              help="Return the last step's x_mean (noise removal).")
+@click.option("-o", "--option", "options", multiple=True, metavar="[KIND.]NAME.KEY=VALUE",
+              help="Component option, e.g. -o ve.sigma_max=90 (repeatable).")
+@click.option("--out", default=None, metavar="DIR",
+              help="Run folder [default: results/<UTC timestamp>].")
+@click.option("--save-samples", is_flag=True, help="Write each cell's samples to samples/<cell>.npz.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a TTY].")
+@click.pass_obj
+def run_command(session, **kwargs) -> None:
+    """Run a sweep: SDE × predictor × corrector × steps × SNR × seed, one row per cell.
+
+    \b
+    Examples:
+      bench run
+      bench run --predictors euler,reverse_diffusion --correctors langevin
+      bench run --model gauss1d --sdes vp --steps 10,100,1000 --seeds 0-3
+      bench run --model gmm:my_mixture.json --snr 0.05,0.1,0.16,0.2 -o ve.sigma_max=10
+    """
+    from bench.sweep import Sweep
+
+    Sweep.from_cli(session, kwargs).run()

@@ -1,0 +1,53 @@
+"""Per-component options: a nested ``Options`` dataclass, set from ``-o NAME.KEY=VALUE`` strings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any
+
+from bench.errors import BenchError
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A component without options."""
+
+
+def option_fields(options_cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(options_cls)}
+
+
+def coerce(options_cls: type, key: str, text: str, owner: str) -> Any:
+    """Convert ``text`` to the declared type of field ``key``; a clear error otherwise."""
+    fields = option_fields(options_cls)
+    if key not in fields:
+        valid = ", ".join(fields) or "(none)"
+        raise BenchError(f"{owner} has no option {key!r}; valid options: {valid}")
+    hints = typing.get_type_hints(options_cls)
+    kind = hints[key]
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if text.lower() in ("none", "null") and type(None) in typing.get_args(kind):
+        return None
+    target = args[0] if args else kind
+    try:
+        if target is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if target in (int, float, str):
+            return target(text)
+        return json.loads(text)
+    except ValueError:
+        raise BenchError(f"{owner} option {key}={text!r} is not a valid {target.__name__}") from None
+
+
+def build(options_cls: type, values: dict[str, Any], owner: str) -> Any:
+    """An ``Options`` instance from already-typed values, validated by ``__post_init__`` if any."""
+    try:
+        return options_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"{owner}: {exc}") from None

@@ -1,0 +1,58 @@
+"""click parameter types for comma lists (no heavy imports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+class CommaList(click.ParamType):
+    """``a,b,c`` → a tuple of stripped strings (names are checked against the registry later)."""
+
+    name = "LIST"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = tuple(v.strip() for v in str(value).split(",") if v.strip())
+        if not items:
+            self.fail("expected a comma-separated list of names", param, ctx)
+        return tuple(dict.fromkeys(items))
+
+
+class NumberList(click.ParamType):
+    """``1,10,100`` → a tuple of numbers, each checked against a lower bound."""
+
+    def __init__(self, kind: type, minimum: float, inclusive: bool = True) -> None:
+        self.kind = kind
+        self.minimum = minimum
+        self.inclusive = inclusive
+        self.name = f"{kind.__name__.upper()}S"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[Any, ...]:
+        if isinstance(value, tuple):
+            return value
+        out = []
+        for text in str(value).split(","):
+            try:
+                number = self.kind(text.strip())
+            except ValueError:
+                self.fail(f"{text.strip()!r} is not a valid {self.kind.__name__}", param, ctx)
+            ok = number >= self.minimum if self.inclusive else number > self.minimum
+            if not ok:
+                op = ">=" if self.inclusive else ">"
+                self.fail(f"{number} is out of range: each value must be {op} {self.minimum}",
+                          param, ctx)
+            out.append(number)
+        return tuple(dict.fromkeys(out))
+
+
+class ThreadsParam(click.ParamType):
+    name = "auto|N"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        text = str(value)
+        if text == "auto" or (text.isdigit() and int(text) >= 1):
+            return text
+        self.fail(f"{text!r} is not 'auto' or a positive integer", param, ctx)

@@ -1,0 +1,344 @@
+"""Running cells: build the components, sample batch by batch, count NFE, time, measure."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+import bench
+from bench import options as opts
+from bench.errors import BenchError, Unsupported
+from bench.grid import Cell, batches, derive_seed
+from bench.interfaces import Corrector, Metric, Predictor, ScoreModel
+from bench.registry import Registry
+from bench.sampling import CountingScore, pc_sample
+from bench.sde import SDE
+
+KIND_OF = {"sde": "sdes", "predictor": "predictors", "corrector": "correctors", "metric": "metrics",
+           "model": "score-models"}
+
+
+# -- component options (-o KIND.NAME.KEY=VALUE or NAME.KEY=VALUE) -------------------------------
+@dataclass
+class OptionSet:
+    """User overrides per component, typed against each component's ``Options`` dataclass."""
+
+    values: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, items: tuple[str, ...] | list[str], registry: Registry) -> OptionSet:
+        out = cls()
+        for item in items:
+            key, sep, text = item.partition("=")
+            parts = key.strip().split(".")
+            if not sep or len(parts) not in (2, 3):
+                raise BenchError(f"option {item!r} is not KIND.NAME.KEY=VALUE or NAME.KEY=VALUE")
+            kind, name = (parts[0], parts[1]) if len(parts) == 3 else (None, parts[0])
+            entry = _find_component(registry, kind, name)
+            owner = f"{entry.kind[:-1]} {entry.name!r}"
+            options_cls = getattr(entry.obj, "Options", opts.NoOptions)
+            value = opts.coerce(options_cls, parts[-1], text.strip(), owner)
+            out.values.setdefault((entry.kind, entry.name), {})[parts[-1]] = value
+        return out
+
+    def build(self, kind: str, name: str, component: type) -> Any:
+        options_cls = getattr(component, "Options", opts.NoOptions)
+        return opts.build(options_cls, self.values.get((kind, name), {}), f"{kind[:-1]} {name!r}")
+
+
+def _find_component(registry: Registry, kind: str | None, name: str):
+    if kind is not None:
+        if kind not in KIND_OF:
+            raise BenchError(f"unknown option kind {kind!r}; use one of {', '.join(KIND_OF)}")
+        return registry.get(KIND_OF[kind], name)
+    found = [registry.get(k, name) for k in ("sdes", "predictors", "correctors", "metrics")
+             if name in registry.lookup[k]]
+    if len(found) != 1:
+        what = "ambiguous" if found else "unknown"
+        raise BenchError(f"{what} component {name!r} in an option: write KIND.{name}.KEY=VALUE "
+                         f"with KIND one of {', '.join(KIND_OF)}")
+    return found[0]
+
+
+# -- devices, dtypes, threads --------------------------------------------------------------------
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(text: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:k``; an unavailable device is a clear error."""
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise BenchError(f"invalid device {text!r}: use auto, cpu, cuda or cuda:K") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"device {text!r} requested but CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise BenchError(f"device {text!r} does not exist: this machine has {count} CUDA device(s)")
+    elif device.type != "cpu":
+        raise BenchError(f"unsupported device {text!r}: use auto, cpu, cuda or cuda:K")
+    return device
+
+
+def resolve_threads(text: str, model: ScoreModel, device: torch.device) -> int:
+    """CPU intra-op threads: ``auto`` is 1 for small oracle workloads, else torch's default.
+
+    Small tensors on a busy machine suffer badly from thread oversubscription, so exact-score
+    models (which declare ``preferred_threads = 1``) run single-threaded unless told otherwise.
+    """
+    if text != "auto":
+        return int(text)
+    if device.type == "cpu" and model.preferred_threads:
+        return model.preferred_threads
+    return torch.get_num_threads()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "sde_bench": bench.__version__, "cpu_count": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+# -- noise: the same seed gives every cell the same starting points ------------------------------
+def prior_noise(seed: int, start: int, size: int, shape: tuple[int, ...]) -> Tensor:
+    """Standard-normal z for samples start..start+size of a seed (float32, CPU).
+
+    Each sample has its own generator, so its prior noise depends only on (seed, sample index) —
+    not on the batch size or on which sampler consumes it.
+    """
+    out = torch.empty(size, *shape)
+    generator = torch.Generator()
+    for j in range(size):
+        generator.manual_seed(derive_seed(seed, 0, start + j))
+        out[j] = torch.randn(shape, generator=generator)
+    return out
+
+
+def step_noise(seed: int, batch: int, device: torch.device) -> Callable[[Tensor], Tensor]:
+    """The per-step noise of one batch: a device generator seeded by (seed, batch index)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(derive_seed(seed, 1, batch))
+
+    def noise(x: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    return noise
+
+
+# -- the runner ------------------------------------------------------------------------------------
+@dataclass
+class CellContext:
+    """Everything a cell needs besides its own config."""
+
+    registry: Registry
+    model: ScoreModel
+    device: torch.device
+    options: OptionSet
+    threads: int
+    save_samples: Callable[[Cell, Tensor], None] | None = None
+
+
+@dataclass
+class Sampled:
+    """What sampling a cell produced (before metrics)."""
+
+    score_calls: int = 0
+    n_batches: int = 0
+    n_samples: int = 0
+    wall_clock_s: float = 0.0
+    diverged_step: int | None = None
+    diverged_t: float | None = None
+
+
+class Components:
+    """Builds the SDE, predictor, corrector and metric objects of a cell from the registry."""
+
+    def __init__(self, ctx: CellContext) -> None:
+        self.ctx = ctx
+
+    def entry(self, kind: str, name: str):
+        return self.ctx.registry.get(kind, name)
+
+    def sde(self, name: str, steps: int) -> SDE:
+        entry = self.entry("sdes", name)
+        return entry.obj(steps, self.ctx.options.build("sdes", entry.name, entry.obj))
+
+    def resolved_options(self, cell: dict[str, Any]) -> dict[str, Any]:
+        """The full option values of a cell's components (defaults included), for its id."""
+        def of(kind: str, name: str) -> dict[str, Any]:
+            entry = self.entry(kind, name)
+            return dataclasses.asdict(self.ctx.options.build(kind, entry.name, entry.obj))
+
+        sde = self.sde(cell["sde"], cell["steps"])
+        return {
+            "sde": {**of("sdes", cell["sde"]), "eps": sde.eps},
+            "predictor": of("predictors", cell["predictor"]),
+            "corrector": of("correctors", cell["corrector"]),
+            "metrics": {m: of("metrics", m) for m in cell["metrics"]},
+        }
+
+    def check(self, cell: Cell, sde: SDE) -> tuple[type[Predictor], type[Corrector], list[type[Metric]]]:
+        """The component classes; raises :class:`Unsupported` for pairings that cannot run."""
+        predictor = self.entry("predictors", cell.predictor).obj
+        corrector = self.entry("correctors", cell.corrector).obj
+        predictor.supports(sde, cell.probability_flow)
+        corrector.supports(sde)
+        self.ctx.model.check_sde(sde)
+        metrics = [self.entry("metrics", m).obj for m in cell.metrics]
+        for metric in metrics:
+            metric.supports(self.ctx.model)
+        return predictor, corrector, metrics
+
+
+def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
+    """Run one cell and return its results row (status ok, unsupported or diverged)."""
+    parts = Components(ctx)
+    row = base_row(cell, ctx, parts)
+    sde = parts.sde(cell.sde, cell.steps)
+    try:
+        predictor_cls, corrector_cls, metric_classes = parts.check(cell, sde)
+    except Unsupported as exc:
+        return {**row, "status": "unsupported", "reason": exc.reason}
+    metrics = [
+        m(ctx.model, cell.samples, device=ctx.device,
+          options=ctx.options.build("metrics", m.name, m))
+        for m in metric_classes
+    ]
+    sampled = sample_cell(cell, ctx, sde, predictor_cls, corrector_cls, metrics)
+    row.update(timing_columns(cell, sampled))
+    if sampled.diverged_step is not None:
+        return {**row, "status": "diverged",
+                "reason": f"non-finite samples from step {sampled.diverged_step} "
+                          f"(t={sampled.diverged_t:.6g})",
+                "diverged_step": sampled.diverged_step}
+    start = time.perf_counter()
+    for metric in metrics:
+        for key, value in metric.compute().items():
+            row[key] = value
+        row[f"{metric.name}_n"] = cell.samples
+    row["metrics_s"] = time.perf_counter() - start
+    return {**row, "status": "ok"}
+
+
+def sample_cell(cell: Cell, ctx: CellContext, sde: SDE, predictor_cls: type[Predictor],
+                corrector_cls: type[Corrector], metrics: list[Metric]) -> Sampled:
+    """Sample all batches of a cell, timing sampling alone and feeding the metrics."""
+    model, device = ctx.model, ctx.device
+    dtype = DTYPES[cell.dtype]
+    score = CountingScore(model.score_fn(sde))
+    out = Sampled()
+    kept: list[Tensor] = []
+    for b, (start, size) in enumerate(batches(cell.samples, cell.batch_size)):
+        x_T = sde.prior_sampling(prior_noise(cell.seed, start, size, model.data_shape).to(device, dtype))
+        build = _sampler_factory(cell, ctx, sde, score, predictor_cls, corrector_cls)
+        predictor, corrector = build(step_noise(cell.seed, b, device))
+        synchronize(device)
+        t0 = time.perf_counter()
+        x = pc_sample(sde, predictor, corrector, x_T, denoise=cell.denoise)
+        synchronize(device)
+        out.wall_clock_s += time.perf_counter() - t0
+        out.n_batches += 1
+        out.n_samples += size
+        if not bool(torch.isfinite(x).all()):
+            out.diverged_step, out.diverged_t = first_nonfinite_step(sde, build, cell, b, x_T)
+            break
+        data = model.to_data(x)
+        for metric in metrics:
+            metric.update(data)
+        if ctx.save_samples is not None:
+            kept.append(data.cpu())
+    out.score_calls = score.calls
+    if ctx.save_samples is not None and kept:
+        ctx.save_samples(cell, torch.cat(kept))
+    return out
+
+
+def _sampler_factory(cell, ctx, sde, score, predictor_cls, corrector_cls):
+    """A function noise → (predictor, corrector) for one batch."""
+    p_opts = ctx.options.build("predictors", predictor_cls.name, predictor_cls)
+    c_opts = ctx.options.build("correctors", corrector_cls.name, corrector_cls)
+
+    def build(noise):
+        predictor = predictor_cls(sde, score, cell.probability_flow, noise, p_opts)
+        corrector = corrector_cls(sde, score, cell.snr or 0.0, cell.corrector_steps or 0, noise, c_opts)
+        return predictor, corrector
+
+    return build
+
+
+def first_nonfinite_step(sde, build, cell, batch, x_T) -> tuple[int, float]:
+    """Replay a diverged batch with the same noise, checking every step (diagnosis only)."""
+    found: list[tuple[int, float]] = []
+
+    def check(state: dict[str, Any]) -> None:
+        if not found and not bool(torch.isfinite(state["x"]).all()):
+            found.append((state["i"], state["t"]))
+
+    predictor, corrector = build(step_noise(cell.seed, batch, x_T.device))
+    pc_sample(sde, predictor, corrector, x_T, denoise=cell.denoise, callback=check)
+    return found[0] if found else (sde.N - 1, sde.eps)
+
+
+def timing_columns(cell: Cell, sampled: Sampled) -> dict[str, Any]:
+    wall = sampled.wall_clock_s
+    calls = sampled.score_calls
+    return {
+        "nfe": calls / sampled.n_batches if sampled.n_batches else 0,
+        "score_calls": calls,
+        "wall_clock_s": wall,
+        "samples_per_s": sampled.n_samples / wall if wall > 0 else math.nan,
+        "s_per_nfe": wall / calls if calls else math.nan,
+    }
+
+
+def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
+    """Config, environment and provenance columns every row carries."""
+    cfg = cell.config()
+    options = cfg.pop("options")
+    row: dict[str, Any] = {"cell_id": cell.id, "status": None, "reason": "", **cfg}
+    row["metrics"] = ",".join(cell.metrics)
+    row["eps"] = options["sde"]["eps"]
+    row["sde_options"] = _compact(options["sde"])
+    row["device"] = str(ctx.device)
+    row["threads"] = ctx.threads if ctx.device.type == "cpu" else None
+    row["torch"] = torch.__version__
+    row["sde_bench"] = bench.__version__
+    for kind, name in (("sdes", cell.sde), ("predictors", cell.predictor),
+                       ("correctors", cell.corrector), ("score-models", ctx.model.name)):
+        row[f"{KIND_OF_COLUMN[kind]}_provider"] = str(parts.entry(kind, name).provider)
+    row["metric_providers"] = "; ".join(
+        f"{m}={parts.entry('metrics', m).provider}" for m in cell.metrics)
+    row["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return row
+
+
+KIND_OF_COLUMN = {"sdes": "sde", "predictors": "predictor", "correctors": "corrector",
+                  "score-models": "model"}
+
+
+def _compact(values: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items()))

@@ -1,0 +1,156 @@
+"""Forward SDEs and their reverse-time counterparts (Song et al. 2021, §3 and App. B–E).
+
+Time is a Python ``float``: the reference code broadcasts one scalar t to the whole batch, and
+keeping it on the host lets every coefficient be computed in float64 with no device round trip.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor
+
+from bench.errors import Unsupported
+
+ScoreFn = Callable[[Tensor, float], Tensor]
+
+
+class AncestralCoefficients(NamedTuple):
+    """One ancestral step ``x_mean = a·x + b·s(x, t)``, ``x = x_mean + c·z``."""
+
+    a: float
+    b: float
+    c: float
+
+
+class SDE(abc.ABC):
+    """A forward SDE dx = f(x, t) dt + g(t) dw on t ∈ [0, T] with N discretisation steps.
+
+    Subclasses implement :meth:`sde`, :meth:`marginal_coef`, :meth:`prior_sampling` and
+    :meth:`prior_logp`; :meth:`discretize` defaults to Euler–Maruyama. Hyperparameters live in a
+    nested ``Options`` dataclass (settable with ``-o NAME.KEY=VALUE``).
+    """
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    default_eps: ClassVar[float] = 1e-3
+    T: ClassVar[float] = 1.0
+
+    @dataclasses.dataclass
+    class Options:
+        eps: float | None = None
+
+        def __post_init__(self) -> None:
+            if self.eps is not None and not 0 < self.eps < 1:
+                raise ValueError(f"eps must lie in (0, T) = (0, 1), got {self.eps}")
+
+    def __init__(self, N: int, options: Any = None) -> None:
+        if N < 1:
+            raise ValueError(f"N must be >= 1, got {N}")
+        self.N = N
+        self.options = options if options is not None else self.Options()
+        for key, value in dataclasses.asdict(self.options).items():
+            setattr(self, key, value)
+        self.eps = self.options.eps if self.options.eps is not None else self.default_eps
+
+    # -- the continuous process ---------------------------------------------------------------
+    @abc.abstractmethod
+    def sde(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+        """Drift f(x, t) (shaped like x) and diffusion g(t)."""
+
+    @abc.abstractmethod
+    def marginal_coef(self, t: float) -> tuple[float, float]:
+        """(a(t), std(t)) of the perturbation kernel p_0t(x_t | x_0) = N(a(t)·x_0, std(t)²·I)."""
+
+    def marginal_prob(self, x0: Tensor, t: float) -> tuple[Tensor, float]:
+        """Mean and std of the perturbation kernel at time t."""
+        a, std = self.marginal_coef(t)
+        return a * x0, std
+
+    @abc.abstractmethod
+    def prior_sampling(self, z: Tensor) -> Tensor:
+        """A sample x_T of the prior from standard-normal noise z (same z → same start)."""
+
+    @abc.abstractmethod
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """Log density of the prior per sample, summed over the non-batch dimensions."""
+
+    # -- discretisation --------------------------------------------------------------------------
+    def timesteps(self) -> list[float]:
+        """The sampling grid t_i = linspace(T, eps, N), i = 0..N-1, in float64."""
+        return torch.linspace(self.T, self.eps, self.N, dtype=torch.float64).tolist()
+
+    def index(self, t: float) -> int:
+        """The discrete index k(t) = floor(t·(N−1)/T) every discrete rule uses (§1).
+
+        The floor is taken of the exact value: a tolerance of 1e-9 absorbs float rounding where
+        t·(N−1) is mathematically an integer (e.g. N = 2000, eps = 1e-3, i = 1000).
+        """
+        return int(math.floor(t * (self.N - 1) / self.T + 1e-9))
+
+    def discretize(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+        """(f_i, G_i) of x_{i+1} = x_i + f_i + G_i·z; Euler–Maruyama with dt = 1/N by default."""
+        drift, diffusion = self.sde(x, t)
+        dt = 1.0 / self.N
+        return drift * dt, diffusion * math.sqrt(dt)
+
+    def langevin_alpha(self, t: float) -> float:
+        """The factor α of the Langevin step size (Alg. 4/5): 1 unless the SDE says otherwise."""
+        return 1.0
+
+    def ancestral_coefficients(self, t: float) -> AncestralCoefficients:
+        """Coefficients of the ancestral sampling step; SDEs without one are unsupported."""
+        raise Unsupported(f"ancestral sampling is not defined for the {self.name} SDE")
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse-time SDE (Eq. 6) or, with ``probability_flow``, the ODE of Eq. 13."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+    def describe(self) -> dict[str, Any]:
+        """Hyperparameters for results rows, with eps resolved."""
+        return {**dataclasses.asdict(self.options), "eps": self.eps, "N": self.N}
+
+
+class ReverseSDE:
+    """The reverse of a forward SDE: drift f − c·g²·s, diffusion g (c = 1) or 0 (c = ½, ODE)."""
+
+    def __init__(self, forward: SDE, score_fn: ScoreFn, probability_flow: bool) -> None:
+        self.forward = forward
+        self.score_fn = score_fn
+        self.probability_flow = probability_flow
+        self.c = 0.5 if probability_flow else 1.0
+        self.N = forward.N
+        self.T = forward.T
+
+    def sde(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+        """Reverse drift and diffusion (Eq. 6 / Eq. 13); one score evaluation."""
+        drift, g = self.forward.sde(x, t)
+        score = self.score_fn(x, t)
+        return drift - (self.c * g**2) * score, 0.0 if self.probability_flow else g
+
+    def discretize(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+        """Reverse discretisation rev_f = f_i − c·G_i²·s, rev_G = G_i or 0 (App. E, Eq. 46)."""
+        f, G = self.forward.discretize(x, t)
+        score = self.score_fn(x, t)
+        return f - (self.c * G**2) * score, 0.0 if self.probability_flow else G
+
+
+def vp_log_mean_coeff(t: float, beta_min: float, beta_max: float) -> float:
+    """L(t) = −¼t²(β_max − β_min) − ½tβ_min, so a(t) = e^{L(t)} = exp(−½∫₀ᵗβ)."""
+    return -0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min
+
+
+def ladder(lo: float, hi: float, k: int, N: int) -> float:
+    """The k-th point of linspace(lo, hi, N) (lo when N = 1)."""
+    return lo if N == 1 else lo + (hi - lo) * k / (N - 1)
+
+
+def standard_normal_logp(z: Tensor, std: float = 1.0) -> Tensor:
+    """log N(z; 0, std²·I) per sample, summed over the non-batch dimensions."""
+    D = z[0].numel()
+    sq = z.reshape(z.shape[0], -1).pow(2).sum(dim=1)
+    return -0.5 * D * math.log(2 * math.pi * std**2) - sq / (2 * std**2)

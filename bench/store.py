@@ -1,0 +1,121 @@
+"""A run folder: ``run.json``, ``rows.jsonl`` (the durable log) and ``results.csv``.
+
+Each finished cell is appended to ``rows.jsonl`` as one JSON line, flushed and fsync'ed before
+the next cell starts; a kill in the middle of a write can only leave a torn last line, which
+:meth:`RunStore.rows` ignores. ``results.csv`` is rewritten from the log after every cell through
+a temporary file and an atomic rename, so it is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+ROWS = "rows.jsonl"
+CSV = "results.csv"
+META = "run.json"
+
+
+class RunStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @property
+    def rows_path(self) -> Path:
+        return self.path / ROWS
+
+    @property
+    def csv_path(self) -> Path:
+        return self.path / CSV
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / META
+
+    def exists(self) -> bool:
+        return self.meta_path.is_file()
+
+    def prepare(self) -> None:
+        """Create the folder and prove it is writable, before any work starts."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise BenchError(f"results directory {str(self.path)!r} is not writable: "
+                             f"{exc.strerror or exc}") from None
+
+    def read_meta(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BenchError(f"{self.meta_path} is unreadable: {exc}") from None
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write(self.meta_path, json.dumps(meta, indent=2, default=str) + "\n")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every complete row in the log; the last row wins when a cell id repeats."""
+        if not self.rows_path.is_file():
+            return []
+        by_id: dict[str, dict[str, Any]] = {}
+        with open(self.rows_path, encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break  # torn write of the cell in flight
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                by_id[row["cell_id"]] = row
+        return list(by_id.values())
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Durably append one row, then refresh results.csv."""
+        line = json.dumps(_jsonable(row), default=str) + "\n"
+        self._repair_tail()
+        with open(self.rows_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self.write_csv()
+
+    def _repair_tail(self) -> None:
+        """Drop a torn last line left by a kill, so the next row starts on a line of its own."""
+        if not self.rows_path.is_file():
+            return
+        with open(self.rows_path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+
+    def write_csv(self) -> None:
+        import pandas as pd
+
+        frame = pd.DataFrame(self.rows())
+        atomic_write(self.csv_path, frame.to_csv(index=False))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file through a temporary sibling and an atomic rename (fsync'ed)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """NaN and inf become null in the log (JSON has no such numbers)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}

@@ -1,0 +1,78 @@
+"""The paper's predictors (Song et al. 2021, §4.2 and App. E–F)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+import bench
+from bench.errors import Unsupported
+from bench.interfaces import Predictor
+from bench.sde import SDE
+
+
+class EulerMaruyama(Predictor):
+    """Euler–Maruyama step for the reverse-time SDE (Eq. 6), dt = −1/N."""
+
+    name = "euler_maruyama"
+    aliases = ("euler", "em")
+
+    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        dt = -1.0 / self.rsde.N
+        drift, diffusion = self.rsde.sde(x, t)
+        x_mean = x + drift * dt
+        if diffusion == 0.0:  # probability flow: no noise to add
+            return x_mean, x_mean
+        return x_mean + (diffusion * math.sqrt(-dt)) * self.noise(x), x_mean
+
+
+class ReverseDiffusion(Predictor):
+    """Reverse-diffusion step: the forward discretisation run backwards (App. E, Eq. 46)."""
+
+    name = "reverse_diffusion"
+    aliases = ("rd",)
+
+    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        f, G = self.rsde.discretize(x, t)
+        x_mean = x - f
+        if G == 0.0:  # probability flow (App. D.3): deterministic
+            return x_mean, x_mean
+        return x_mean + G * self.noise(x), x_mean
+
+
+class AncestralSampling(Predictor):
+    """Ancestral sampling of the discrete chain: SMLD (Eq. 47) or DDPM (Eq. 4)."""
+
+    name = "ancestral_sampling"
+    aliases = ("ancestral",)
+
+    @classmethod
+    def supports(cls, sde: SDE, probability_flow: bool) -> None:
+        if probability_flow:
+            raise Unsupported("ancestral sampling has no probability-flow variant")
+        sde.ancestral_coefficients(sde.T)  # raises Unsupported for SDEs without the chain
+
+    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        a, b, c = self.sde.ancestral_coefficients(t)
+        x_mean = a * x + b * self.score_fn(x, t)
+        if c == 0.0:
+            return x_mean, x_mean
+        return x_mean + c * self.noise(x), x_mean
+
+
+class NonePredictor(Predictor):
+    """No predictor: returns x unchanged (corrector-only samplers, e.g. NCSN's ALD)."""
+
+    name = "none"
+
+    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        return x, x
+
+
+@bench.hookimpl
+def register_predictors(register):
+    register(EulerMaruyama)
+    register(ReverseDiffusion)
+    register(AncestralSampling)
+    register(NonePredictor)

@@ -1,0 +1,13 @@
+"""Built-in score models: exact-score Gaussian-mixture oracles (and trained networks)."""
+
+from __future__ import annotations
+
+import bench
+
+from bench_plugins.score_models import gmm
+
+
+@bench.hookimpl
+def register_score_models(register):
+    for model in gmm.MODELS:
+        register(model)

@@ -1,0 +1,36 @@
+"""Shared fixtures: only built-in plugins load, a fresh registry, float64 helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """Installed third-party plugins and the user's environment never leak into tests."""
+    monkeypatch.setenv("BENCH_LOAD_PLUGINS", "")
+    for var in ("BENCH_PLUGINS", "BENCH_PLUGINS_DIR", "BENCH_STRICT_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from bench import plugins
+
+    return plugins.load(allow=[]).registry
+
+
+@pytest.fixture
+def make_sde(registry):
+    def make(name: str, N: int = 1000, **options):
+        entry = registry.get("sdes", name)
+        return entry.obj(N, entry.obj.Options(**options))
+
+    return make
+
+
+@pytest.fixture
+def cpu():
+    return torch.device("cpu")
