@@ -25,12 +25,14 @@ _LAZY = {
     "Corrector": "bench.interfaces",
     "ScoreModel": "bench.interfaces",
     "Metric": "bench.interfaces",
+    "Dataset": "bench.datasets",
     "pc_sample": "bench.sampling",
 }
 
 __all__ = ["BenchError", "Unsupported", "__version__", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:
+    from bench.datasets import Dataset
     from bench.interfaces import Corrector, Metric, Predictor, ScoreModel
     from bench.sampling import pc_sample
     from bench.sde import SDE, ReverseSDE

@@ -12,7 +12,7 @@ import click
 
 from bench.errors import BenchError
 
-KIND_CHOICES = ("sdes", "predictors", "correctors", "score-models", "metrics")
+KIND_CHOICES = ("sdes", "predictors", "correctors", "score-models", "metrics", "datasets")
 
 
 class Session:

@@ -92,3 +92,19 @@ def register_metrics(register: Register) -> None:
         def register_metrics(register):
             register(MyMetric)
     """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register image datasets (subclasses of :class:`bench.Dataset`).
+
+    Args:
+        register: call ``register(MyDataset)``; users select it as ``NAME[:ARG]`` (e.g. for
+            training, or as the reference set of FID/KID).
+
+    Called once per process after all plugins are loaded. Example::
+
+        @bench.hookimpl
+        def register_datasets(register):
+            register(MyDataset)
+    """

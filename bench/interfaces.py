@@ -106,6 +106,8 @@ class ScoreModel(abc.ABC):
     trained_for: str | None = None
     preferred_threads: ClassVar[int | None] = None
     default_metrics: ClassVar[tuple[str, ...]] = ()
+    dataset: str | None = None
+    """Spec of the dataset the model was trained on (the default FID/KID reference), if any."""
     data_shape: tuple[int, ...]
     spec: str
 

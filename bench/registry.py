@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.errors import BenchError
 
-KINDS = ("sdes", "predictors", "correctors", "score-models", "metrics")
+KINDS = ("sdes", "predictors", "correctors", "score-models", "metrics", "datasets")
 HOOKS = {kind: "register_" + kind.replace("-", "_") for kind in KINDS}
 SINGULAR = {
     "sdes": "SDE",
@@ -17,6 +17,7 @@ SINGULAR = {
     "correctors": "corrector",
     "score-models": "score model",
     "metrics": "metric",
+    "datasets": "dataset",
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -65,6 +66,7 @@ def base_class(kind: str) -> type:
         "correctors": bench.Corrector,
         "score-models": bench.ScoreModel,
         "metrics": bench.Metric,
+        "datasets": bench.Dataset,
     }[kind]
 
 

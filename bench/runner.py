@@ -23,7 +23,7 @@ from bench.sampling import CountingScore, pc_sample
 from bench.sde import SDE
 
 KIND_OF = {"sde": "sdes", "predictor": "predictors", "corrector": "correctors", "metric": "metrics",
-           "model": "score-models"}
+           "model": "score-models", "dataset": "datasets"}
 
 
 # -- component options (-o KIND.NAME.KEY=VALUE or NAME.KEY=VALUE) -------------------------------
