@@ -40,7 +40,7 @@ DEFAULTS = {
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Samples per sampling batch.")
 @click.option("--metrics", type=CommaList(), default=None,
-              help="Metrics [default: the model's, e.g. swd,fd,logp,coverage for mixtures].")
+              help="Metrics, or none [default: the model's, e.g. swd,fd,logp,coverage for mixtures].")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True, help="Sampler state dtype.")

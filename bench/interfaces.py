@@ -165,6 +165,14 @@ class Metric(abc.ABC):
     def supports(cls, model: ScoreModel) -> None:
         """Raise :class:`bench.Unsupported` if this metric cannot evaluate ``model``."""
 
+    @classmethod
+    def prepare(cls, model: ScoreModel, options: Any, device: torch.device) -> None:
+        """Check prerequisites once, before any cell runs (raise :class:`bench.BenchError`).
+
+        For example a feature extractor whose weights file is missing: the user gets one clear
+        error before any work starts, not a failure in every cell.
+        """
+
     @abc.abstractmethod
     def update(self, samples: Tensor) -> None:
         """Accumulate one batch of data-space samples."""

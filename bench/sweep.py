@@ -13,7 +13,7 @@ import torch
 
 import bench
 from bench import grid as grid_mod
-from bench.errors import BenchError
+from bench.errors import BenchError, Unsupported
 from bench.grid import Cell, GridSpec
 from bench.interfaces import ScoreModel
 from bench.registry import Registry
@@ -68,7 +68,8 @@ class Sweep:
             for sde in sdes:
                 options.values.setdefault(("sdes", sde), {}).setdefault("eps", kw["eps"])
         model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]])
-        metrics = canonical(registry, "metrics", kw["metrics"] or model.default_metrics)
+        requested = kw["metrics"] or model.default_metrics
+        metrics = () if requested == ("none",) else canonical(registry, "metrics", requested)
         pf = {"off": (False,), "on": (True,), "both": (False, True)}[kw["probability_flow"]]
         spec = GridSpec(
             model=kw["model"], sdes=sdes, predictors=predictors, correctors=correctors,
@@ -91,10 +92,22 @@ class Sweep:
     def cells(self, ctx: CellContext) -> list[Cell]:
         return grid_mod.expand(self.spec, Components(ctx).resolved_options)
 
+    def prepare_metrics(self) -> None:
+        """Let each metric check its prerequisites once, before any work starts."""
+        registry = self.session.registry
+        for name in self.spec.metrics:
+            metric = registry.get("metrics", name).obj
+            try:
+                metric.supports(self.model)
+            except Unsupported:
+                continue  # recorded per cell
+            metric.prepare(self.model, self.options.build("metrics", name, metric), self.device)
+
     def run(self) -> list[dict[str, Any]]:
         torch.set_num_threads(self.threads)
         ctx = self.context()
         cells = self.cells(ctx)
+        self.prepare_metrics()
         self.store.prepare()
         self.store.write_meta(self.metadata(len(cells)))
         report = self.session.report
