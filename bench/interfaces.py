@@ -108,6 +108,8 @@ class ScoreModel(abc.ABC):
     default_metrics: ClassVar[tuple[str, ...]] = ()
     dataset: str | None = None
     """Spec of the dataset the model was trained on (the default FID/KID reference), if any."""
+    sde_defaults: dict[str, dict[str, Any]] = {}
+    """SDE option defaults the model needs, e.g. ``{"ve": {"sigma_max": 5.0}}`` (``-o`` wins)."""
     data_shape: tuple[int, ...]
     spec: str
 

@@ -64,10 +64,13 @@ class Sweep:
         seeds = grid_mod.parse_seeds(kw["seeds"])
         device = resolve_device(kw["device"])
         options = OptionSet.parse(list(kw["options"]), registry)
-        if kw["eps"] is not None:
-            for sde in sdes:
-                options.values.setdefault(("sdes", sde), {}).setdefault("eps", kw["eps"])
         model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]])
+        for sde in sdes:
+            defaults = {**model.sde_defaults.get(sde, {})}
+            if kw["eps"] is not None:
+                defaults["eps"] = kw["eps"]
+            for key, value in defaults.items():
+                options.values.setdefault(("sdes", sde), {}).setdefault(key, value)
         requested = kw["metrics"] or model.default_metrics
         metrics = () if requested == ("none",) else canonical(registry, "metrics", requested)
         pf = {"off": (False,), "on": (True,), "both": (False, True)}[kw["probability_flow"]]
