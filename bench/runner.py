@@ -228,7 +228,10 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
           options=ctx.options.build("metrics", m.name, m))
         for m in metric_classes
     ]
-    sampled = sample_cell(cell, ctx, sde, predictor_cls, corrector_cls, metrics)
+    try:
+        sampled = sample_cell(cell, ctx, sde, predictor_cls, corrector_cls, metrics)
+    except Unsupported as exc:  # found only at run time, e.g. an invalid discrete step
+        return {**row, "status": "unsupported", "reason": exc.reason}
     row.update(timing_columns(cell, sampled))
     if sampled.diverged_step is not None:
         return {**row, "status": "diverged",

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 import bench
+from bench.errors import Unsupported
 from bench.sde import (
     SDE,
     AncestralCoefficients,
@@ -97,8 +98,17 @@ class _BetaSchedule(SDE):
         return vp_log_mean_coeff(t, self.beta_min, self.beta_max)
 
     def discrete_beta(self, k: int) -> float:
-        """β_k = linspace(β_min/N, β_max/N, N)[k] (1e-4 … 0.02 for N = 1000)."""
-        return ladder(self.beta_min / self.N, self.beta_max / self.N, k, self.N)
+        """β_k = linspace(β_min/N, β_max/N, N)[k] (1e-4 … 0.02 for N = 1000).
+
+        The DDPM chain needs β_k < 1 (else sqrt(1 − β_k) and α = 1 − β_k break down): with
+        N ≤ β_max every rule that uses the table is unsupported, not silently NaN.
+        """
+        beta = ladder(self.beta_min / self.N, self.beta_max / self.N, k, self.N)
+        if beta >= 1.0:
+            raise Unsupported(
+                f"the discrete DDPM chain needs beta_k < 1, i.e. N > beta_max = {self.beta_max:g} "
+                f"(got N = {self.N}); use euler_maruyama or more steps")
+        return beta
 
     def langevin_alpha(self, t: float) -> float:
         """α = 1 − β_k, the per-step value the reference code uses (not the cumulative ᾱ)."""
