@@ -55,9 +55,14 @@ DEFAULTS = {
 @click.option("--out", default=None, metavar="DIR",
               help="Run folder [default: results/<UTC timestamp>].")
 @click.option("--save-samples", is_flag=True, help="Write each cell's samples to samples/<cell>.npz.")
+@click.option("--resume", default=None, metavar="DIR",
+              help="Continue the run in DIR with its stored options (skips finished cells).")
+@click.option("--new-run", is_flag=True,
+              help="If --out holds a run with other options, archive it and start again.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first cell that ends in error.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a TTY].")
-@click.pass_obj
-def run_command(session, **kwargs) -> None:
+@click.pass_context
+def run_command(ctx: click.Context, **kwargs) -> None:
     """Run a sweep: SDE × predictor × corrector × steps × SNR × seed, one row per cell.
 
     \b
@@ -66,7 +71,24 @@ def run_command(session, **kwargs) -> None:
       bench run --predictors euler,reverse_diffusion --correctors langevin
       bench run --model gauss1d --sdes vp --steps 10,100,1000 --seeds 0-3
       bench run --model gmm:my_mixture.json --snr 0.05,0.1,0.16,0.2 -o ve.sigma_max=10
+      bench run --resume results/20261122-101500     # after a crash or Ctrl-C
     """
     from bench.sweep import Sweep
 
-    Sweep.from_cli(session, kwargs).run()
+    given = {name for name in kwargs
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    if kwargs["resume"]:
+        _add_stored_plugins(ctx.obj, kwargs["resume"])
+    Sweep.from_cli(ctx.obj, kwargs, given).run()
+
+
+def _add_stored_plugins(session, folder: str) -> None:
+    """A resumed run loads the same -p modules and --plugins-dir folders as the original."""
+    import json
+    from pathlib import Path
+
+    meta = Path(folder) / "run.json"
+    if meta.is_file():
+        stored = json.loads(meta.read_text()).get("invocation", {}).get("plugins", {})
+        session.modules += [m for m in stored.get("modules", []) if m not in session.modules]
+        session.dirs += [d for d in stored.get("dirs", []) if d not in session.dirs]

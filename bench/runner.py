@@ -7,6 +7,7 @@ import math
 import platform
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -47,6 +48,7 @@ class OptionSet:
             options_cls = getattr(entry.obj, "Options", opts.NoOptions)
             value = opts.coerce(options_cls, parts[-1], text.strip(), owner)
             out.values.setdefault((entry.kind, entry.name), {})[parts[-1]] = value
+            out.build(entry.kind, entry.name, entry.obj)  # validate now, even if unused
         return out
 
     def build(self, kind: str, name: str, component: type) -> Any:
@@ -172,6 +174,7 @@ class Sampled:
     wall_clock_s: float = 0.0
     diverged_step: int | None = None
     diverged_t: float | None = None
+    peak_memory_mb: float | None = None
 
 
 class Components:
@@ -215,47 +218,99 @@ class Components:
 
 
 def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
-    """Run one cell and return its results row (status ok, unsupported or diverged)."""
+    """Run one cell. Every outcome is a row: ok, unsupported, diverged or error.
+
+    An exception raised by plugin code becomes ``status="error"`` naming the plugin; the sweep
+    goes on. ``KeyboardInterrupt`` is not caught: the sweep stops cleanly one level up.
+    """
     parts = Components(ctx)
     row = base_row(cell, ctx, parts)
-    sde = parts.sde(cell.sde, cell.steps)
     try:
-        predictor_cls, corrector_cls, metric_classes = parts.check(cell, sde)
+        return {**row, **_run_cell(cell, ctx, parts)}
     except Unsupported as exc:
         return {**row, "status": "unsupported", "reason": exc.reason}
-    metrics = [
-        m(ctx.model, cell.samples, device=ctx.device,
-          options=ctx.options.build("metrics", m.name, m))
-        for m in metric_classes
-    ]
-    try:
-        sampled = sample_cell(cell, ctx, sde, predictor_cls, corrector_cls, metrics)
-    except Unsupported as exc:  # found only at run time, e.g. an invalid discrete step
-        return {**row, "status": "unsupported", "reason": exc.reason}
-    row.update(timing_columns(cell, sampled))
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the sweep
+        plugin, where = blame(exc, ctx.registry)
+        return {**row, "status": "error", "error_plugin": plugin,
+                "reason": f"in {plugin} ({where}): {type(exc).__name__}: {exc}"}
+
+
+def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
+    sde = parts.sde(cell.sde, cell.steps)
+    predictor_cls, corrector_cls, metric_classes = parts.check(cell, sde)
+    batch_size, notes = cell.batch_size, []
+    while True:
+        metrics = [m(ctx.model, cell.samples, device=ctx.device,
+                     options=ctx.options.build("metrics", m.name, m)) for m in metric_classes]
+        try:
+            sampled = sample_cell(cell, ctx, sde, predictor_cls, corrector_cls, metrics, batch_size)
+            break
+        except (torch.OutOfMemoryError, MemoryError):
+            if batch_size == 1:
+                raise
+            notes.append(f"out of memory at batch size {batch_size}")
+            batch_size = max(1, batch_size // 2)
+            _free_memory(ctx.device)
+    out: dict[str, Any] = {**timing_columns(sampled), "batch_size_used": batch_size,
+                           "peak_memory_mb": sampled.peak_memory_mb}
+    if notes:
+        out["reason"] = "; ".join(notes) + f"; retried with batch size {batch_size}"
     if sampled.diverged_step is not None:
-        return {**row, "status": "diverged",
-                "reason": f"non-finite samples from step {sampled.diverged_step} "
-                          f"(t={sampled.diverged_t:.6g})",
-                "diverged_step": sampled.diverged_step}
+        reason = f"non-finite samples from step {sampled.diverged_step} (t={sampled.diverged_t:.6g})"
+        return {**out, "status": "diverged", "diverged_step": sampled.diverged_step,
+                "reason": "; ".join([*notes, reason])}
     start = time.perf_counter()
     for metric in metrics:
-        for key, value in metric.compute().items():
-            row[key] = value
-        row[f"{metric.name}_n"] = cell.samples
-    row["metrics_s"] = time.perf_counter() - start
-    return {**row, "status": "ok"}
+        out.update(metric.compute())
+        out[f"{metric.name}_n"] = cell.samples
+    out["metrics_s"] = time.perf_counter() - start
+    return {**out, "status": "ok"}
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def blame(exc: BaseException, registry: Registry) -> tuple[str, str]:
+    """The plugin whose code raised ``exc`` (innermost frame in a plugin module) and where."""
+    import traceback
+
+    owners = {entry.obj.__module__: str(entry.provider)
+              for kind in registry.entries.values() for entry in kind.values()}
+    frames = traceback.extract_tb(exc.__traceback__)
+    modules = _frame_modules(exc.__traceback__)
+    for frame, module in zip(reversed(frames), reversed(modules)):
+        if module in owners:
+            return owners[module], f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+    last = frames[-1] if frames else None
+    where = f"{Path(last.filename).name}:{last.lineno} in {last.name}" if last else "?"
+    return "sde-bench core", where
+
+
+def _frame_modules(tb: Any) -> list[str]:
+    out = []
+    while tb is not None:
+        out.append(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    return out
 
 
 def sample_cell(cell: Cell, ctx: CellContext, sde: SDE, predictor_cls: type[Predictor],
-                corrector_cls: type[Corrector], metrics: list[Metric]) -> Sampled:
+                corrector_cls: type[Corrector], metrics: list[Metric],
+                batch_size: int | None = None) -> Sampled:
     """Sample all batches of a cell, timing sampling alone and feeding the metrics."""
     model, device = ctx.model, ctx.device
     dtype = DTYPES[cell.dtype]
     score = CountingScore(model.score_fn(sde))
     out = Sampled()
     kept: list[Tensor] = []
-    for b, (start, size) in enumerate(batches(cell.samples, cell.batch_size)):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for b, (start, size) in enumerate(batches(cell.samples, batch_size or cell.batch_size)):
         x_T = sde.prior_sampling(prior_noise(cell.seed, start, size, model.data_shape).to(device, dtype))
         build = _sampler_factory(cell, ctx, sde, score, predictor_cls, corrector_cls)
         predictor, corrector = build(step_noise(cell.seed, b, device))
@@ -275,6 +330,8 @@ def sample_cell(cell: Cell, ctx: CellContext, sde: SDE, predictor_cls: type[Pred
         if ctx.save_samples is not None:
             kept.append(data.cpu())
     out.score_calls = score.calls
+    if device.type == "cuda":
+        out.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
     if ctx.save_samples is not None and kept:
         ctx.save_samples(cell, torch.cat(kept))
     return out
@@ -306,7 +363,7 @@ def first_nonfinite_step(sde, build, cell, batch, x_T) -> tuple[int, float]:
     return found[0] if found else (sde.N - 1, sde.eps)
 
 
-def timing_columns(cell: Cell, sampled: Sampled) -> dict[str, Any]:
+def timing_columns(sampled: Sampled) -> dict[str, Any]:
     wall = sampled.wall_clock_s
     calls = sampled.score_calls
     return {

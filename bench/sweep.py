@@ -1,13 +1,20 @@
-"""``bench run`` end to end: validate the request, expand the grid, run the cells, report."""
+"""``bench run`` end to end: validate the request, expand the grid, run the cells, report.
+
+Durability: every finished cell is appended to the run's log (fsync'ed) before the next starts.
+Running the same command again — or ``bench run --resume DIR`` — skips the cells already done
+(matched by cell id) and reruns only the rest (and cells that ended in ``error``).
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import torch
 
@@ -29,6 +36,12 @@ from bench.runner import (
 )
 from bench.store import RunStore
 
+IDENTITY_KEYS = ("model", "samples", "batch_size", "dtype", "denoise", "metrics", "options", "eps")
+"""Options that change the meaning of existing rows: a run folder refuses a change of these."""
+
+DONE = ("ok", "unsupported", "diverged")
+"""Statuses that count as finished; ``error`` cells are retried when a run resumes."""
+
 
 def load_model(registry: Registry, spec: str, device: torch.device, dtype: torch.dtype) -> ScoreModel:
     """A score model from ``NAME[:ARG]``."""
@@ -42,6 +55,26 @@ def canonical(registry: Registry, kind: str, names: tuple[str, ...]) -> tuple[st
     return tuple(dict.fromkeys(registry.get(kind, n).name for n in names))
 
 
+def resume_options(kw: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """The stored options of the run in ``kw["resume"]``; other options may not be given too."""
+    folder = kw["resume"]
+    store = RunStore(folder)
+    if not store.exists():
+        raise BenchError(f"no run to resume in {folder!r} (no run.json)")
+    clash = sorted(given - {"resume", "progress", "fail_fast", "device", "threads"})
+    if clash:
+        names = ", ".join("--" + c.replace("_", "-") for c in clash)
+        raise BenchError(f"--resume takes the options stored in {folder}/run.json; drop {names} "
+                         f"(or rerun the full command with --out {folder})")
+    stored = store.read_meta()["invocation"]["options"]
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+    for key in ("progress", "fail_fast", "device", "threads"):
+        if key in given:
+            merged[key] = kw[key]
+    merged.update(out=folder, resume=None, new_run=False)
+    return merged
+
+
 @dataclass
 class Sweep:
     session: Any
@@ -53,10 +86,14 @@ class Sweep:
     store: RunStore
     save_samples: bool
     progress: bool
+    fail_fast: bool
+    new_run: bool
     invocation: dict[str, Any]
 
     @classmethod
-    def from_cli(cls, session: Any, kw: dict[str, Any]) -> Sweep:
+    def from_cli(cls, session: Any, kw: dict[str, Any], given: set[str] = frozenset()) -> Sweep:
+        if kw.get("resume"):
+            kw = resume_options(kw, set(given))
         registry = session.registry
         sdes = canonical(registry, "sdes", kw["sdes"])
         predictors = canonical(registry, "predictors", kw["predictors"])
@@ -72,7 +109,7 @@ class Sweep:
             for key, value in defaults.items():
                 options.values.setdefault(("sdes", sde), {}).setdefault(key, value)
         requested = kw["metrics"] or model.default_metrics
-        metrics = () if requested == ("none",) else canonical(registry, "metrics", requested)
+        metrics = () if tuple(requested) == ("none",) else canonical(registry, "metrics", requested)
         pf = {"off": (False,), "on": (True,), "both": (False, True)}[kw["probability_flow"]]
         spec = GridSpec(
             model=kw["model"], sdes=sdes, predictors=predictors, correctors=correctors,
@@ -82,18 +119,45 @@ class Sweep:
         )
         out = kw["out"] or f"results/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         progress = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
+        invocation = {"argv": sys.argv, "plugins": {"modules": session.modules, "dirs": session.dirs},
+                      "options": {k: v for k, v in kw.items() if k not in ("resume", "new_run")}}
         return cls(session, spec, model, options, device,
                    resolve_threads(kw["threads"], model, device), RunStore(out),
-                   kw["save_samples"], progress,
-                   {"argv": sys.argv, "options": {k: v for k, v in kw.items()}})
+                   kw["save_samples"], progress, kw["fail_fast"], kw["new_run"], invocation)
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        torch.set_num_threads(self.threads)
+        ctx = self.context()
+        cells = grid_mod.expand(self.spec, Components(ctx).resolved_options)
+        self.prepare_metrics()
+        self.open_store(len(cells))
+        done = {r["cell_id"] for r in self.store.rows() if r.get("status") in DONE}
+        todo = [c for c in cells if c.id not in done]
+        self.header(len(cells), len(cells) - len(todo))
+        finished = 0
+        try:
+            for cell in self._progress(todo):
+                row = run_cell(cell, ctx)
+                self.store.append(row)
+                finished += 1
+                if row["status"] == "error" and self.fail_fast:
+                    raise BenchError(f"--fail-fast: cell {cell.id} failed: {row['reason']}")
+        except KeyboardInterrupt:
+            say(f"\ninterrupted: {finished} of {len(todo)} cells finished in this session are "
+                f"saved in {self.store.path}")
+            say(f"resume with: bench run --resume {self.store.path}")
+            raise click.exceptions.Exit(130) from None
+        from bench.report import short_report
+
+        click.echo(short_report(self.store.rows()))
+        say(f"results: {self.store.csv_path}")
+        return self.store.rows()
 
     def context(self) -> CellContext:
         saver = self._save_samples if self.save_samples else None
         return CellContext(self.session.registry, self.model, self.device, self.options,
                            self.threads, saver)
-
-    def cells(self, ctx: CellContext) -> list[Cell]:
-        return grid_mod.expand(self.spec, Components(ctx).resolved_options)
 
     def prepare_metrics(self) -> None:
         """Let each metric check its prerequisites once, before any work starts."""
@@ -106,28 +170,48 @@ class Sweep:
                 continue  # recorded per cell
             metric.prepare(self.model, self.options.build("metrics", name, metric), self.device)
 
-    def run(self) -> list[dict[str, Any]]:
-        torch.set_num_threads(self.threads)
-        ctx = self.context()
-        cells = self.cells(ctx)
-        self.prepare_metrics()
+    def identity(self) -> dict[str, Any]:
+        """What defines the meaning of this run's rows (see IDENTITY_KEYS)."""
+        opts = {f"{kind}.{name}": values for (kind, name), values in self.options.values.items()}
+        return json.loads(json.dumps({
+            "model": self.spec.model, "samples": self.spec.samples,
+            "batch_size": self.spec.batch_size, "dtype": self.spec.dtype,
+            "denoise": self.spec.denoise, "metrics": list(self.spec.metrics),
+            "options": dict(sorted(opts.items())),
+            "eps": self.invocation["options"].get("eps"),
+        }, default=str))
+
+    def open_store(self, n_cells: int) -> None:
+        """Create the run folder, or continue an existing run if its meaning is unchanged."""
         self.store.prepare()
-        self.store.write_meta(self.metadata(len(cells)))
-        report = self.session.report
+        if self.store.exists():
+            old = self.store.read_meta().get("identity", {})
+            new = self.identity()
+            changed = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+            if changed and not self.new_run:
+                detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed)
+                raise BenchError(
+                    f"{self.store.path} holds a run whose rows mean something else ({detail}). "
+                    f"Use another --out, or --new-run to archive the old results and start again")
+            if self.new_run:
+                self.archive()
+        self.store.write_meta(self.metadata(n_cells))
+
+    def archive(self) -> None:
+        """Move the folder's current results aside (nothing is deleted)."""
+        folder = self.store.path / f"previous-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        folder.mkdir()
+        for path in (self.store.rows_path, self.store.csv_path, self.store.meta_path):
+            if path.exists():
+                shutil.move(str(path), folder / path.name)
+        say(f"archived the previous results to {folder}")
+
+    def header(self, n_cells: int, n_done: int) -> None:
         say(f"sde-bench {bench.__version__} · torch {torch.__version__} · {self.device} · "
             f"threads {self.threads} · model {self.model.spec}")
-        say(report.header())
-        say(f"{len(cells)} cells → {self.store.path}")
-        rows = []
-        for cell in self._progress(cells):
-            row = run_cell(cell, ctx)
-            self.store.append(row)
-            rows.append(row)
-        from bench.report import short_report
-
-        click_echo(short_report(self.store.rows()))
-        say(f"results: {self.store.csv_path}")
-        return rows
+        say(self.session.report.header())
+        resumed = f" ({n_done} already done)" if n_done else ""
+        say(f"{n_cells} cells{resumed} → {self.store.path}")
 
     def _progress(self, cells: list[Cell]):
         if not self.progress:
@@ -142,6 +226,7 @@ class Sweep:
             "sde_bench": bench.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "invocation": self.invocation,
+            "identity": self.identity(),
             "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.spec).items()},
             "cells": n_cells,
             "model": self.model.describe(),
@@ -156,14 +241,8 @@ class Sweep:
         folder = self.store.path / "samples"
         folder.mkdir(exist_ok=True)
         np.savez_compressed(folder / f"{cell.id}.npz", samples=samples.numpy(),
-                            config=np.array(str(cell.config())))
+                            config=np.array(json.dumps(cell.config(), default=str)))
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-def click_echo(text: str) -> None:
-    import click
-
-    click.echo(text)

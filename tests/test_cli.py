@@ -1,0 +1,214 @@
+"""`bench run` end to end through click's runner: results, failures as rows, bad input → exit 2."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import cli
+
+FAST = ["--model", "gauss1d", "--sdes", "vp", "--predictors", "euler", "--correctors", "none",
+        "--steps", "25", "--samples", "16", "--batch-size", "8"]
+
+FAULTY = '''
+import math
+import torch
+import bench
+from bench_plugins.predictors import EulerMaruyama
+
+
+class Boom(EulerMaruyama):
+    """Raises inside update (a plugin bug)."""
+    name = "boom"
+    aliases = ()
+
+    def update(self, x, t):
+        raise RuntimeError("kaboom at t=%g" % t)
+
+
+class Nan(EulerMaruyama):
+    """Produces NaN from t < 0.5 on."""
+    name = "nan_late"
+    aliases = ()
+
+    def update(self, x, t):
+        x, x_mean = super().update(x, t)
+        return (x * math.nan, x_mean * math.nan) if t < 0.5 else (x, x_mean)
+
+
+class Greedy(EulerMaruyama):
+    """Runs out of (simulated) GPU memory above 4 samples per batch."""
+    name = "greedy"
+    aliases = ()
+
+    def update(self, x, t):
+        if x.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().update(x, t)
+
+
+@bench.hookimpl
+def register_predictors(register):
+    register(Boom)
+    register(Nan)
+    register(Greedy)
+'''
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def rows_of(folder):
+    return pd.read_csv(folder / "results.csv")
+
+
+def test_default_style_sweep_writes_rows_and_metadata(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", "--model", "ring8", "--sdes", "ve,subvp",
+                    "--predictors", "euler,ancestral", "--correctors", "none,langevin",
+                    "--steps", "20", "--samples", "64", "--out", out)
+    assert result.exit_code == 0, result.output
+    frame = rows_of(out)
+    assert len(frame) == 8 and frame["cell_id"].is_unique
+    assert set(frame.loc[frame.status == "unsupported", "sde"]) == {"subvp"}
+    ok = frame[frame.status == "ok"]
+    for column in ("nfe", "wall_clock_s", "samples_per_s", "s_per_nfe", "swd", "swd_n", "fd",
+                   "logp", "coverage_tv", "seed", "device", "dtype", "threads", "torch",
+                   "predictor_provider"):
+        assert ok[column].notna().all(), column
+    assert (ok["swd_n"] == 64).all() and (ok["threads"] == 1).all()
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["machine"]["torch"] and meta["plugins"][0]["source"] == "builtin"
+    assert "predictor" in result.stdout and "unsupported" in result.stdout
+
+
+def test_aliases_map_to_canonical_names(tmp_path):
+    result = invoke("run", *FAST, "--predictors", "em", "--out", tmp_path / "r")
+    assert result.exit_code == 0
+    assert list(rows_of(tmp_path / "r")["predictor"]) == ["euler_maruyama"]
+
+
+def test_save_samples_writes_npz(tmp_path):
+    import numpy as np
+
+    assert invoke("run", *FAST, "--save-samples", "--out", tmp_path / "r").exit_code == 0
+    (npz,) = (tmp_path / "r" / "samples").glob("*.npz")
+    with np.load(npz, allow_pickle=False) as f:
+        assert f["samples"].shape == (16, 1)
+
+
+def test_options_reach_the_components(tmp_path):
+    result = invoke("run", "--model", "gauss1d", "--sdes", "ve", "--predictors", "rd",
+                    "--correctors", "none", "--steps", "30", "--samples", "8",
+                    "-o", "ve.sigma_max=7", "--eps", "1e-4", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    row = rows_of(tmp_path / "r").iloc[0]
+    assert "sigma_max=7.0" in row["sde_options"] and row["eps"] == 1e-4
+
+
+def test_plugin_exceptions_become_error_rows(tmp_path):
+    plugin = tmp_path / "faulty.py"
+    plugin.write_text(FAULTY)
+    out = tmp_path / "r"
+    result = invoke("-p", plugin, "run", *FAST, "--predictors", "boom,euler", "--out", out)
+    assert result.exit_code == 0, result.output
+    frame = rows_of(out).set_index("predictor")
+    assert frame.loc["boom", "status"] == "error"
+    assert "file:faulty.py" in frame.loc["boom", "reason"] and "kaboom" in frame.loc["boom", "reason"]
+    assert frame.loc["euler_maruyama", "status"] == "ok"  # the sweep went on
+
+
+def test_fail_fast_stops_at_the_first_error(tmp_path):
+    plugin = tmp_path / "faulty.py"
+    plugin.write_text(FAULTY)
+    result = invoke("-p", plugin, "run", *FAST, "--predictors", "boom,euler", "--fail-fast",
+                    "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "--fail-fast" in result.stderr
+    assert list(rows_of(tmp_path / "r")["status"]) == ["error"]
+
+
+def test_divergence_is_a_row_with_the_step(tmp_path):
+    plugin = tmp_path / "faulty.py"
+    plugin.write_text(FAULTY)
+    result = invoke("-p", plugin, "run", *FAST, "--predictors", "nan_late", "--steps", "11",
+                    "--out", tmp_path / "r")
+    assert result.exit_code == 0
+    row = rows_of(tmp_path / "r").iloc[0]
+    # grid linspace(1, 1e-3, 11): t_5 = 0.5005, t_6 = 0.4006 is the first t < 0.5
+    assert row["status"] == "diverged" and row["diverged_step"] == 6 and "step 6" in row["reason"]
+
+
+def test_out_of_memory_retries_with_half_the_batch(tmp_path):
+    plugin = tmp_path / "faulty.py"
+    plugin.write_text(FAULTY)
+    result = invoke("-p", plugin, "run", *FAST, "--predictors", "greedy", "--batch-size", "16",
+                    "--out", tmp_path / "r")
+    assert result.exit_code == 0
+    row = rows_of(tmp_path / "r").iloc[0]
+    assert row["status"] == "ok" and row["batch_size_used"] == 4
+    assert "out of memory at batch size 16" in row["reason"] and "retried with batch size 4" in row["reason"]
+
+
+BAD_INPUTS = [
+    (["--predictors", "eular"], "unknown predictor 'eular'. Did you mean 'euler'?"),
+    (["--correctors", "langevn"], "Valid names: ald, annealed_langevin, langevin, none"),
+    (["--sdes", "vpp"], "unknown SDE 'vpp'"),
+    (["--model", "ring9"], "unknown score model 'ring9'. Did you mean 'ring8'?"),
+    (["--metrics", "swdd"], "unknown metric 'swdd'"),
+    (["--steps", "0"], "must be >= 1"),
+    (["--steps", "ten"], "'ten' is not a valid int"),
+    (["--snr", "-0.1"], "must be >= 0"),
+    (["--corrector-steps", "0"], "must be >= 1"),
+    (["--samples", "0"], "0 is not in the range x>=1"),
+    (["--batch-size", "0"], "0 is not in the range x>=1"),
+    (["--seeds", "3-1"], "cannot parse seeds '3-1'"),
+    (["--seeds", "a-b"], "cannot parse seeds 'a-b'"),
+    (["--device", "cuda"], "CUDA is not available"),
+    (["--device", "tpu"], "use auto, cpu, cuda or cuda:K"),
+    (["--model", "gmm:/no/such/file.json"], "does not exist"),
+    (["--model", "gauss1d:extra"], "takes no argument"),
+    (["-o", "ve.sigma_maxx=3"], "has no option 'sigma_maxx'; valid options: eps, sigma_min, sigma_max"),
+    (["-o", "ve.sigma_max=big"], "is not a valid float"),
+    (["-o", "sigma_max=3"], "is not KIND.NAME.KEY=VALUE"),
+    (["-o", "ve.sigma_min=80"], "need 0 < sigma_min < sigma_max"),
+    (["--threads", "0"], "is not 'auto' or a positive integer"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_clear_message_and_exit_2(tmp_path, args, message):
+    out = tmp_path / "r"
+    result = invoke("run", *FAST, *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert not (out / "rows.jsonl").exists()  # nothing ran
+
+
+def test_unwritable_results_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke("run", *FAST, "--out", blocker / "run")
+    assert result.exit_code == 2 and "is not writable" in result.stderr
+
+
+def test_unknown_list_kind_and_command():
+    assert invoke("list", "predictorz").exit_code == 2
+    assert invoke("frobnicate").exit_code == 2
+
+
+def test_list_and_plugins_json():
+    listing = json.loads(invoke("list", "predictors", "--json").stdout)
+    names = {p["name"]: p for p in listing}
+    assert set(names) == {"euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none"}
+    assert names["euler_maruyama"]["aliases"] == ["euler", "em"]
+    sdes = {p["name"]: p for p in json.loads(invoke("list", "sdes", "--json").stdout)}
+    assert sdes["ve"]["options"] == {"eps": None, "sigma_min": 0.01, "sigma_max": 50.0}
+    plugins = json.loads(invoke("plugins", "--json").stdout)
+    assert {p["name"] for p in plugins} >= {"builtin-sdes", "builtin-predictors"}
+    assert all(set(p) >= {"name", "source", "dist", "version", "hooks", "status"} for p in plugins)
