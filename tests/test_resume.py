@@ -1,0 +1,107 @@
+"""Durability: SIGKILL at random moments loses at most the cell in flight; Ctrl-C exits 130."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from bench.store import RunStore
+
+GRID = ["--model", "ring8", "--sdes", "ve,vp", "--predictors", "euler,reverse_diffusion",
+        "--correctors", "none,langevin", "--steps", "100,200", "--samples", "300",
+        "--batch-size", "150", "--seeds", "0", "--no-progress"]
+TIMING = ["wall_clock_s", "samples_per_s", "s_per_nfe", "metrics_s", "started_at",
+          "peak_memory_mb"]
+
+
+def bench(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", *GRID, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+
+
+def comparable(folder):
+    frame = pd.read_csv(folder / "results.csv")
+    return frame.drop(columns=[c for c in TIMING if c in frame]).set_index("cell_id").sort_index()
+
+
+def finished_cells(folder) -> int:
+    path = folder / "rows.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_equals_a_clean_run(tmp_path):
+    clean = bench("--out", tmp_path / "clean")
+    assert clean.wait(timeout=300) == 0, clean.stderr.read()
+    rng = random.Random(20261122)
+    killed = tmp_path / "killed"
+    kills = 0
+    for attempt in range(4):
+        before = finished_cells(killed)
+        proc = bench("--out", killed)
+        while finished_cells(killed) == before and proc.poll() is None:
+            time.sleep(0.01)  # let each attempt finish at least one cell ...
+        time.sleep(rng.uniform(0.0, 0.3))  # ... then kill at a random moment
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    assert kills >= 3 and finished_cells(killed) < 16
+    final = bench("--out", killed)
+    assert final.wait(timeout=300) == 0, final.stderr.read()
+    expected, got = comparable(tmp_path / "clean"), comparable(killed)
+    assert got.index.is_unique and len(got) == len(expected) == 16
+    pd.testing.assert_frame_equal(got[expected.columns], expected)
+    log = [json.loads(line)["cell_id"] for line in (killed / "rows.jsonl").read_text().splitlines()]
+    assert len(log) == len(set(log)) == 16  # no cell ran twice to completion
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path):
+    out = tmp_path / "r"
+    proc = bench("--out", out)
+    deadline = time.time() + 120
+    while finished_cells(out) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    stderr = proc.stderr.read()
+    assert f"resume with: bench run --resume {out}" in stderr and "Traceback" not in stderr
+    done = finished_cells(out)
+    assert 1 <= done < 16
+    resumed = subprocess.run([sys.executable, "-m", "bench", "run", "--resume", str(out),
+                              "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"16 cells ({done} already done)" in resumed.stderr
+    assert len(pd.read_csv(out / "results.csv")) == 16
+
+
+def test_torn_last_line_is_ignored_and_repaired(tmp_path):
+    store = RunStore(tmp_path)
+    store.prepare()
+    store.append({"cell_id": "a", "status": "ok", "x": 1.0})
+    with open(store.rows_path, "a") as f:
+        f.write('{"cell_id": "b", "status": "o')  # a kill in the middle of a write
+    assert [r["cell_id"] for r in store.rows()] == ["a"]
+    store.append({"cell_id": "c", "status": "ok", "x": 3.0})
+    assert [r["cell_id"] for r in store.rows()] == ["a", "c"]
+    assert list(pd.read_csv(store.csv_path)["cell_id"]) == ["a", "c"]
+
+
+def test_rows_with_different_columns_share_one_csv(tmp_path):
+    store = RunStore(tmp_path)
+    store.prepare()
+    store.append({"cell_id": "a", "status": "unsupported", "reason": "why"})
+    store.append({"cell_id": "b", "status": "ok", "swd": 0.1, "nan": float("nan")})
+    frame = pd.read_csv(store.csv_path)
+    assert list(frame.columns) == ["cell_id", "status", "reason", "swd", "nan"]
+    assert frame["nan"].isna().all()
