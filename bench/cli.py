@@ -116,6 +116,8 @@ def list_command(session: Session, kind: str, as_json: bool) -> None:
         click.echo(table(rows, ["name", "aliases", "plugin", "summary"]))
 
 
-from bench.cli_run import run_command  # noqa: E402  (registers `bench run`)
+from bench.cli_profile import profile_command  # noqa: E402
+from bench.cli_run import run_command  # noqa: E402
 
 cli.add_command(run_command)
+cli.add_command(profile_command)

@@ -1,0 +1,66 @@
+"""The body of ``bench profile`` (heavy imports live here)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+import pandas as pd
+import torch
+
+import bench
+from bench import profile
+from bench.runner import DTYPES, OptionSet, machine_info, resolve_device, resolve_threads
+from bench.store import RunStore
+from bench.sweep import canonical, load_model, say
+
+
+def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
+    registry = session.registry
+    device = resolve_device(kw["device"])
+    dtype = DTYPES[kw["dtype"]]
+    model = load_model(registry, kw["model"], device, dtype)
+    threads = resolve_threads(kw["threads"], model, device)
+    torch.set_num_threads(threads)
+    (sde_name,) = canonical(registry, "sdes", (kw["sde"],))
+    (predictor,) = canonical(registry, "predictors", (kw["predictor"],))
+    (corrector,) = canonical(registry, "correctors", (kw["corrector"],))
+    options = OptionSet.parse(list(kw["options"]), registry)
+    for key, value in model.sde_defaults.get(sde_name, {}).items():
+        options.values.setdefault(("sdes", sde_name), {}).setdefault(key, value)
+    sde_entry = registry.get("sdes", sde_name)
+    sde = sde_entry.obj(kw["steps"], options.build("sdes", sde_name, sde_entry.obj))
+    model.check_sde(sde)
+    setup = profile.Setup(sde, model.score_fn(sde), predictor, corrector, kw["snr"],
+                          kw["corrector_steps"], profile.default_x(model, sde, kw["batch_size"],
+                                                                   device, dtype), device)
+    say(f"profiling {model.spec} · {sde_name} · {predictor}+{corrector} · N={kw['steps']} · "
+        f"batch {kw['batch_size']} · {device} · threads {threads} · {kw['repeats']} repeats")
+    measurements = profile.profile(setup, registry, kw["repeats"], kw["calls"])
+    base = {"kind": "profile", "model": model.spec, "sde": sde_name, "predictor": predictor,
+            "corrector": corrector, "steps": kw["steps"], "snr": kw["snr"],
+            "corrector_steps": kw["corrector_steps"], "batch_size": kw["batch_size"],
+            "device": str(device), "dtype": kw["dtype"], "threads": threads,
+            "torch": torch.__version__, "sde_bench": bench.__version__,
+            "syncs_per_step": profile.count_syncs(setup, registry),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    rows = profile.rows(measurements, base)
+    for row in rows:
+        row["cell_id"] = f"profile-{row['variant']}-{row['started_at']}"
+    click.echo(_table(rows))
+    if kw["out"]:
+        store = RunStore(kw["out"])
+        store.prepare()
+        store.write_meta({"kind": "profile", "options": kw, "machine": machine_info(device)})
+        for row in rows:
+            store.append(row)
+        say(f"rows: {store.csv_path}")
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    frame = pd.DataFrame(rows)[["variant", "wall_s", "wall_s_iqr", "nfe", "s_per_nfe",
+                                "ratio_vs_bare_forward", "ratio_vs_minimal"]]
+    frame["us_per_nfe"] = frame.pop("s_per_nfe") * 1e6
+    return frame.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
