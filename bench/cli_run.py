@@ -42,8 +42,14 @@ DEFAULTS = {
 @click.option("--metrics", type=CommaList(), default=None,
               help="Metrics, or none [default: the model's, e.g. swd,fd,logp,coverage for mixtures].")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True, help="Sampler state dtype.")
+@click.option("--dtype", type=click.Choice(["float32", "float64", "bf16", "fp16"]),
+              default="float32", show_default=True,
+              help="Sampler state dtype; bf16/fp16 run the network under autocast, state in float32.")
+@click.option("--tf32/--no-tf32", default=None,
+              help="Allow TF32 matmuls/convolutions on CUDA [default: torch's setting]; recorded.")
+@click.option("--compile", "compile_mode", default=None, is_flag=False, flag_value="default",
+              type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+              help="torch.compile the score network (bare flag: default; reduce-overhead = CUDA graphs).")
 @click.option("--threads", type=ThreadsParam(), default="auto", show_default=True,
               help="CPU threads (auto: 1 for exact-score models, else torch's default).")
 @click.option("--eps", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,

@@ -133,6 +133,15 @@ class ScoreModel(abc.ABC):
         """Map sampler output to data space (identity unless the model rescales its data)."""
         return x
 
+    def compile(self, mode: str) -> None:
+        """Compile the network with ``torch.compile(mode=mode)`` (``reduce-overhead``: CUDA graphs).
+
+        Models without a network (the exact-score oracles) refuse.
+        """
+        from bench.errors import BenchError
+
+        raise BenchError(f"model {self.spec!r} has no network to compile; drop --compile")
+
     def sample_data(self, n: int, generator: torch.Generator) -> Tensor:
         """Exact samples from p_0 (exact models only)."""
         raise Unsupported(f"model {self.spec!r} has no exact data distribution")

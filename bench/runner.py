@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import platform
 import sys
@@ -71,7 +72,60 @@ def _find_component(registry: Registry, kind: str | None, name: str):
 
 
 # -- devices, dtypes, threads --------------------------------------------------------------------
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bf16": torch.float32,
+          "fp16": torch.float32}
+"""The sampler state's dtype for each ``--dtype``: bf16/fp16 keep the state in float32 ..."""
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""... and run the score network under ``torch.autocast`` in that precision."""
+
+
+def with_autocast(score_fn: Callable[[Tensor, float], Tensor], device: torch.device,
+                  dtype_name: str) -> Callable[[Tensor, float], Tensor]:
+    """The score function under autocast for ``--dtype bf16|fp16``, its output back in float32."""
+    amp = AUTOCAST.get(dtype_name)
+    if amp is None:
+        return score_fn
+
+    def score(x: Tensor, t: float) -> Tensor:
+        with torch.autocast(device.type, dtype=amp):
+            out = score_fn(x, t)
+        return out.to(x.dtype)
+
+    return score
+
+
+def guard_cpu_autocast(dtype_name: str, device: torch.device) -> str | None:
+    """Make CPU autocast safe; returns a warning if oneDNN had to be disabled.
+
+    Some virtual machines advertise AMX but do not enable it: oneDNN's bf16 kernels then die
+    with SIGILL, taking the whole sweep with them. A throwaway subprocess probes once; if it
+    crashes, oneDNN is turned off for this process (slower, correct).
+    """
+    amp = AUTOCAST.get(dtype_name)
+    if amp is None or device.type != "cpu" or _low_precision_matmul_works(str(amp)):
+        return None
+    torch.backends.mkldnn.enabled = False
+    return (f"warning: {dtype_name} matrix products crash this CPU's oneDNN kernels (AMX not "
+            f"enabled?); oneDNN is disabled for this run")
+
+
+@functools.lru_cache(maxsize=None)
+def _low_precision_matmul_works(dtype: str) -> bool:
+    import subprocess
+
+    code = f"import torch; a = torch.ones(64, 64, dtype={dtype}); torch.mm(a, a)"
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                              timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def tf32_enabled(device: torch.device) -> bool:
+    """Whether float32 matmuls/convolutions may use TF32 on this device (False on CPU)."""
+    if device.type != "cuda":
+        return False
+    return bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
 
 
 def resolve_device(text: str) -> torch.device:
@@ -162,6 +216,7 @@ class CellContext:
     options: OptionSet
     threads: int
     save_samples: Callable[[Cell, Tensor], None] | None = None
+    compile: str | None = None
 
 
 @dataclass
@@ -305,7 +360,7 @@ def sample_cell(cell: Cell, ctx: CellContext, sde: SDE, predictor_cls: type[Pred
     """Sample all batches of a cell, timing sampling alone and feeding the metrics."""
     model, device = ctx.model, ctx.device
     dtype = DTYPES[cell.dtype]
-    score = CountingScore(model.score_fn(sde))
+    score = CountingScore(with_autocast(model.score_fn(sde), device, cell.dtype))
     out = Sampled()
     kept: list[Tensor] = []
     if device.type == "cuda":
@@ -384,6 +439,10 @@ def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
     row["eps"] = options["sde"]["eps"]
     row["sde_options"] = _compact(options["sde"])
     row["device"] = str(ctx.device)
+    row["state_dtype"] = str(DTYPES[cell.dtype]).removeprefix("torch.")
+    row["autocast"] = str(AUTOCAST[cell.dtype]).removeprefix("torch.") if cell.dtype in AUTOCAST else None
+    row["tf32"] = tf32_enabled(ctx.device)
+    row["compile"] = ctx.compile
     row["threads"] = ctx.threads if ctx.device.type == "cpu" else None
     row["torch"] = torch.__version__
     row["sde_bench"] = bench.__version__

@@ -29,6 +29,7 @@ from bench.runner import (
     CellContext,
     Components,
     OptionSet,
+    guard_cpu_autocast,
     machine_info,
     resolve_device,
     resolve_threads,
@@ -38,6 +39,9 @@ from bench.store import RunStore
 
 IDENTITY_KEYS = ("model", "samples", "batch_size", "dtype", "denoise", "metrics", "options", "eps")
 """Options that change the meaning of existing rows: a run folder refuses a change of these."""
+
+RESUME_MAY_CHANGE = ("progress", "fail_fast", "device", "threads", "tf32", "compile_mode")
+"""Options a resumed run may set anew: how the cells run, not what they compute."""
 
 DONE = ("ok", "unsupported", "diverged")
 """Statuses that count as finished; ``error`` cells are retried when a run resumes."""
@@ -61,14 +65,14 @@ def resume_options(kw: dict[str, Any], given: set[str]) -> dict[str, Any]:
     store = RunStore(folder)
     if not store.exists():
         raise BenchError(f"no run to resume in {folder!r} (no run.json)")
-    clash = sorted(given - {"resume", "progress", "fail_fast", "device", "threads"})
+    clash = sorted(given - set(RESUME_MAY_CHANGE) - {"resume"})
     if clash:
         names = ", ".join("--" + c.replace("_", "-") for c in clash)
         raise BenchError(f"--resume takes the options stored in {folder}/run.json; drop {names} "
                          f"(or rerun the full command with --out {folder})")
     stored = store.read_meta()["invocation"]["options"]
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
-    for key in ("progress", "fail_fast", "device", "threads"):
+    for key in RESUME_MAY_CHANGE:
         if key in given:
             merged[key] = kw[key]
     merged.update(out=folder, resume=None, new_run=False)
@@ -102,6 +106,14 @@ class Sweep:
         device = resolve_device(kw["device"])
         options = OptionSet.parse(list(kw["options"]), registry)
         model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]])
+        if kw.get("tf32") is not None:
+            torch.backends.cuda.matmul.allow_tf32 = kw["tf32"]
+            torch.backends.cudnn.allow_tf32 = kw["tf32"]
+        if kw.get("compile_mode"):
+            model.compile(kw["compile_mode"])
+        warning = guard_cpu_autocast(kw["dtype"], device)
+        if warning:
+            say(warning)
         for sde in sdes:
             defaults = {**model.sde_defaults.get(sde, {})}
             if kw["eps"] is not None:
@@ -157,7 +169,7 @@ class Sweep:
     def context(self) -> CellContext:
         saver = self._save_samples if self.save_samples else None
         return CellContext(self.session.registry, self.model, self.device, self.options,
-                           self.threads, saver)
+                           self.threads, saver, self.invocation["options"].get("compile_mode"))
 
     def prepare_metrics(self) -> None:
         """Let each metric check its prerequisites once, before any work starts."""

@@ -212,3 +212,27 @@ def test_list_and_plugins_json():
     plugins = json.loads(invoke("plugins", "--json").stdout)
     assert {p["name"] for p in plugins} >= {"builtin-sdes", "builtin-predictors"}
     assert all(set(p) >= {"name", "source", "dist", "version", "hooks", "status"} for p in plugins)
+
+
+def test_bf16_autocast_keeps_the_state_in_float32(tmp_path):
+    common = ["--model", "gmm64", "--sdes", "vp", "--predictors", "euler", "--correctors", "none",
+              "--steps", "40", "--samples", "64", "--metrics", "fd", "--save-samples"]
+    assert invoke("run", *common, "--out", tmp_path / "f32").exit_code == 0
+    result = invoke("run", *common, "--dtype", "bf16", "--out", tmp_path / "bf16")
+    assert result.exit_code == 0, result.output
+    row = rows_of(tmp_path / "bf16").iloc[0]
+    assert (row["dtype"], row["state_dtype"], row["autocast"]) == ("bf16", "float32", "bfloat16")
+    assert not row["tf32"]
+    import numpy as np
+
+    (a,) = (tmp_path / "f32" / "samples").glob("*.npz")
+    (b,) = (tmp_path / "bf16" / "samples").glob("*.npz")
+    x32, x16 = np.load(a)["samples"], np.load(b)["samples"]
+    assert x16.dtype == np.float32
+    rel = np.linalg.norm(x16 - x32) / np.linalg.norm(x32)
+    assert 0 < rel < 0.05  # same noise, lower-precision score: close but not identical
+
+
+def test_compile_is_refused_for_models_without_a_network(tmp_path):
+    result = invoke("run", *FAST, "--compile", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "has no network to compile" in result.stderr
