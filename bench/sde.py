@@ -81,8 +81,11 @@ class SDE(abc.ABC):
 
     # -- discretisation --------------------------------------------------------------------------
     def timesteps(self) -> list[float]:
-        """The sampling grid t_i = linspace(T, eps, N), i = 0..N-1, in float64."""
-        return torch.linspace(self.T, self.eps, self.N, dtype=torch.float64).tolist()
+        """The sampling grid t_i = linspace(T, eps, N), i = 0..N-1, in float64 on the host."""
+        if self.N == 1:
+            return [self.T]
+        step = (self.eps - self.T) / (self.N - 1)
+        return [self.T + i * step for i in range(self.N - 1)] + [self.eps]
 
     def index(self, t: float) -> int:
         """The discrete index k(t) = floor(t·(N−1)/T) every discrete rule uses (§1).

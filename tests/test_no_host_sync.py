@@ -1,0 +1,61 @@
+"""The sampling loop never reads device values back to the host (no per-step synchronisation).
+
+On a GPU, `.item()`, `bool(tensor)`, `float(tensor)`, `.tolist()`, `.cpu()` force the host to wait
+for the device. A TorchFunctionMode records every such call while the built-in samplers run; the
+list must stay empty (on CPU this proves the absence of the calls that would sync on CUDA).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from bench.runner import step_noise
+from bench.sampling import CountingScore, pc_sample
+
+HOST_READS = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
+              torch.Tensor.__int__, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
+              torch.Tensor.__index__}
+
+
+class HostReads(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS:
+            self.seen.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
+@pytest.mark.parametrize("predictor,corrector", [
+    ("euler_maruyama", "langevin"), ("reverse_diffusion", "ald"), ("ancestral_sampling", "none"),
+    ("reverse_diffusion", "langevin")])
+def test_the_loop_has_no_host_reads(registry, make_sde, sde_name, predictor, corrector):
+    model = registry.get("score-models", "gmm64").obj.load(
+        None, device=torch.device("cpu"), dtype=torch.float32)
+    sde = make_sde(sde_name, 30)
+    P = registry.get("predictors", predictor).obj
+    try:
+        P.supports(sde, False)
+    except Exception:
+        pytest.skip("pairing unsupported")
+    score = CountingScore(model.score_fn(sde))
+    noise = step_noise(0, 0, torch.device("cpu"))
+    p = P(sde, score, False, noise)
+    c = registry.get("correctors", corrector).obj(sde, score, 0.16, 2, noise)
+    x_T = sde.prior_sampling(torch.randn(16, 1, 8, 8))
+    with HostReads() as mode:
+        pc_sample(sde, p, c, x_T)
+    assert mode.seen == []
+
+
+def test_the_detector_sees_host_reads():
+    with HostReads() as mode:
+        x = torch.ones(3)
+        x.sum().item()
+        bool(x.all())
+    assert mode.seen == ["item", "__bool__"]
