@@ -153,7 +153,7 @@ def cached_snapshot(repo_id: str) -> str:
         raise BenchError(
             f"{repo_id!r} is neither a folder nor a model in the local Hugging Face cache "
             f"({cache}); nothing is downloaded: pass the model's folder, or fetch it yourself "
-            f"first (huggingface-cli download {repo_id}) [{type(exc).__name__}]") from None
+            f"first (hf download {repo_id}) [{type(exc).__name__}]") from None
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

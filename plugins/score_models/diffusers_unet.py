@@ -19,6 +19,7 @@ import hashlib
 import math
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def weight_files(unet_dir: Path) -> tuple[list[Path], list[Path]]:
 def check_bin_is_weights_only(path: Path) -> None:
     """Refuse a pickled .bin that ``torch.load(weights_only=True)`` rejects (code, not tensors)."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:
         raise BenchError(f"{path}: cannot be loaded with torch.load(weights_only=True); only "
                          f"plain tensors are accepted ({type(exc).__name__}: {exc})") from None
@@ -152,9 +153,9 @@ class DiffusersUNet(ScoreModel):
         wanted = self.sde_defaults[self.trained_for]
         got = {key: getattr(sde, key) for key in wanted}
         if any(not math.isclose(got[k], v, rel_tol=1e-6) for k, v in wanted.items()):
-            fix = " ".join(f"-o {sde.name}.{k}={v:g}" for k, v in wanted.items())
-            have = ", ".join(f"{k}={v:g}" for k, v in got.items())
-            want = ", ".join(f"{k}={v:g}" for k, v in wanted.items())
+            fix = " ".join(f"-o {sde.name}.{k}={v:.10g}" for k, v in wanted.items())
+            have = ", ".join(f"{k}={v:.10g}" for k, v in got.items())
+            want = ", ".join(f"{k}={v:.10g}" for k, v in wanted.items())
             raise Unsupported(f"model {self.spec!r} was trained with {want}, not {have}: {fix}")
 
     def score_fn(self, sde: SDE) -> ScoreFn:
