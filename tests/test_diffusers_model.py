@@ -1,0 +1,342 @@
+"""diffusers UNet2DModel folders as score models: mapping to VP/VE, layouts, errors, bench run.
+
+Every model here is a tiny random-weight UNet written to a temporary folder; nothing is
+downloaded. The module is skipped when the optional diffusers extra is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from bench.errors import BenchError, Unsupported  # noqa: E402
+from bench.sampling import CountingScore, pc_sample  # noqa: E402
+from bench_plugins.score_models import diffusers_unet as du  # noqa: E402
+from tests import diffusers_models as dm  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convolutions on a shared CPU run fastest (and steadiest) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusers")
+    return {
+        "ddpm": dm.write_pipeline(root / "ddpm", dm.TINY_DDPM_UNET, dm.DDPM_SCHEDULER),
+        "ve": dm.write_pipeline(root / "ncsnpp", dm.TINY_NCSNPP_UNET, dm.VE_SCHEDULER, seed=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def ddpm(folders):
+    return du.DiffusersUNet.load(str(folders["ddpm"]), device=CPU, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def ve(folders):
+    return du.DiffusersUNet.load(str(folders["ve"]), device=CPU, dtype=torch.float32)
+
+
+def copy_with_scheduler(src, dst, **changes):
+    """A copy of a pipeline folder with scheduler config keys changed (None deletes)."""
+    shutil.copytree(src, dst)
+    path = dst / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    path.write_text(json.dumps(cfg))
+    return dst
+
+
+def raw(model, x, label):
+    """The UNet's own output at a float label, bypassing the plugin."""
+    with torch.no_grad():
+        return model.unet(x, torch.full((x.shape[0],), float(label))).sample
+
+
+# -- mapping -----------------------------------------------------------------------------------
+def test_ddpm_pipeline_maps_to_vp(ddpm):
+    assert ddpm.trained_for == "vp"
+    assert ddpm.data_shape == (3, 8, 8)
+    assert ddpm.sde_defaults == {"vp": {"beta_min": pytest.approx(0.1), "beta_max": 20.0}}
+    assert ddpm.dataset is None
+    info = ddpm.describe()
+    assert info["prediction_type"] == "epsilon" and info["label"] == "t*999"
+    assert info["data_range"] == [-1.0, 1.0] and len(info["weights_sha256"]) == 64
+
+
+def test_ncsnpp_pipeline_maps_to_ve(ve):
+    assert ve.trained_for == "ve"
+    assert ve.sde_defaults == {"ve": {"sigma_min": 0.01, "sigma_max": 50.0}}
+    assert ve.describe()["snr"] == 0.16 and ve.describe()["data_range"] == [0.0, 1.0]
+
+
+def test_linear_ddpm_schedule_is_the_vp_sde_table(make_sde):
+    """β_j = linspace(1e-4, 0.02, 1000) equals VP's β_min/N + j(β_max−β_min)/(N(N−1))."""
+    from diffusers import DDPMScheduler
+
+    sde = make_sde("vp", 1000)
+    schedule = du.folder.map_schedule(dm.DDPM_SCHEDULER, Path("scheduler_config.json"))
+    ours = schedule.alphas_cumprod()
+    prod = 1.0
+    for k in range(1000):
+        prod *= 1.0 - sde.discrete_beta(k)
+        assert ours[k] == pytest.approx(prod, rel=1e-12)
+    theirs = DDPMScheduler(**{k: v for k, v in dm.DDPM_SCHEDULER.items() if k[0] != "_"})
+    ours = torch.tensor(ours, dtype=torch.float64)
+    assert torch.allclose(ours, theirs.alphas_cumprod.double(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("t", [1.0, 0.5, 0.3337, 1e-3])
+def test_vp_score_is_minus_eps_over_discrete_std(ddpm, make_sde, t):
+    """s = −ε̂(x, t·999) / sqrt(1 − ᾱ_k), k = floor(t·999), ᾱ of linspace(1e-4, 0.02, 1000)."""
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
+    alpha_bar = float(np.cumprod(1 - betas)[math.floor(t * 999 + 1e-9)])
+    expected = -raw(ddpm, x, t * 999) / math.sqrt(1 - alpha_bar)
+    got = ddpm.score_fn(make_sde("vp", 10))(x, t)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_vp_continuous_std_variant(folders, make_sde):
+    model = du.DiffusersUNet.load(f"{folders['ddpm']},std=continuous", device=CPU,
+                                  dtype=torch.float32)
+    sde = make_sde("vp", 10)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    _, std = sde.marginal_coef(0.25)
+    expected = -raw(model, x, 0.25 * 999) / std
+    torch.testing.assert_close(model.score_fn(sde)(x, 0.25), expected, rtol=1e-5, atol=1e-6)
+    assert model.describe()["std"] == "continuous"
+
+
+def test_label_reaches_the_network_unrounded(ddpm, make_sde):
+    """UNet2DModel casts a Python number label to long; the plugin passes a float tensor."""
+    seen = []
+    handle = ddpm.unet.time_proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    try:
+        ddpm.score_fn(make_sde("vp", 10))(torch.zeros(1, 3, 8, 8), 0.5)
+    finally:
+        handle.remove()
+    assert seen[0].dtype == torch.float32 and seen[0].tolist() == [499.5]
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_prediction_types_give_the_same_score(prediction):
+    """x_t = a·x0 + std·ε: ε-, v- and x0-prediction of the truth all give s = −ε/std."""
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    a = 0.6
+    std = math.sqrt(1 - a * a)
+    x = a * x0 + std * eps
+    out = {"epsilon": eps, "v_prediction": a * eps - std * x0, "sample": x0}[prediction]
+    torch.testing.assert_close(du.prediction_to_score(prediction, out, x, a, std), -eps / std)
+
+
+def test_ve_score_is_network_output_already_divided_by_sigma(ve, make_sde):
+    """Label σ(t); diffusers' Fourier UNet returns (conv_out + skip)/σ, which is the score."""
+    sde = make_sde("ve", 10)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    sigma = sde.sigma(0.4)
+    parts = {}
+    hooks = [ve.unet.conv_out.register_forward_hook(lambda m, a, o: parts.update(conv=o.clone())),
+             ve.unet.up_blocks[-1].register_forward_hook(lambda m, a, o: parts.update(skip=o[1]))]
+    try:
+        got = ve.score_fn(sde)(x, 0.4)
+    finally:
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(got, raw(ve, x, sigma))
+    torch.testing.assert_close(got, (parts["conv"] + parts["skip"]) / sigma)
+
+
+def test_to_data_maps_each_range_to_unit_interval(ddpm, ve):
+    x = torch.tensor([-1.0, 0.0, 1.0])
+    assert ddpm.to_data(x).tolist() == [0.0, 0.5, 1.0]
+    assert ve.to_data(x).tolist() == [-1.0, 0.0, 1.0]
+
+
+def test_check_sde_refuses_other_sdes_and_ranges(ddpm, ve, make_sde):
+    with pytest.raises(Unsupported, match="trained for the vp SDE"):
+        ddpm.check_sde(make_sde("ve", 10))
+    with pytest.raises(Unsupported, match=r"-o vp.beta_min=0.1 -o vp.beta_max=20"):
+        ddpm.score_fn(make_sde("vp", 10, beta_max=10.0))
+    with pytest.raises(Unsupported, match=r"sigma_max=50, not sigma_min=0.01, sigma_max=348"):
+        ve.check_sde(make_sde("ve", 10, sigma_max=348.0))
+    ve.check_sde(make_sde("ve", 10))
+
+
+def test_nfe_is_counted_per_network_call(ve, registry, make_sde):
+    """One score call is one UNet forward: 3 steps of Langevin + Euler–Maruyama are 6 NFE.
+
+    (VE here: on VP with N = 3 the reference Langevin factor α = 1 − β_k is negative.)
+    """
+    sde = make_sde("ve", 3)
+    score = CountingScore(ve.score_fn(sde))
+    calls = []
+    handle = ve.unet.register_forward_hook(lambda *_: calls.append(1))
+    predictor = registry.get("predictors", "euler").obj(sde, score)
+    corrector = registry.get("correctors", "langevin").obj(sde, score, 0.16, 1)
+    try:
+        x = pc_sample(sde, predictor, corrector, sde.prior_sampling(torch.randn(2, 3, 8, 8)))
+    finally:
+        handle.remove()
+    assert x.shape == (2, 3, 8, 8) and bool(torch.isfinite(x).all())
+    assert score.calls == len(calls) == 6
+
+
+# -- layouts -------------------------------------------------------------------------------------
+def test_bare_unet_folder_with_scheduler_beside(folders, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(folders["ddpm"] / "unet", bare)
+    shutil.copy(folders["ddpm"] / "scheduler" / "scheduler_config.json", bare)
+    model = du.DiffusersUNet.load(str(bare), device=CPU, dtype=torch.float32)
+    assert model.trained_for == "vp" and model.checkpoint.unet_dir == bare
+
+
+def test_unet_subfolder_finds_the_sibling_scheduler(folders):
+    model = du.DiffusersUNet.load(str(folders["ve"] / "unet"), device=CPU, dtype=torch.float64)
+    assert model.trained_for == "ve"
+    assert next(model.unet.parameters()).dtype == torch.float64
+
+
+def test_bin_weights_load_with_weights_only(tmp_path, monkeypatch):
+    folder = dm.write_pipeline(tmp_path / "bin", dm.TINY_DDPM_UNET, dm.DDPM_SCHEDULER, safe=False)
+    assert not list((folder / "unet").glob("*.safetensors"))
+    loads = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    model = du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
+    assert model.trained_for == "vp" and loads and all(w is True for w in loads)
+
+
+def test_cached_hub_id_is_found_offline(folders, tmp_path, monkeypatch):
+    """owner/name resolves to its snapshot in HF_HUB_CACHE (refs/main → snapshots/<hash>)."""
+    repo = tmp_path / "hub" / "models--someone--tiny-ddpm"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folders["ddpm"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = du.DiffusersUNet.load("someone/tiny-ddpm", device=CPU, dtype=torch.float32)
+    assert model.checkpoint.repo_id == "someone/tiny-ddpm" and model.trained_for == "vp"
+    with pytest.raises(BenchError, match="nothing is downloaded"):
+        du.DiffusersUNet.load("someone/not-cached", device=CPU, dtype=torch.float32)
+
+
+# -- errors: one clear message each --------------------------------------------------------------
+def test_missing_folder(tmp_path):
+    with pytest.raises(BenchError, match="does not exist"):
+        du.DiffusersUNet.load(str(tmp_path / "nope"), device=CPU, dtype=torch.float32)
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(BenchError, match="not a diffusers model folder"):
+        du.DiffusersUNet.load(str(tmp_path), device=CPU, dtype=torch.float32)
+
+
+def test_unet_without_scheduler_config(folders, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(folders["ddpm"] / "unet", bare)
+    with pytest.raises(BenchError, match="no scheduler config"):
+        du.DiffusersUNet.load(str(bare), device=CPU, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"prediction_type": "flow"}, "prediction_type 'flow' is not understood"),
+    ({"beta_schedule": "squaredcos_cap_v2"}, "has no VP SDE counterpart"),
+    ({"trained_betas": [0.1, 0.2]}, "trained_betas"),
+    ({"_class_name": "KarrasVeScheduler", "beta_schedule": None}, "is not understood"),
+])
+def test_schedules_the_plugin_does_not_understand(folders, tmp_path, changes, message):
+    folder = copy_with_scheduler(folders["ddpm"], tmp_path / "m", **changes)
+    with pytest.raises(BenchError, match=message):
+        du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
+
+
+def test_missing_weight_is_an_error_not_a_random_layer(folders, tmp_path):
+    """diffusers would initialise a missing tensor at random and carry on; the plugin refuses."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    shutil.copytree(folders["ddpm"], folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    del state["conv_out.bias"]
+    save_file(state, weights)
+    with pytest.raises(BenchError, match="missing_keys: conv_out.bias"):
+        du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
+
+
+def test_embedding_that_does_not_fit_the_schedule(folders, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(folders["ve"], folder)
+    shutil.copy(folders["ddpm"] / "scheduler" / "scheduler_config.json", folder / "scheduler")
+    with pytest.raises(BenchError, match="time_embedding_type 'fourier' does not fit"):
+        du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
+
+
+def test_missing_diffusers_package(folders, monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(BenchError, match=r"pip install 'sde-bench\[diffusers\]'"):
+        du.DiffusersUNet.load(str(folders["ddpm"]), device=CPU, dtype=torch.float32)
+
+
+def test_missing_diffusers_through_the_cli(folders, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    result = CliRunner().invoke(cli, ["run", "--model", f"diffusers:{folders['ddpm']}",
+                                      "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "optional diffusers package" in lines[0]
+
+
+# -- bench run ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_bench_run_five_step_sweep(folders, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "run", "--model", f"diffusers:{folders['ddpm']}", "--sdes", "vp,ve",
+        "--predictors", "euler", "--correctors", "none", "--steps", "5", "--samples", "4",
+        "--batch-size", "4", "--metrics", "none", "--threads", "1", "--device", "cpu",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["sde"]: r for r in map(json.loads, (out / "rows.jsonl").read_text().splitlines())}
+    assert rows["vp"]["status"] == "ok" and rows["vp"]["nfe"] == 5
+    assert rows["ve"]["status"] == "unsupported"
+    assert "trained for the vp SDE" in rows["ve"]["reason"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["model"]["trained_for"] == "vp" and meta["model"]["label"] == "t*999"
