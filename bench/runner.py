@@ -8,8 +8,8 @@ import math
 import platform
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -338,7 +338,7 @@ def blame(exc: BaseException, registry: Registry) -> tuple[str, str]:
               for kind in registry.entries.values() for entry in kind.values()}
     frames = traceback.extract_tb(exc.__traceback__)
     modules = _frame_modules(exc.__traceback__)
-    for frame, module in zip(reversed(frames), reversed(modules)):
+    for frame, module in zip(reversed(frames), reversed(modules), strict=True):
         if module in owners:
             return owners[module], f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
     last = frames[-1] if frames else None

@@ -11,7 +11,6 @@ import dataclasses
 import math
 from typing import Any, Callable, ClassVar, NamedTuple
 
-import torch
 from torch import Tensor
 
 from bench.errors import Unsupported

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import inspect
-import sys
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from bench import hookspecs, plugins
 

@@ -45,7 +45,7 @@ def test_sigkill_at_random_moments_then_resume_equals_a_clean_run(tmp_path):
     rng = random.Random(20261122)
     killed = tmp_path / "killed"
     kills = 0
-    for attempt in range(4):
+    for _ in range(4):
         before = finished_cells(killed)
         proc = bench("--out", killed)
         while finished_cells(killed) == before and proc.poll() is None:

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_plugins.score_models import diffusers_folder as folder
+from bench_plugins.score_models.diffusers_folder import INSTALL_HINT, Checkpoint
 from torch import Tensor
 
 from bench.errors import BenchError, Unsupported
 from bench.interfaces import ScoreModel
 from bench.sde import SDE, ScoreFn
-from bench_plugins.score_models import diffusers_folder as folder
-from bench_plugins.score_models.diffusers_folder import INSTALL_HINT, Checkpoint
 
 STD_CHOICES = ("discrete", "continuous")
 

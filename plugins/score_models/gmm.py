@@ -40,9 +40,11 @@ class Mixture:
             means = torch.as_tensor(spec["means"], dtype=torch.float64)
             stds = torch.as_tensor(spec["stds"], dtype=torch.float64)
         except KeyError as exc:
-            raise BenchError(f"{source}: missing key {exc.args[0]!r} (need weights, means, stds)")
+            raise BenchError(
+                f"{source}: missing key {exc.args[0]!r} (need weights, means, stds)") from None
         except (TypeError, ValueError) as exc:
-            raise BenchError(f"{source}: weights, means and stds must be numeric arrays ({exc})")
+            raise BenchError(
+                f"{source}: weights, means and stds must be numeric arrays ({exc})") from None
         K = weights.numel()
         if weights.ndim != 1 or K == 0 or means.ndim != 2 or means.shape[0] != K:
             raise BenchError(f"{source}: need K weights and a K×D list of means (got {K} weights, "
