@@ -119,3 +119,13 @@ def list_command(session: Session, kind: str, as_json: bool) -> None:
 from bench.cli_run import run_command  # noqa: E402  (registers `bench run`)
 
 cli.add_command(run_command)
+
+from bench.cli_fidelity import (  # noqa: E402
+    fid_floor_command,
+    fid_weights_command,
+    train_classifier_command,
+)
+
+cli.add_command(train_classifier_command)
+cli.add_command(fid_floor_command)
+cli.add_command(fid_weights_command)
