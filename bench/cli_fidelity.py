@@ -48,12 +48,13 @@ def train_classifier_command(out: str, seed: int, epochs: int, threads: int) -> 
 @click.option("--extractor", default="digits-classifier", show_default=True,
               type=click.Choice(["digits-classifier", "inception-v3-compat"]))
 @click.option("--weights", default=None, metavar="PATH", help="Extractor weights file.")
+@click.option("--kid-subsets", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def fid_floor_command(session, dataset: str, split: str, ns: tuple[int, ...], repeats: int,
-                      seed: int, extractor: str, weights: str | None, device: str,
-                      as_json: bool) -> None:
+                      seed: int, extractor: str, weights: str | None, kid_subsets: int,
+                      device: str, as_json: bool) -> None:
     """The data's own FID/KID floor: n real images vs the disjoint rest of the split.
 
     FID is biased upward at small n, so a model's FID at n is read against this floor at the
@@ -65,7 +66,8 @@ def fid_floor_command(session, dataset: str, split: str, ns: tuple[int, ...], re
 
     data = fidelity.resolve_dataset(dataset, session.registry)
     rows = [fidelity.noise_floor(data, n, split=split, extractor=extractor, weights=weights,
-                                 repeats=repeats, seed=seed, device=resolve_device(device))
+                                 repeats=repeats, seed=seed, device=resolve_device(device),
+                                 kid_subsets=kid_subsets)
             .summary() for n in ns]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
