@@ -40,7 +40,10 @@ def train_classifier_command(out: str, seed: int, epochs: int, threads: int) -> 
 @click.command("fid-floor")
 @click.option("--dataset", default="digits", show_default=True, metavar="NAME[:ARG]")
 @click.option("--split", default="all", show_default=True,
-              help="Split whose images are divided into n and the disjoint rest.")
+              help="Split the n real images are drawn from.")
+@click.option("--against", default=None, metavar="SPLIT",
+              help="Compare with this whole split (e.g. --split test --against train, the "
+                   "metrics' default reference) instead of the disjoint rest of --split.")
 @click.option("--n", "ns", type=NumberList(int, 2), default="800", show_default=True,
               help="Sample sizes, e.g. 200,400,800.")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1))
@@ -52,23 +55,29 @@ def train_classifier_command(out: str, seed: int, epochs: int, threads: int) -> 
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def fid_floor_command(session, dataset: str, split: str, ns: tuple[int, ...], repeats: int,
-                      seed: int, extractor: str, weights: str | None, kid_subsets: int,
-                      device: str, as_json: bool) -> None:
-    """The data's own FID/KID floor: n real images vs the disjoint rest of the split.
+def fid_floor_command(session, dataset: str, split: str, against: str | None,
+                      ns: tuple[int, ...], repeats: int, seed: int, extractor: str,
+                      weights: str | None, kid_subsets: int, device: str,
+                      as_json: bool) -> None:
+    """The data's own FID/KID floor: n real images vs the rest of the split (or another split).
 
     FID is biased upward at small n, so a model's FID at n is read against this floor at the
     same n (e.g. the shipped digits models aim for 1.5× the floor).
+
+    \b
+    Examples:
+      bench fid-floor --n 200,400,800                       # digits:all, split-half
+      bench fid-floor --split test --against train --n 360  # the default reference
     """
     from bench import fidelity
     from bench.runner import resolve_device
     from bench.textui import table
 
     data = fidelity.resolve_dataset(dataset, session.registry)
-    rows = [fidelity.noise_floor(data, n, split=split, extractor=extractor, weights=weights,
-                                 repeats=repeats, seed=seed, device=resolve_device(device),
-                                 kid_subsets=kid_subsets)
-            .summary() for n in ns]
+    settings = {"split": split, "against": against, "extractor": extractor, "weights": weights,
+                "repeats": repeats, "seed": seed, "device": resolve_device(device),
+                "kid_subsets": kid_subsets}
+    rows = [fidelity.noise_floor(data, n, **settings).summary() for n in ns]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

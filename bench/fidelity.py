@@ -28,9 +28,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -83,7 +84,7 @@ def sha256_file(path: str | Path) -> str:
     return _sha_memo[key]
 
 
-# -- the digits classifier as a torch-fidelity extractor --------------------------------------------
+# -- the digits classifier as a torch-fidelity extractor -------------------------------------------
 def shipped_digits_weights() -> Path:
     """The shipped classifier weights (package data of ``bench_plugins.weights``)."""
     from importlib import resources
@@ -146,7 +147,7 @@ def register_extractors() -> None:
         register_feature_extractor(DIGITS, _digits_extractor_class())
 
 
-# -- which extractor, with which weights ------------------------------------------------------------
+# -- which extractor, with which weights -----------------------------------------------------------
 @dataclass(frozen=True)
 class ExtractorSpec:
     """A feature extractor with a resolved weights file: what features depend on."""
@@ -238,12 +239,12 @@ def exact_fp32() -> Iterator[None]:
     targets = [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
     before = [getattr(t, "fp32_precision", None) for t in targets]
     try:
-        for t, b in zip(targets, before):
+        for t, b in zip(targets, before, strict=True):
             if b is not None:
                 t.fp32_precision = "ieee"
         yield
     finally:
-        for t, b in zip(targets, before):
+        for t, b in zip(targets, before, strict=True):
             if b is not None:
                 t.fp32_precision = b
 
@@ -281,7 +282,7 @@ class Featurizer:
         return out
 
 
-# -- reference statistics, cached on disk -----------------------------------------------------------
+# -- reference statistics, cached on disk ----------------------------------------------------------
 @dataclass(frozen=True)
 class Reference:
     """A dataset split's features and Gaussian statistics under one extractor."""
@@ -414,7 +415,7 @@ def clear_memory_caches() -> None:
     Featurizer._last = None
 
 
-# -- metric values through torch-fidelity -----------------------------------------------------------
+# -- metric values through torch-fidelity ----------------------------------------------------------
 def fid_from_stats(stats_1: dict[str, Any], stats_2: dict[str, Any]) -> float:
     """FID of two ``{"mu", "sigma"}`` fits (torch-fidelity's ``fid_statistics_to_metric``)."""
     from bench.metrics import frechet_distance
@@ -446,15 +447,20 @@ def kid_from_features(features_1: Tensor, features_2: Tensor, subset_size: int,
     return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
 
 
-def isc_from_logits(logits: Tensor, splits: int = 10, seed: int = REFERENCE_SEED) -> tuple[float, float]:
+def isc_from_logits(logits: Tensor, splits: int = 10,
+                    seed: int = REFERENCE_SEED) -> tuple[float, float]:
     """Inception Score mean and std (torch-fidelity's ``isc_features_to_metric``)."""
-    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+    from torch_fidelity.metric_isc import (
+        KEY_METRIC_ISC_MEAN,
+        KEY_METRIC_ISC_STD,
+        isc_features_to_metric,
+    )
 
     out = isc_features_to_metric(logits, splits=splits, shuffle=True, rng_seed=seed)
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
-# -- datasets ---------------------------------------------------------------------------------------
+# -- datasets --------------------------------------------------------------------------------------
 def resolve_dataset(spec: str, registry: Any = None) -> Any:
     """A :class:`bench.Dataset` from ``NAME[:ARG]``.
 
@@ -539,7 +545,7 @@ def _signature(spec: str | None) -> tuple[int, int] | None:
     return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
-# -- the data's own noise floor ---------------------------------------------------------------------
+# -- the data's own noise floor --------------------------------------------------------------------
 @dataclass
 class Floor:
     """FID (and KID) of n real images against the disjoint rest of the split, over repeats."""
@@ -556,38 +562,51 @@ class Floor:
     def summary(self) -> dict[str, Any]:
         t = torch.tensor(self.fid, dtype=torch.float64)
         k = torch.tensor(self.kid, dtype=torch.float64)
-        sd = (lambda v: float(v.std()) if v.numel() > 1 else 0.0)
+
+        def sd(v: Tensor) -> float:
+            return float(v.std()) if v.numel() > 1 else 0.0
+
         return {"dataset": self.dataset, "split": self.split, "extractor": self.extractor,
                 "n": self.n, "ref_n": self.ref_n, "repeats": len(self.fid),
                 "fid_mean": float(t.mean()), "fid_sd": sd(t), "kid_mean": float(k.mean()),
                 "kid_sd": sd(k), "kid_subset_size": self.kid_subset_size}
 
 
-def noise_floor(dataset: Any, n: int, *, split: str = "all", extractor: str = DIGITS,
-                weights: str | None = None, repeats: int = 5, seed: int = 0,
-                device: torch.device | None = None, kid_subsets: int = 100) -> Floor:
-    """Split-half floor: n random real images vs the other N − n, over ``repeats`` splits.
+def noise_floor(dataset: Any, n: int, *, split: str = "all", against: str | None = None,
+                extractor: str = DIGITS, weights: str | None = None, repeats: int = 5,
+                seed: int = 0, device: torch.device | None = None,
+                kid_subsets: int = 100) -> Floor:
+    """The data's own FID/KID at sample size n, over ``repeats`` random draws.
 
-    A model's FID at n is only meaningful next to this number at the same n (FID is biased
-    upward at small n; the reference here has N − n images).
+    Without ``against``: n random images of ``split`` vs the disjoint other N − n (split-half).
+    With ``against``: n random images of ``split`` vs every image of the split ``against`` (for
+    example ``test`` vs ``train``, the metrics' default reference): the floor matched to a model
+    evaluated at n. FID is biased upward at small n: read a model's FID next to this at equal n.
     """
     device = device or torch.device("cpu")
-    images = dataset.data(split)
-    total = images.shape[0]
-    if not 2 <= n <= total - 2:
-        raise BenchError(f"n={n} must leave at least 2 of the {total} images of "
-                         f"{dataset.spec}:{split} on each side")
     spec = resolve_extractor(extractor, weights)
-    features = Featurizer(spec, device)(images)[spec.fid_layer].to(torch.float64)
-    subset = kid_subset_size(n, total - n)
+    featurize = Featurizer(spec, device)
+    features = featurize(dataset.data(split))[spec.fid_layer].to(torch.float64)
+    total = features.shape[0]
+    rest = None
+    if against is not None:
+        rest = featurize(dataset.data(against))[spec.fid_layer].to(torch.float64)
+    limit = total if rest is not None else total - 2
+    if not 2 <= n <= limit:
+        raise BenchError(f"n={n} is impossible: {dataset.spec}:{split} has {total} images "
+                         f"(n must be between 2 and {limit})")
+    ref_n = rest.shape[0] if rest is not None else total - n
+    subset = kid_subset_size(n, ref_n)
     fids, kids = [], []
     generator = torch.Generator().manual_seed(seed)
     for _ in range(repeats):
         order = torch.randperm(total, generator=generator)
-        a, b = features[order[:n]], features[order[n:]]
+        a = features[order[:n]]
+        b = rest if rest is not None else features[order[n:]]
         fids.append(fid_from_stats(_stats(a), _stats(b)))
         kids.append(kid_from_features(a.float(), b.float(), subset, kid_subsets)[0])
-    return Floor(dataset.spec, split, spec.label, n, total - n, fids, kids, subset)
+    label = split if against is None else f"{split} vs {against}"
+    return Floor(dataset.spec, label, spec.label, n, ref_n, fids, kids, subset)
 
 
 def _stats(features: Tensor) -> dict[str, Any]:

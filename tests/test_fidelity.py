@@ -1,4 +1,4 @@
-"""FID/KID/IS through torch-fidelity: extractor registration, streaming, cached references, errors."""
+"""FID/KID/IS through torch-fidelity: extractor, streaming, cached references, errors."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class _U8(torch.utils.data.Dataset):
         return self.images[i]
 
 
-# -- the extractor ----------------------------------------------------------------------------------
+# -- the extractor ---------------------------------------------------------------------------------
 def test_extractor_registered_once_and_used_by_torch_fidelity(registry, fake_model, digits):
     from torch_fidelity import calculate_metrics
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
@@ -109,7 +109,7 @@ def test_shipped_classifier_accuracy_without_pickle(monkeypatch):
     assert "bench train-classifier" in meta["command"] and meta["train"]["seed"] == 0
 
 
-# -- values -----------------------------------------------------------------------------------------
+# -- values ----------------------------------------------------------------------------------------
 def test_fid_kid_of_a_set_against_itself_and_shifted(registry, fake_model, digits):
     train = digits.data("train")
     same_fid = feed(make_metric(registry, "fid", fake_model, len(train)), train, batch=500)
@@ -154,7 +154,7 @@ def test_fid_and_kid_share_one_extractor_pass(registry, fake_model, digits, monk
     assert len(calls) == 1
 
 
-# -- the reference cache ----------------------------------------------------------------------------
+# -- the reference cache ---------------------------------------------------------------------------
 def run_sweep(tmp_path, name, *extra):
     from bench.cli import cli
 
@@ -174,7 +174,8 @@ def test_sweep_computes_the_reference_once(tmp_path):
     assert len(rows) == 2 and (rows.status == "ok").all()
     assert fidelity.COUNTS["reference"] == 1  # two cells (fid and kid each), one computation
     assert list(rows.metrics.unique()) == ["fid,kid"]  # the model's default metrics
-    assert (rows.fid_n == 40).all() and (rows.kid_n == 40).all() and (rows.kid_subset_size == 40).all()
+    assert (rows.fid_n == 40).all() and (rows.kid_n == 40).all()
+    assert (rows.kid_subset_size == 40).all()
     assert (rows.fid_ref == "digits:train").all() and (rows.fid_ref_n == 1437).all()
     assert rows.fid_extractor.str.startswith("digits-classifier@").all()
     assert np.isfinite(rows.fid).all() and (rows.fid > 0).all()
@@ -217,7 +218,7 @@ def test_reference_key_follows_dataset_content(tmp_path, digits):
     assert len(files) == 3
 
 
-# -- errors before any work -------------------------------------------------------------------------
+# -- errors before any work ------------------------------------------------------------------------
 def test_missing_inception_weights_fail_before_any_cell(tmp_path, monkeypatch):
     from bench import inception
 
@@ -270,7 +271,7 @@ def test_isc_refuses_weights_without_logits(registry, fake_model, tmp_path):
         isc.prepare(fake_model, isc.Options(extractor=fidelity.INCEPTION, weights=str(path)), CPU)
 
 
-# -- the noise floor --------------------------------------------------------------------------------
+# -- the noise floor -------------------------------------------------------------------------------
 def test_noise_floor_command():
     from bench.cli import cli
 
@@ -280,3 +281,13 @@ def test_noise_floor_command():
     (row,) = json.loads(result.output)
     assert row["n"] == 300 and row["ref_n"] == 1797 - 300 and row["repeats"] == 2
     assert 5 < row["fid_mean"] < 40 and row["kid_subset_size"] == 300
+
+
+def test_noise_floor_against_another_split(digits):
+    floor = fidelity.noise_floor(digits, 100, split="test", against="train", repeats=2,
+                                 kid_subsets=5)
+    summary = floor.summary()
+    assert (summary["n"], summary["ref_n"], summary["split"]) == (100, 1437, "test vs train")
+    assert 5 < summary["fid_mean"] < 80
+    with pytest.raises(BenchError, match="n=400 is impossible"):
+        fidelity.noise_floor(digits, 400, split="test", against="train")

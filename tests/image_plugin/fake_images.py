@@ -6,8 +6,6 @@ cheap. Its "images" are 0.5 + 0.25·x clipped to [0, 1]; the reference is the di
 
 from __future__ import annotations
 
-import torch
-
 import bench
 from bench.interfaces import ScoreModel
 
