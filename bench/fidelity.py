@@ -249,6 +249,13 @@ def exact_fp32() -> Iterator[None]:
                 t.fp32_precision = b
 
 
+def extractor_input(name: str, images: Tensor) -> Tensor:
+    """uint8 images as extractor ``name`` takes them: Inception needs RGB (grey is repeated)."""
+    if name == INCEPTION and images.shape[1] == 1:
+        return images.expand(-1, 3, -1, -1)
+    return images
+
+
 class Featurizer:
     """Features of float [0, 1] image batches through one extractor, chunk by chunk.
 
@@ -274,7 +281,8 @@ class Featurizer:
         chunk = _CHUNK.get(self.spec.name, 256)
         with exact_fp32():
             for start in range(0, images.shape[0], chunk):
-                u8 = to_uint8(images[start:start + chunk].to(self.device))
+                u8 = extractor_input(self.spec.name, to_uint8(images[start:start + chunk]
+                                                               .to(self.device)))
                 parts.append(tuple(f.float().cpu() for f in self.module(u8)))
         names = self.module.get_requested_features_list()
         out = {n: torch.cat([p[i] for p in parts]) for i, n in enumerate(names)}

@@ -87,3 +87,13 @@ def test_unknown_torchscript_is_refused(tmp_path):
     assert inception.is_torchscript(fake)
     with pytest.raises(BenchError, match="refusing to load an unknown TorchScript"):
         inception.resolve_weights(str(fake), tmp_path)
+
+
+@torch.no_grad()
+def test_grey_images_are_repeated_to_rgb(converted, images):
+    spec = fidelity.resolve_extractor(fidelity.INCEPTION, str(converted))
+    featurize = fidelity.Featurizer(spec, CPU)
+    grey = images[:2, :1]
+    ours = featurize(from_uint8(grey))[inception.FEATURES]
+    rgb = featurize.module(grey.repeat(1, 3, 1, 1))[0]
+    assert torch.equal(ours, rgb)
