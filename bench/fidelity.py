@@ -232,21 +232,22 @@ def load_extractor(spec: ExtractorSpec, device: torch.device) -> torch.nn.Module
 
 @contextlib.contextmanager
 def exact_fp32() -> Iterator[None]:
-    """Turn off TF32 for CUDA convolutions and matmuls while extracting features."""
+    """Turn off TF32 for CUDA convolutions and matmuls while extracting features.
+
+    Uses the legacy ``allow_tf32`` flags, as ``bench run --tf32`` does: torch refuses to read
+    the TF32 state once the legacy and the new ``fp32_precision`` APIs have been mixed.
+    """
     if not torch.cuda.is_available():
         yield
         return
-    targets = [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
-    before = [getattr(t, "fp32_precision", None) for t in targets]
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
-        for t, b in zip(targets, before, strict=True):
-            if b is not None:
-                t.fp32_precision = "ieee"
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
         yield
     finally:
-        for t, b in zip(targets, before, strict=True):
-            if b is not None:
-                t.fp32_precision = b
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 def extractor_input(name: str, images: Tensor) -> Tensor:

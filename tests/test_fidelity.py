@@ -291,3 +291,11 @@ def test_noise_floor_against_another_split(digits):
     assert 5 < summary["fid_mean"] < 80
     with pytest.raises(BenchError, match="n=400 is impossible"):
         fidelity.noise_floor(digits, 400, split="test", against="train")
+
+
+def test_tf32_is_off_during_extraction_and_restored(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with fidelity.exact_fp32():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
