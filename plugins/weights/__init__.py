@@ -1,0 +1,1 @@
+"""Shipped weights files (package data): one folder per network."""
