@@ -119,3 +119,8 @@ def list_command(session: Session, kind: str, as_json: bool) -> None:
 from bench.cli_run import run_command  # noqa: E402  (registers `bench run`)
 
 cli.add_command(run_command)
+
+from bench.cli_report import compare_command, report_command  # noqa: E402
+
+cli.add_command(report_command)
+cli.add_command(compare_command)
