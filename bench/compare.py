@@ -45,31 +45,41 @@ sampler that starts calling the network more often is a cost regression."""
 # -- tolerances -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Tolerance:
-    """How much worse a metric may get: relative (``5%`` of |old|) or absolute (``0.01``)."""
+    """How much worse a metric may get: ``relative`` × |old| + ``absolute``.
 
-    value: float
-    relative: bool = False
+    Written ``5%`` (relative), ``0.01`` (absolute) or ``5%+0.01`` (both: the absolute part is a
+    floor for values near zero).
+    """
+
+    relative: float = 0.0
+    absolute: float = 0.0
 
     @classmethod
     def parse(cls, text: str | float) -> Tolerance:
-        """``"5%"`` → relative 0.05, ``"0.01"`` or ``0.01`` → absolute 0.01."""
-        raw = str(text).strip()
-        relative = raw.endswith("%")
-        try:
-            value = float(raw.rstrip("%").strip())
-        except ValueError:
-            raise BenchError(f"invalid tolerance {text!r}: use a number (absolute) or N% "
-                             "(relative to the baseline value)") from None
-        if value < 0 or math.isnan(value):
-            raise BenchError(f"invalid tolerance {text!r}: it must be a non-negative number")
-        return cls(value / 100 if relative else value, relative)
+        """``"5%"`` → 5 % of |old|, ``"0.01"`` or ``0.01`` → 0.01, ``"5%+0.01"`` → both."""
+        relative = absolute = 0.0
+        for part in str(text).replace(" ", "").split("+"):
+            try:
+                value = float(part.rstrip("%"))
+            except ValueError:
+                raise BenchError(f"invalid tolerance {text!r}: use 0.01 (absolute), 5% (relative "
+                                 "to the baseline value) or 5%+0.01") from None
+            if value < 0 or math.isnan(value):
+                raise BenchError(f"invalid tolerance {text!r}: it must be non-negative")
+            if part.endswith("%"):
+                relative += value / 100
+            else:
+                absolute += value
+        return cls(relative, absolute)
 
     def allowed(self, old: float) -> float:
         """The largest worsening tolerated for a baseline value ``old``."""
-        return self.value * abs(old) if self.relative else self.value
+        return self.relative * abs(old) + self.absolute
 
     def __str__(self) -> str:
-        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+        parts = ([f"{self.relative * 100:g}%"] if self.relative else []) + (
+            [f"{self.absolute:g}"] if self.absolute or not self.relative else [])
+        return "+".join(parts)
 
 
 @dataclass
@@ -89,7 +99,7 @@ class Settings:
 
     metrics: list[str] | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
-    default: Tolerance = field(default_factory=lambda: Tolerance(0.0))
+    default: Tolerance = field(default_factory=lambda: Tolerance())
     confidence: float = 0.95
     allow_missing: bool = False
     renames: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -179,7 +189,7 @@ def settings_from(
     return Settings(
         metrics=list(gated) if gated else None,
         tolerances=tolerances,
-        default=cli_default or file_default or Tolerance(0.0),
+        default=cli_default or file_default or Tolerance(),
         confidence=confidence or float(config.get("confidence", 0.95)),
         allow_missing=allow_missing or bool(config.get("allow-missing", False)),
         renames=parse_renames(renames),
@@ -220,6 +230,7 @@ class Comparison:
     settings: Settings
     notes: list[str] = field(default_factory=list)
     display: list[str] = field(default_factory=list)
+    matched: int = 0
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -269,7 +280,7 @@ def compare(
         status=pd.DataFrame.from_records(status, columns=[*display, "old", "new", "failed"]),
         missing=_heads(old_groups, missing, display),
         added=_heads(new_groups, added, display),
-        metrics=gated, settings=settings, notes=notes, display=display,
+        metrics=gated, settings=settings, notes=notes, display=display, matched=len(matched),
     )
 
 
@@ -500,8 +511,7 @@ def _verdict_line(result: Comparison, baseline: str, current: str, markdown: boo
     word = "FAIL" if result.failed else "PASS"
     word = f"**{word}**" if markdown else word
     parts = [f"{v} {k}" for k, v in counts.items() if v]
-    groups = result.table.groupby(result.display, dropna=False).ngroups if not result.table.empty else 0
-    return (f"{word}: {baseline} → {current}: {groups} matched groups × {len(result.metrics)} "
+    return (f"{word}: {baseline} → {current}: {result.matched} matched groups × {len(result.metrics)} "
             f"gated columns ({', '.join(result.metrics) or 'none'}); {', '.join(parts) or 'nothing to compare'}.")
 
 
