@@ -18,6 +18,7 @@ from bench.report import Report, block_columns, fmt
 
 PANEL = (4.6, 3.5)
 MAX_PANELS_PER_ROW = 3
+MAX_SAMPLE_ROWS = 24
 
 
 def _pyplot():
@@ -67,7 +68,8 @@ def _grid(n: int) -> tuple[int, int]:
 def _figure(n: int, panel: tuple[float, float] = PANEL):
     plt = _pyplot()
     rows, cols = _grid(n)
-    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows),
+                             squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -155,6 +157,7 @@ def _cost_panel(ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bo
             label="Pareto frontier", zorder=1)
     ax.scatter(front["x"], front[metric], s=110, facecolors="none", edgecolors="black", lw=1.2,
                zorder=3)
+    _clip_to_means(ax, ok, metric)
     if log:
         ax.set_xscale("log")
         _log_ticks(ax, sorted(ok[cost].unique()) if cost == "nfe" else None)
@@ -206,36 +209,52 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
     if "snr" not in summary or summary["snr"].dropna().nunique() < 2:
         return []
     higher = report.directions(metric) == "higher"
+    show_k = summary["corrector_steps"].dropna().nunique() > 1 if "corrector_steps" in summary else False
     paths: list[Path] = []
     for model, parts in model_blocks(summary[summary["snr"].notna()]):
-        fig, axes = _figure(len(parts))
+        fig, axes = _figure(len(parts), panel=(5.0, 5.0))
         for ax, (title, block) in zip(axes, parts):
-            _snr_panel(ax, block, metric, higher)
+            _snr_panel(ax, block, metric, higher, show_k)
             _reference_line(ax, report.frame, metric, model)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("corrector SNR r", fontsize=8)
             ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
         fig.suptitle(f"{model}: {metric} vs SNR (★ best SNR per line)", fontsize=11)
-        _legend(fig, axes)
+        for ax in axes:  # per panel: the best SNR differs between panels
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
         fig.tight_layout()
         paths += save(fig, folder, slug(f"{metric}_vs_snr_{model}"))
     return paths
 
 
-def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool) -> None:
+def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool, show_k: bool) -> None:
     ok = block[(block["n_ok"] > 0) & block[metric].notna()].copy()
-    ok["line"] = [f"{sampler_label(r, show_k=True)} N={fmt(r['steps'])}" for _, r in ok.iterrows()]
+    ok["line"] = [f"{sampler_label(r, show_k=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()]
     colors = _colors(list(dict.fromkeys(ok["line"])))
     for line, rows in ok.groupby("line", sort=False):
         rows = rows.sort_values("snr")
-        ax.errorbar(rows["snr"], rows[metric], yerr=_yerr(rows, metric), marker="o", ms=4,
-                    lw=1.2, capsize=2, color=colors[line], label=line)
         best = rows.loc[rows[metric].idxmax() if higher else rows[metric].idxmin()]
+        ax.errorbar(rows["snr"], rows[metric], yerr=_yerr(rows, metric), marker="o", ms=4,
+                    lw=1.2, capsize=2, color=colors[line], label=f"{line} (best r={best['snr']:g})")
         ax.scatter([best["snr"]], [best[metric]], marker="*", s=180, color=colors[line],
                    edgecolors="black", lw=0.7, zorder=4)
-        ax.annotate(f"r={best['snr']:g}", (best["snr"], best[metric]), fontsize=7,
-                    xytext=(4, 6), textcoords="offset points")
+    _clip_to_means(ax, ok, metric)
     ax.grid(alpha=0.3)
+
+
+def _clip_to_means(ax: Any, rows: pd.DataFrame, metric: str) -> None:
+    """Y limits that keep the means readable when a few seeds give very wide intervals: the
+    intervals are drawn but may leave the axes (at most one span of the means beyond them)."""
+    means = rows[metric].dropna()
+    if means.empty:
+        return
+    ci = rows.get(f"{metric}_ci", pd.Series(0.0, index=rows.index)).fillna(0)
+    lo, hi = float(means.min()), float(means.max())
+    span = (hi - lo) or abs(hi) or 1.0
+    low = max(float((rows[metric] - ci).min()), lo - span)
+    high = min(float((rows[metric] + ci).max()), hi + span)
+    pad = 0.05 * (high - low or span)
+    ax.set_ylim(low - pad, high + pad)
 
 
 # -- samples --------------------------------------------------------------------------------------
@@ -275,7 +294,7 @@ def plot_samples(report: Report, samples_dir: Path, folder: Path,
 def _sample_grid(rows: pd.DataFrame, samples_dir: Path, folder: Path, kind: str,
                  ref: np.ndarray | None, title: str) -> list[Path]:
     plt = _pyplot()
-    samplers = list(dict.fromkeys(rows["sampler"]))
+    samplers = list(dict.fromkeys(rows["sampler"]))[:MAX_SAMPLE_ROWS]
     steps = sorted(rows["steps"].unique())
     size = 2.4 if kind != "hist" else 2.8
     fig, axes = plt.subplots(len(samplers), len(steps), squeeze=False,
@@ -295,10 +314,13 @@ def _sample_grid(rows: pd.DataFrame, samples_dir: Path, folder: Path, kind: str,
             if j == 0:
                 ax.set_ylabel(sampler, fontsize=8)
     seed = fmt(rows["seed"].iloc[0])
-    what = {"scatter": "samples (blue) over target samples (grey)",
+    what = {"scatter": "samples (blue) over target samples (orange)",
             "hist": "sample histogram (blue) over the target's (grey)", "images": "first samples"}
-    fig.suptitle(f"{title}: {what[kind]}, seed {seed}", fontsize=10)
-    fig.tight_layout()
+    scale = ""
+    if limits is not None:
+        scale = f"\nx ∈ [{limits[0]:.2g}, {limits[1]:.2g}], y ∈ [{limits[2]:.2g}, {limits[3]:.2g}]"
+    fig.suptitle(f"{title}, seed {seed}\n{what[kind]}{scale}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     return save(fig, folder, slug(f"samples_{title.replace(' · ', '_')}"))
 
 
@@ -315,15 +337,21 @@ def _scatter(ax: Any, x: np.ndarray, ref: np.ndarray | None, limits: Any) -> Non
     x = x.reshape(len(x), -1)
     if ref is not None:
         r = ref.reshape(len(ref), -1)
-        ax.scatter(r[:, 0], r[:, 1], s=2, color="0.7", alpha=0.6, lw=0, rasterized=True)
-    ax.scatter(x[:, 0], x[:, 1], s=2, color="tab:blue", alpha=0.6, lw=0, rasterized=True)
+        ax.scatter(r[:, 0], r[:, 1], s=7, color="tab:orange", alpha=0.25, lw=0, rasterized=True)
+    ax.scatter(x[:, 0], x[:, 1], s=1.5, color="tab:blue", alpha=0.8, lw=0, rasterized=True)
     outside = _outside(x, limits)
     if outside:
         ax.text(0.02, 0.02, f"{outside} outside", fontsize=6, transform=ax.transAxes)
     ax.set_xlim(limits[0], limits[1])
     ax.set_ylim(limits[2], limits[3])
     ax.set_aspect("equal")
-    ax.tick_params(labelsize=6)
+    _no_ticks(ax)
+
+
+def _no_ticks(ax: Any) -> None:
+    """Sample panels share one scale (given in the title); ticks would only cost layout time."""
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _outside(x: np.ndarray, limits: Any) -> int:
@@ -339,14 +367,14 @@ def _hist(ax: Any, x: np.ndarray, ref: np.ndarray | None, limits: Any) -> None:
     if ref is not None:
         ax.hist(ref.reshape(-1), bins=bins, density=True, color="0.75", label="target")
     ax.hist(x, bins=bins, density=True, histtype="step", color="tab:blue", lw=1.2)
+    ax.set_yticks([])
     ax.tick_params(labelsize=6)
 
 
 def _images(ax: Any, x: np.ndarray, ref: Any, limits: Any, count: int = 16) -> None:
     ax.imshow(image_tile(x[:count]), cmap="gray" if x.shape[1] == 1 else None,
               vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _no_ticks(ax)
 
 
 def image_tile(images: np.ndarray, pad: int = 1) -> np.ndarray:

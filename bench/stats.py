@@ -54,7 +54,10 @@ def with_groups(frame: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
     keys = list(keys)
     out = frame.copy()
     text = key_frame(frame, keys)
-    out[GROUP] = text.agg("|".join, axis=1) if keys else ""
+    if not keys or out.empty:
+        out[GROUP] = pd.Series("", index=out.index, dtype=object)
+    else:
+        out[GROUP] = text.agg("|".join, axis=1)
     return out
 
 
@@ -166,7 +169,8 @@ def paired_differences(
     base = ok[ok["sampler"] == baseline].set_index(GROUP)
     records = []
     for sampler, rows in ok[ok["sampler"] != baseline].groupby("sampler", sort=False):
-        joined = rows.join(base[list(columns)], on=GROUP, rsuffix="__base", how="inner")
+        renamed = base[list(columns)].rename(columns=lambda c: f"{c}__base")
+        joined = rows.join(renamed, on=GROUP, how="inner")
         for col in columns:
             diffs = pd.to_numeric(joined[col], errors="coerce") - pd.to_numeric(
                 joined[f"{col}__base"], errors="coerce")
