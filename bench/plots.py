@@ -147,7 +147,7 @@ def _cost_panel(ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bo
         ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes)
         return
     log = ok[cost].min() > 0 and ok[cost].max() / ok[cost].min() > 5
-    ok["x"] = ok[cost] * _dodge(ok["sampler"]) if log and cost == "nfe" else ok[cost]
+    ok["x"] = ok[cost] * _dodge(ok["sampler"]) if cost == "nfe" else ok[cost]
     for sampler, rows in ok.groupby("sampler", sort=False):
         rows = rows.sort_values(cost)
         ax.errorbar(rows["x"], rows[metric], yerr=_yerr(rows, metric), marker="o", ms=4,
@@ -319,8 +319,11 @@ def _sample_grid(rows: pd.DataFrame, samples_dir: Path, folder: Path, kind: str,
     scale = ""
     if limits is not None:
         scale = f"\nx ∈ [{limits[0]:.2g}, {limits[1]:.2g}], y ∈ [{limits[2]:.2g}, {limits[3]:.2g}]"
-    fig.suptitle(f"{title}, seed {seed}\n{what[kind]}{scale}", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
+    heading = f"{title}, seed {seed}\n{what[kind]}{scale}"
+    fig.suptitle(heading, fontsize=9)
+    fig.tight_layout()
+    lines = heading.count("\n") + 1
+    fig.subplots_adjust(top=1 - (0.25 + 0.17 * lines) / fig.get_figheight())
     return save(fig, folder, slug(f"samples_{title.replace(' · ', '_')}"))
 
 
