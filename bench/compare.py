@@ -62,8 +62,10 @@ class Tolerance:
             try:
                 value = float(part.rstrip("%"))
             except ValueError:
-                raise BenchError(f"invalid tolerance {text!r}: use 0.01 (absolute), 5% (relative "
-                                 "to the baseline value) or 5%+0.01") from None
+                raise BenchError(
+                    f"invalid tolerance {text!r}: use 0.01 (absolute), 5% (relative "
+                    "to the baseline value) or 5%+0.01"
+                ) from None
             if value < 0 or math.isnan(value):
                 raise BenchError(f"invalid tolerance {text!r}: it must be non-negative")
             if part.endswith("%"):
@@ -78,7 +80,8 @@ class Tolerance:
 
     def __str__(self) -> str:
         parts = ([f"{self.relative * 100:g}%"] if self.relative else []) + (
-            [f"{self.absolute:g}"] if self.absolute or not self.relative else [])
+            [f"{self.absolute:g}"] if self.absolute or not self.relative else []
+        )
         return "+".join(parts)
 
 
@@ -127,8 +130,10 @@ def parse_renames(items: Sequence[str]) -> dict[str, dict[str, str]]:
     for item in items:
         match = re.fullmatch(r"\s*([a-z_]+)\.([^=]+)=(.+)", item)
         if not match:
-            raise BenchError(f"invalid rename {item!r}: use COLUMN.NEW=OLD, "
-                             "e.g. predictor.my_rd=reverse_diffusion")
+            raise BenchError(
+                f"invalid rename {item!r}: use COLUMN.NEW=OLD, "
+                "e.g. predictor.my_rd=reverse_diffusion"
+            )
         column, new, old = (g.strip() for g in match.groups())
         out.setdefault(column, {})[new] = old
     return out
@@ -179,7 +184,9 @@ def settings_from(
     """
     unknown = set(config) - {"metrics", "max-regression", "confidence", "allow-missing"}
     if unknown:
-        raise BenchError(f"unknown key(s) in [tool.sde-bench.compare]: {', '.join(sorted(unknown))}")
+        raise BenchError(
+            f"unknown key(s) in [tool.sde-bench.compare]: {', '.join(sorted(unknown))}"
+        )
     file_default, file_tols = _file_tolerances(config.get("max-regression", {}))
     cli_default, cli_tols = parse_max_regression(max_regression)
     tolerances = {**file_tols, **cli_tols}
@@ -280,7 +287,11 @@ def compare(
         status=pd.DataFrame.from_records(status, columns=[*display, "old", "new", "failed"]),
         missing=_heads(old_groups, missing, display),
         added=_heads(new_groups, added, display),
-        metrics=gated, settings=settings, notes=notes, display=display, matched=len(matched),
+        metrics=gated,
+        settings=settings,
+        notes=notes,
+        display=display,
+        matched=len(matched),
     )
 
 
@@ -291,7 +302,9 @@ def apply_renames(frame: pd.DataFrame, renames: Mapping[str, Mapping[str, str]])
     out = frame.copy()
     for column, mapping in renames.items():
         if column not in out:
-            raise BenchError(f"cannot rename in column {column!r}: the current run has no such column")
+            raise BenchError(
+                f"cannot rename in column {column!r}: the current run has no such column"
+            )
         out[column] = out[column].replace(dict(mapping))
     if set(renames) & set(SAMPLER_COLUMNS):
         out["sampler"] = sampler_labels(out)
@@ -306,15 +319,22 @@ def _shared_keys(baseline: pd.DataFrame, current: pd.DataFrame, notes: list[str]
     return [c for c in old if c in new]
 
 
-def gated_columns(baseline: pd.DataFrame, current: pd.DataFrame, settings: Settings,
-                  directions: Directions, notes: list[str]) -> list[str]:
+def gated_columns(
+    baseline: pd.DataFrame,
+    current: pd.DataFrame,
+    settings: Settings,
+    directions: Directions,
+    notes: list[str],
+) -> list[str]:
     """The columns to judge; a requested column absent from both runs is an error."""
     if settings.metrics:
         absent = [m for m in settings.metrics if m not in baseline and m not in current]
         if absent:
             known = sorted(set(metric_columns(baseline)) | set(metric_columns(current)))
-            raise BenchError(f"no column {', '.join(map(repr, absent))} in either run; "
-                             f"metric columns: {', '.join(known) or '(none)'}")
+            raise BenchError(
+                f"no column {', '.join(map(repr, absent))} in either run; "
+                f"metric columns: {', '.join(known) or '(none)'}"
+            )
         return list(settings.metrics)
     old = metric_columns(baseline, include_info=False)
     new = metric_columns(current, include_info=False)
@@ -360,36 +380,62 @@ def _values(rows: pd.DataFrame, column: str) -> pd.Series:
     return pd.Series(values.to_numpy(), index=ok["seed"].to_numpy()).dropna()
 
 
-def _judge(a: pd.DataFrame, b: pd.DataFrame, metric: str, settings: Settings, direction: str,
-           display: list[str]) -> dict[str, Any] | None:
+def _judge(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    metric: str,
+    settings: Settings,
+    direction: str,
+    display: list[str],
+) -> dict[str, Any] | None:
     """One comparison row, or None when neither side has an ok value (a status row covers it)."""
     old, new = _values(a, metric), _values(b, metric)
     if old.empty and new.empty:
         return None
-    head = {**a.iloc[0][display].to_dict(), "metric": metric, "direction": direction,
-            "seeds_old": len(old), "seeds_new": len(new)}
+    head = {
+        **a.iloc[0][display].to_dict(),
+        "metric": metric,
+        "direction": direction,
+        "seeds_old": len(old),
+        "seeds_new": len(new),
+    }
     tol = settings.tolerance(metric)
     if new.empty:
         if not (b["status"] == "ok").any():
             return None  # the status row reports it
-        return {**head, "old": _mean(old), "new": math.nan, "verdict": "missing",
-                "tolerance": str(tol)}
+        return {
+            **head,
+            "old": _mean(old),
+            "new": math.nan,
+            "verdict": "missing",
+            "tolerance": str(tol),
+        }
     if old.empty:
         return {**head, "old": math.nan, "new": _mean(new), "verdict": "new", "tolerance": str(tol)}
     old_mean, new_mean, noise, kind = change_and_noise(old, new, settings.confidence)
     change = new_mean - old_mean
     allowed = tol.allowed(old_mean)
-    return {**head, "old": old_mean, "new": new_mean, "change": change,
-            "rel_change": change / abs(old_mean) if old_mean else math.nan,
-            "noise": noise, "noise_kind": kind, "tolerance": str(tol), "allowed": allowed,
-            "verdict": verdict_of(change, direction, allowed, noise)}
+    return {
+        **head,
+        "old": old_mean,
+        "new": new_mean,
+        "change": change,
+        "rel_change": change / abs(old_mean) if old_mean else math.nan,
+        "noise": noise,
+        "noise_kind": kind,
+        "tolerance": str(tol),
+        "allowed": allowed,
+        "verdict": verdict_of(change, direction, allowed, noise),
+    }
 
 
 def _mean(values: pd.Series) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
-def change_and_noise(old: pd.Series, new: pd.Series, confidence: float) -> tuple[float, float, float, str]:
+def change_and_noise(
+    old: pd.Series, new: pd.Series, confidence: float
+) -> tuple[float, float, float, str]:
     """(old mean, new mean, noise half-width, how the noise was estimated).
 
     With two or more seeds on both sides the change is paired by seed (same prior noise in both
@@ -400,10 +446,19 @@ def change_and_noise(old: pd.Series, new: pd.Series, confidence: float) -> tuple
     if len(common) >= 2:
         o, n = old.loc[common], new.loc[common]
         diffs = (n - o).to_numpy(dtype=float)
-        return float(o.mean()), float(n.mean()), ci_halfwidth(diffs, confidence), f"paired n={len(common)}"
+        return (
+            float(o.mean()),
+            float(n.mean()),
+            ci_halfwidth(diffs, confidence),
+            f"paired n={len(common)}",
+        )
     if len(old) >= 2 and len(new) >= 2:
-        return (float(old.mean()), float(new.mean()),
-                welch_halfwidth(old.to_numpy(), new.to_numpy(), confidence), "welch")
+        return (
+            float(old.mean()),
+            float(new.mean()),
+            welch_halfwidth(old.to_numpy(), new.to_numpy(), confidence),
+            "welch",
+        )
     return float(old.mean()), float(new.mean()), 0.0, "none"
 
 
@@ -422,126 +477,21 @@ def verdict_of(change: float, direction: str, allowed: float, noise: float) -> s
 
 
 def _seed_notes(old: dict, new: dict, matched: list[str]) -> list[str]:
-    differ = [g for g in matched
-              if set(old[g]["seed"].dropna()) != set(new[g]["seed"].dropna())]
+    differ = [g for g in matched if set(old[g]["seed"].dropna()) != set(new[g]["seed"].dropna())]
     if not differ:
         return []
-    return [f"{len(differ)} matched group(s) ran different seeds in the two runs; the change is "
-            "taken over common seeds when two or more are shared, else over all (Welch)"]
+    return [
+        f"{len(differ)} matched group(s) ran different seeds in the two runs; the change is "
+        "taken over common seeds when two or more are shared, else over all (Welch)"
+    ]
 
 
 def summary_counts(result: Comparison) -> dict[str, int]:
     """Counts of verdicts, status failures and missing or new groups."""
     counts = result.table["verdict"].value_counts().to_dict() if not result.table.empty else {}
-    return {**{str(k): int(v) for k, v in counts.items()},
-            "status failures": len(result.status_failures),
-            "missing groups": len(result.missing), "new groups": len(result.added)}
-
-
-__all__ = [
-    "Comparison", "Settings", "Tolerance", "compare", "find_pyproject", "read_pyproject",
-    "settings_from", "summary_counts", "verdict_of", "change_and_noise",
-]
-
-
-# -- rendering ------------------------------------------------------------------------------------
-VERDICT_MARKS = {"regression": "❌ regression", "missing": "❌ missing", "improved": "✅ improved"}
-
-
-def comparison_table(result: Comparison, rows: pd.DataFrame, markdown: bool) -> pd.DataFrame:
-    """The comparison rows as text columns: old, new, change, noise, allowed, verdict."""
-    from bench.report import fmt, signed
-
-    out = rows[result.display].copy().astype(object)
-    arrows = {"lower": "↓", "higher": "↑", "info": ""}
-    out["metric"] = [f"{m}{arrows.get(d, '')}" for m, d in zip(rows["metric"], rows["direction"])]
-    out["old"] = rows["old"].map(fmt)
-    out["new"] = rows["new"].map(fmt)
-    change = rows.get("change", pd.Series(math.nan, index=rows.index))
-    rel = rows.get("rel_change", pd.Series(math.nan, index=rows.index))
-    out["change"] = [signed(c, math.nan) if not _nan(c) else "-" for c in change]
-    out["change %"] = [f"{100 * r:+.2f}%" if not _nan(r) else "-" for r in rel]
-    noise = rows.get("noise", pd.Series(math.nan, index=rows.index))
-    kind = rows.get("noise_kind", pd.Series("", index=rows.index))
-    out["noise ±"] = [f"{fmt(n, 2)} ({k})" if not _nan(n) else "-" for n, k in zip(noise, kind)]
-    allowed = rows.get("allowed", pd.Series(math.nan, index=rows.index))
-    out["allowed"] = [f"{fmt(a, 2)} ({t})" if not _nan(a) else t
-                      for a, t in zip(allowed, rows["tolerance"])]
-    marks = VERDICT_MARKS if markdown else {}
-    out["verdict"] = [marks.get(v, v) for v in rows["verdict"]]
-    return out.reset_index(drop=True)
-
-
-def _nan(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def render_comparison(result: Comparison, baseline: str, current: str, *, markdown: bool = False,
-                      show_all: bool = False) -> str:
-    """The comparison as terminal text or Markdown (for ``$GITHUB_STEP_SUMMARY``).
-
-    Regressions, status changes and missing groups always show; other comparisons show when
-    they changed (every one with ``show_all``; in Markdown inside a collapsed block).
-    """
-    from bench.report import _heading, markdown_table, text_table
-
-    table = markdown_table if markdown else text_table
-    out = [_heading("sde-bench compare", 1, markdown), _verdict_line(result, baseline, current, markdown),
-           _rule_line(result)]
-    if len(result.regressions):
-        out += [_heading("regressions", 2, markdown),
-                table(comparison_table(result, result.regressions, markdown))]
-    if not result.status.empty:
-        out += [_heading("status changes", 2, markdown), table(_status_text(result.status))]
-    if not result.missing.empty:
-        allowed = " (allowed)" if result.settings.allow_missing else ""
-        out += [_heading(f"in the baseline only: missing from the current run{allowed}", 2, markdown),
-                table(result.missing)]
-    if not result.added.empty:
-        out += [_heading("in the current run only (not in the baseline)", 2, markdown),
-                table(result.added)]
-    out += _all_rows(result, table, markdown, show_all)
-    if result.notes:
-        out += [_heading("notes", 2, markdown), "\n".join(f"- {n}" for n in result.notes)]
-    return "\n\n".join(out) + "\n"
-
-
-def _verdict_line(result: Comparison, baseline: str, current: str, markdown: bool) -> str:
-    counts = summary_counts(result)
-    word = "FAIL" if result.failed else "PASS"
-    word = f"**{word}**" if markdown else word
-    parts = [f"{v} {k}" for k, v in counts.items() if v]
-    return (f"{word}: {baseline} → {current}: {result.matched} matched groups × {len(result.metrics)} "
-            f"gated columns ({', '.join(result.metrics) or 'none'}); {', '.join(parts) or 'nothing to compare'}.")
-
-
-def _rule_line(result: Comparison) -> str:
-    s = result.settings
-    tols = ", ".join(f"{m} {s.tolerance(m)}" for m in result.metrics)
-    return (f"A regression is a change for the worse larger than both its tolerance and its noise "
-            f"(the {s.confidence:.0%} CI of the change over seeds: paired when the runs share two "
-            f"or more seeds, Welch otherwise, 0 with one seed). Tolerances: {tols or '-'}.")
-
-
-def _status_text(status: pd.DataFrame) -> pd.DataFrame:
-    out = status.copy()
-    out["failed"] = out["failed"].map({True: "yes", False: "no"})
-    return out
-
-
-def _all_rows(result: Comparison, table: Any, markdown: bool, show_all: bool) -> list[str]:
-    from bench.report import _heading
-
-    rows = result.table
-    if rows.empty:
-        return []
-    shown = rows if show_all else rows[rows["verdict"] != "same"]
-    same = int((rows["verdict"] == "same").sum())
-    title = "all comparisons" if show_all else "changed values"
-    note = f"{same} of {len(rows)} comparisons are identical" + ("" if show_all else " (not listed)")
-    if shown.empty:
-        return [_heading(title, 2, markdown), note + "."]
-    body = table(comparison_table(result, shown, markdown))
-    if markdown:
-        body = f"<details><summary>{len(shown)} rows</summary>\n\n{body}\n\n</details>"
-    return [_heading(title, 2, markdown), note + ".", body]
+    return {
+        **{str(k): int(v) for k, v in counts.items()},
+        "status failures": len(result.status_failures),
+        "missing groups": len(result.missing),
+        "new groups": len(result.added),
+    }

@@ -28,8 +28,21 @@ from bench.errors import BenchError
 Direction = Literal["lower", "higher", "info"]
 
 CONFIG_COLUMNS = (
-    "model", "sde", "predictor", "corrector", "probability_flow", "steps", "snr",
-    "corrector_steps", "seed", "samples", "batch_size", "denoise", "dtype", "metrics", "eps",
+    "model",
+    "sde",
+    "predictor",
+    "corrector",
+    "probability_flow",
+    "steps",
+    "snr",
+    "corrector_steps",
+    "seed",
+    "samples",
+    "batch_size",
+    "denoise",
+    "dtype",
+    "metrics",
+    "eps",
     "sde_options",
 )
 """Config columns in display order; any further ``*_options`` column is config too."""
@@ -48,11 +61,24 @@ INFO_SUFFIXES = ("_ref", "_std", "_n")
 n) rather than rate the sampler: tables may show them, compare never gates them."""
 
 KNOWN_DIRECTIONS: dict[str, Direction] = {
-    "swd": "lower", "fd": "lower", "fid": "lower", "kid": "lower", "w2": "lower",
-    "coverage_tv": "lower", "coverage_min": "higher", "logp": "higher",
-    "precision": "higher", "recall": "higher", "isc": "higher", "inception_score": "higher",
-    "nfe": "lower", "score_calls": "lower", "wall_clock_s": "lower", "s_per_nfe": "lower",
-    "samples_per_s": "higher", "metrics_s": "lower",
+    "swd": "lower",
+    "fd": "lower",
+    "fid": "lower",
+    "kid": "lower",
+    "w2": "lower",
+    "coverage_tv": "lower",
+    "coverage_min": "higher",
+    "logp": "higher",
+    "precision": "higher",
+    "recall": "higher",
+    "isc": "higher",
+    "inception_score": "higher",
+    "nfe": "lower",
+    "score_calls": "lower",
+    "wall_clock_s": "lower",
+    "s_per_nfe": "lower",
+    "samples_per_s": "higher",
+    "metrics_s": "lower",
 }
 """Fallback directions for columns whose metric class is not loaded or that a metric returns
 besides its own name (``coverage`` has one ``higher_is_better`` flag for two columns)."""

@@ -46,7 +46,9 @@ def save(fig: Any, folder: Path, name: str) -> list[Path]:
 
 
 # -- Pareto frontier ------------------------------------------------------------------------------
-def pareto_mask(cost: Sequence[float], value: Sequence[float], higher_is_better: bool) -> np.ndarray:
+def pareto_mask(
+    cost: Sequence[float], value: Sequence[float], higher_is_better: bool
+) -> np.ndarray:
     """True for the points no other point beats: less or equal cost and a better-or-equal value,
     one of them strictly. Points with a missing coordinate are never on the frontier."""
     x = np.asarray(cost, dtype=float)
@@ -68,8 +70,7 @@ def _grid(n: int) -> tuple[int, int]:
 def _figure(n: int, panel: tuple[float, float] = PANEL):
     plt = _pyplot()
     rows, cols = _grid(n)
-    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -85,7 +86,9 @@ def model_blocks(summary: pd.DataFrame) -> Iterator[tuple[str, list[tuple[str, p
     """Per model: its blocks (SDE and any other varying context) as (title, rows)."""
     cols = block_columns(summary)
     inner = [c for c in cols if c != "model"]
-    for model, rows in summary.groupby("model", sort=False) if "model" in summary else [("", summary)]:
+    for model, rows in (
+        summary.groupby("model", sort=False) if "model" in summary else [("", summary)]
+    ):
         if not inner:
             yield str(model), [("", rows)]
             continue
@@ -105,8 +108,15 @@ def _legend(fig: Any, axes: list[Any]) -> None:
                 handles[label] = h
                 labels.append(label)
     if labels:
-        fig.legend([handles[k] for k in labels], labels, loc="upper center",
-                   bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)), frameon=False, fontsize=8)
+        fig.legend(
+            [handles[k] for k in labels],
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(4, len(labels)),
+            frameon=False,
+            fontsize=8,
+        )
 
 
 def _metric_label(metric: str, directions: Directions) -> str:
@@ -115,8 +125,10 @@ def _metric_label(metric: str, directions: Directions) -> str:
 
 
 # -- metric vs cost -------------------------------------------------------------------------------
-COST_LABELS = {"nfe": "NFE (score evaluations per sample)",
-               "wall_clock_s": "wall-clock seconds of sampling (per cell)"}
+COST_LABELS = {
+    "nfe": "NFE (score evaluations per sample)",
+    "wall_clock_s": "wall-clock seconds of sampling (per cell)",
+}
 
 
 def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) -> list[Path]:
@@ -140,8 +152,9 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
     return paths
 
 
-def _cost_panel(ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bool,
-                colors: dict[str, Any]) -> None:
+def _cost_panel(
+    ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bool, colors: dict[str, Any]
+) -> None:
     ok = block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()].copy()
     if ok.empty:
         ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes)
@@ -150,13 +163,31 @@ def _cost_panel(ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bo
     ok["x"] = ok[cost] * _dodge(ok["sampler"]) if cost == "nfe" else ok[cost]
     for sampler, rows in ok.groupby("sampler", sort=False):
         rows = rows.sort_values(cost)
-        ax.errorbar(rows["x"], rows[metric], yerr=_yerr(rows, metric), marker="o", ms=4,
-                    lw=1.2, capsize=2, color=colors[sampler], label=sampler)
+        ax.errorbar(
+            rows["x"],
+            rows[metric],
+            yerr=_yerr(rows, metric),
+            marker="o",
+            ms=4,
+            lw=1.2,
+            capsize=2,
+            color=colors[sampler],
+            label=sampler,
+        )
     front = ok[pareto_mask(ok[cost], ok[metric], higher)].sort_values(cost)
-    ax.plot(front["x"], front[metric], ls="--", color="black", lw=1, drawstyle="steps-post",
-            label="Pareto frontier", zorder=1)
-    ax.scatter(front["x"], front[metric], s=110, facecolors="none", edgecolors="black", lw=1.2,
-               zorder=3)
+    ax.plot(
+        front["x"],
+        front[metric],
+        ls="--",
+        color="black",
+        lw=1,
+        drawstyle="steps-post",
+        label="Pareto frontier",
+        zorder=1,
+    )
+    ax.scatter(
+        front["x"], front[metric], s=110, facecolors="none", edgecolors="black", lw=1.2, zorder=3
+    )
     _clip_to_means(ax, ok, metric)
     if log:
         ax.set_xscale("log")
@@ -190,8 +221,9 @@ def _reference_line(ax: Any, frame: pd.DataFrame, metric: str, model: str) -> No
     rows = frame[(frame["status"] == "ok") & (frame.get("model", model) == model)]
     values = pd.to_numeric(rows[ref], errors="coerce").dropna()
     if len(values):
-        ax.axhline(float(values.mean()), color="0.4", ls=":", lw=1.2,
-                   label=f"{metric} of exact samples")
+        ax.axhline(
+            float(values.mean()), color="0.4", ls=":", lw=1.2, label=f"{metric} of exact samples"
+        )
 
 
 def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
@@ -209,7 +241,9 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
     if "snr" not in summary or summary["snr"].dropna().nunique() < 2:
         return []
     higher = report.directions(metric) == "higher"
-    show_k = summary["corrector_steps"].dropna().nunique() > 1 if "corrector_steps" in summary else False
+    show_k = (
+        summary["corrector_steps"].dropna().nunique() > 1 if "corrector_steps" in summary else False
+    )
     paths: list[Path] = []
     for model, parts in model_blocks(summary[summary["snr"].notna()]):
         fig, axes = _figure(len(parts), panel=(5.0, 5.0))
@@ -229,15 +263,34 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
 
 def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool, show_k: bool) -> None:
     ok = block[(block["n_ok"] > 0) & block[metric].notna()].copy()
-    ok["line"] = [f"{sampler_label(r, show_k=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()]
+    ok["line"] = [
+        f"{sampler_label(r, show_k=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()
+    ]
     colors = _colors(list(dict.fromkeys(ok["line"])))
     for line, rows in ok.groupby("line", sort=False):
         rows = rows.sort_values("snr")
         best = rows.loc[rows[metric].idxmax() if higher else rows[metric].idxmin()]
-        ax.errorbar(rows["snr"], rows[metric], yerr=_yerr(rows, metric), marker="o", ms=4,
-                    lw=1.2, capsize=2, color=colors[line], label=f"{line} (best r={best['snr']:g})")
-        ax.scatter([best["snr"]], [best[metric]], marker="*", s=180, color=colors[line],
-                   edgecolors="black", lw=0.7, zorder=4)
+        ax.errorbar(
+            rows["snr"],
+            rows[metric],
+            yerr=_yerr(rows, metric),
+            marker="o",
+            ms=4,
+            lw=1.2,
+            capsize=2,
+            color=colors[line],
+            label=f"{line} (best r={best['snr']:g})",
+        )
+        ax.scatter(
+            [best["snr"]],
+            [best[metric]],
+            marker="*",
+            s=180,
+            color=colors[line],
+            edgecolors="black",
+            lw=0.7,
+            zorder=4,
+        )
     _clip_to_means(ax, ok, metric)
     ax.grid(alpha=0.3)
 
@@ -272,8 +325,12 @@ def load_samples(samples_dir: Path, cell_id: str) -> np.ndarray:
         return data["samples"]
 
 
-def plot_samples(report: Report, samples_dir: Path, folder: Path,
-                 target: Callable[[str, int], np.ndarray | None] | None = None) -> list[Path]:
+def plot_samples(
+    report: Report,
+    samples_dir: Path,
+    folder: Path,
+    target: Callable[[str, int], np.ndarray | None] | None = None,
+) -> list[Path]:
     """Per model and block, a grid of panels (sampler × steps): a 2-D scatter against target
     samples, a 1-D histogram against the target's, or a tile of images, by the data shape."""
     cells = first_seed_cells(report.frame, samples_dir)
@@ -282,8 +339,15 @@ def plot_samples(report: Report, samples_dir: Path, folder: Path,
         return paths
     for (model, sde), rows in cells.groupby(["model", "sde"], sort=False):
         first = load_samples(samples_dir, rows["cell_id"].iloc[0])
-        kind = "images" if first.ndim == 4 else "scatter" if first.reshape(len(first), -1).shape[1] == 2 \
-            else "hist" if first.reshape(len(first), -1).shape[1] == 1 else None
+        kind = (
+            "images"
+            if first.ndim == 4
+            else "scatter"
+            if first.reshape(len(first), -1).shape[1] == 2
+            else "hist"
+            if first.reshape(len(first), -1).shape[1] == 1
+            else None
+        )
         if kind is None:
             continue
         ref = target(str(model), len(first)) if target and kind != "images" else None
@@ -291,14 +355,24 @@ def plot_samples(report: Report, samples_dir: Path, folder: Path,
     return paths
 
 
-def _sample_grid(rows: pd.DataFrame, samples_dir: Path, folder: Path, kind: str,
-                 ref: np.ndarray | None, title: str) -> list[Path]:
+def _sample_grid(
+    rows: pd.DataFrame,
+    samples_dir: Path,
+    folder: Path,
+    kind: str,
+    ref: np.ndarray | None,
+    title: str,
+) -> list[Path]:
     plt = _pyplot()
     samplers = list(dict.fromkeys(rows["sampler"]))[:MAX_SAMPLE_ROWS]
     steps = sorted(rows["steps"].unique())
     size = 2.4 if kind != "hist" else 2.8
-    fig, axes = plt.subplots(len(samplers), len(steps), squeeze=False,
-                             figsize=(size * len(steps) + 1.2, size * len(samplers)))
+    fig, axes = plt.subplots(
+        len(samplers),
+        len(steps),
+        squeeze=False,
+        figsize=(size * len(steps) + 1.2, size * len(samplers)),
+    )
     limits = _limits(ref, rows, samples_dir) if kind == "scatter" else None
     for i, sampler in enumerate(samplers):
         for j, n in enumerate(steps):
@@ -314,8 +388,11 @@ def _sample_grid(rows: pd.DataFrame, samples_dir: Path, folder: Path, kind: str,
             if j == 0:
                 ax.set_ylabel(sampler, fontsize=8)
     seed = fmt(rows["seed"].iloc[0])
-    what = {"scatter": "samples (blue) over target samples (orange)",
-            "hist": "sample histogram (blue) over the target's (grey)", "images": "first samples"}
+    what = {
+        "scatter": "samples (blue) over target samples (orange)",
+        "hist": "sample histogram (blue) over the target's (grey)",
+        "images": "first samples",
+    }
     scale = ""
     if limits is not None:
         scale = f"\nx ∈ [{limits[0]:.2g}, {limits[1]:.2g}], y ∈ [{limits[2]:.2g}, {limits[3]:.2g}]"
@@ -327,7 +404,9 @@ def _sample_grid(rows: pd.DataFrame, samples_dir: Path, folder: Path, kind: str,
     return save(fig, folder, slug(f"samples_{title.replace(' · ', '_')}"))
 
 
-def _limits(ref: np.ndarray | None, rows: pd.DataFrame, samples_dir: Path) -> tuple[float, float, float, float]:
+def _limits(
+    ref: np.ndarray | None, rows: pd.DataFrame, samples_dir: Path
+) -> tuple[float, float, float, float]:
     """Axis limits from the target (or the first cell), padded, so panels share one scale."""
     base = ref if ref is not None else load_samples(samples_dir, rows["cell_id"].iloc[0])
     base = base.reshape(len(base), -1)
@@ -358,8 +437,12 @@ def _no_ticks(ax: Any) -> None:
 
 
 def _outside(x: np.ndarray, limits: Any) -> int:
-    inside = ((x[:, 0] >= limits[0]) & (x[:, 0] <= limits[1])
-              & (x[:, 1] >= limits[2]) & (x[:, 1] <= limits[3]))
+    inside = (
+        (x[:, 0] >= limits[0])
+        & (x[:, 0] <= limits[1])
+        & (x[:, 1] >= limits[2])
+        & (x[:, 1] <= limits[3])
+    )
     return int((~inside).sum())
 
 
@@ -375,8 +458,13 @@ def _hist(ax: Any, x: np.ndarray, ref: np.ndarray | None, limits: Any) -> None:
 
 
 def _images(ax: Any, x: np.ndarray, ref: Any, limits: Any, count: int = 16) -> None:
-    ax.imshow(image_tile(x[:count]), cmap="gray" if x.shape[1] == 1 else None,
-              vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        image_tile(x[:count]),
+        cmap="gray" if x.shape[1] == 1 else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     _no_ticks(ax)
 
 
@@ -389,13 +477,18 @@ def image_tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
     for k in range(n):
         r, q = divmod(k, cols)
         top, left = pad + r * (h + pad), pad + q * (w + pad)
-        tile[:, top:top + h, left:left + w] = np.clip(images[k], 0, 1)
+        tile[:, top : top + h, left : left + w] = np.clip(images[k], 0, 1)
     return tile[0] if c == 1 else np.moveaxis(tile, 0, -1)
 
 
 # -- everything -----------------------------------------------------------------------------------
-def plot_report(report: Report, folder: Path, *, samples_dir: Path | None = None,
-                target: Callable[[str, int], np.ndarray | None] | None = None) -> list[Path]:
+def plot_report(
+    report: Report,
+    folder: Path,
+    *,
+    samples_dir: Path | None = None,
+    target: Callable[[str, int], np.ndarray | None] | None = None,
+) -> list[Path]:
     """Every plot of a report: metric vs NFE and vs wall-clock for each metric, metric vs SNR
     when SNRs were swept, and sample panels when samples were saved."""
     paths: list[Path] = []

@@ -122,8 +122,10 @@ def _check_columns(frame: pd.DataFrame, wanted: Sequence[str]) -> None:
     missing = [c for c in wanted if c not in frame]
     if missing:
         known = metric_columns(frame) + [c for c in TIME_COLUMNS if c in frame]
-        raise BenchError(f"no column {', '.join(map(repr, missing))} in these results; "
-                         f"metric columns: {', '.join(known) or '(none)'}")
+        raise BenchError(
+            f"no column {', '.join(map(repr, missing))} in these results; "
+            f"metric columns: {', '.join(known) or '(none)'}"
+        )
 
 
 # -- blocks and pivots ----------------------------------------------------------------------------
@@ -139,8 +141,13 @@ def varying_within(frame: pd.DataFrame, columns: Iterable[str], by: str) -> list
     only follows the SDE)."""
     if by not in frame:
         return varying(frame, columns)
-    return [c for c in columns if c in frame and c != by
-            and (frame.groupby(by, dropna=False)[c].nunique(dropna=False) > 1).any()]
+    return [
+        c
+        for c in columns
+        if c in frame
+        and c != by
+        and (frame.groupby(by, dropna=False)[c].nunique(dropna=False) > 1).any()
+    ]
 
 
 def blocks(summary: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -168,8 +175,9 @@ def pivot(block: pd.DataFrame, metric: str, directions: Directions) -> pd.DataFr
         rows = block[block["steps"] == n] if n is not None else block
         by_sampler = rows.set_index("sampler")
         head = f"N={fmt(n)} " if n is not None else ""
-        cells = [_cells(by_sampler.loc[s] if s in by_sampler.index else None, metric)
-                 for s in samplers]
+        cells = [
+            _cells(by_sampler.loc[s] if s in by_sampler.index else None, metric) for s in samplers
+        ]
         table[f"{head}{metric}{directions.arrow(metric)}"] = [c[0] for c in cells]
         table[f"{head}nfe"] = [c[1] for c in cells]
         table[f"{head}s"] = [c[2] for c in cells]
@@ -198,12 +206,17 @@ def paired_pivot(paired: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = paired[paired["metric"] == metric]
     if rows.empty:
         return pd.DataFrame()
-    text = rows.assign(cell=[v if v == "same" else f"{signed(d, c)} {v}"
-                             for d, c, v in zip(rows["diff"], rows["diff_ci"], rows["verdict"])])
+    text = rows.assign(
+        cell=[
+            v if v == "same" else f"{signed(d, c)} {v}"
+            for d, c, v in zip(rows["diff"], rows["diff_ci"], rows["verdict"])
+        ]
+    )
     if "steps" not in text:
         return text[["sampler", "cell"]]
-    table = text.pivot_table(index="sampler", columns="steps", values="cell",
-                             aggfunc="first", sort=False)
+    table = text.pivot_table(
+        index="sampler", columns="steps", values="cell", aggfunc="first", sort=False
+    )
     table.columns = [f"N={fmt(c)}" for c in table.columns]
     return table.reset_index()
 
@@ -220,8 +233,10 @@ def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (first column left-aligned, others right-aligned)."""
     if table.empty:
         return "_(empty)_"
+
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
+
     header = "| " + " | ".join(cell(c) for c in table.columns) + " |"
     align = "|" + "|".join(":---" if i == 0 else "---:" for i in range(table.shape[1])) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
@@ -231,31 +246,33 @@ def markdown_table(table: pd.DataFrame) -> str:
 def render(report: Report, markdown: bool = False) -> str:
     """The whole report as terminal text or Markdown."""
     table = markdown_table if markdown else text_table
-    out = [_heading(report.title, 1, markdown), _preamble(report)]
+    out = [heading(report.title, 1, markdown), _preamble(report)]
     for title, block in blocks(report.summary):
-        out.append(_heading(title or "all cells", 2, markdown))
+        out.append(heading(title or "all cells", 2, markdown))
         for metric in report.metrics:
-            out.append(_heading(_metric_title(report, metric), 3, markdown))
+            out.append(heading(_metric_title(report, metric), 3, markdown))
             out.append(table(pivot(block, metric, report.directions)))
     if report.baseline:
         out += _render_paired(report, markdown)
     notes = not_ok_lines(report.frame)
     if notes:
-        out.append(_heading("cells not ok", 2, markdown))
+        out.append(heading("cells not ok", 2, markdown))
         out.append("\n".join(("- " if markdown else "  ") + n for n in notes))
     return "\n\n".join(out) + "\n"
 
 
 def _render_paired(report: Report, markdown: bool) -> list[str]:
     table = markdown_table if markdown else text_table
-    out = [_heading(f"paired differences vs {report.baseline}", 2, markdown),
-           "metric(sampler) − metric(baseline) on the same seeds (shared prior noise), mean ± "
-           f"{report.confidence:.0%} CI over seed pairs; better/worse when the interval "
-           "excludes 0, ~ when it does not (or with a single seed), same when identical."]
+    out = [
+        heading(f"paired differences vs {report.baseline}", 2, markdown),
+        "metric(sampler) − metric(baseline) on the same seeds (shared prior noise), mean ± "
+        f"{report.confidence:.0%} CI over seed pairs; better/worse when the interval "
+        "excludes 0, ~ when it does not (or with a single seed), same when identical.",
+    ]
     if report.paired.empty:
         return out + ["(no pairs: the baseline shares no seeds and config with other samplers)"]
     for title, block in _paired_blocks(report):
-        out.append(_heading(title or "all cells", 3, markdown))
+        out.append(heading(title or "all cells", 3, markdown))
         for metric in report.metrics:
             pivoted = paired_pivot(block, metric)
             if not pivoted.empty:
@@ -273,7 +290,8 @@ def _paired_blocks(report: Report) -> Iterator[tuple[str, pd.DataFrame]]:
         yield " · ".join(str(v) for v in values), rows
 
 
-def _heading(text: str, level: int, markdown: bool) -> str:
+def heading(text: str, level: int, markdown: bool) -> str:
+    """A Markdown heading, or the text underlined (``=``, ``-``, ``·`` by level)."""
     if markdown:
         return f"{'#' * level} {text}"
     return text + "\n" + ("=" if level == 1 else "-" if level == 2 else "·") * len(text)
@@ -291,12 +309,15 @@ def _preamble(report: Report) -> str:
     seeds = sorted(frame["seed"].dropna().unique()) if "seed" in frame else []
     seeds_text = ",".join(fmt(s) for s in seeds) or "-"
     if report.max_seeds > 1:
-        stat = (f"mean ± {report.confidence:.0%} CI (Student t) over seeds; "
-                "nfe and s (wall-clock seconds of sampling) are means")
+        stat = (
+            f"mean ± {report.confidence:.0%} CI (Student t) over seeds; "
+            "nfe and s (wall-clock seconds of sampling) are means"
+        )
     else:
         stat = "one seed per cell: no intervals; s is wall-clock seconds of sampling"
-    return (f"{len(frame)} cells ({status}) · seeds {seeds_text} · {stat}. "
-            f"{_reference_note(frame)}").strip()
+    return (
+        f"{len(frame)} cells ({status}) · seeds {seeds_text} · {stat}. {_reference_note(frame)}"
+    ).strip()
 
 
 def _reference_note(frame: pd.DataFrame) -> str:
@@ -318,8 +339,10 @@ def not_ok_lines(frame: pd.DataFrame) -> list[str]:
     for values, n in counted.items():
         row = dict(zip(cols, values if isinstance(values, tuple) else (values,)))
         seeds = f" ({n} seeds)" if n > 1 else ""
-        lines.append(f"{row.get('sde', '')} {row.get('sampler', '')} N={fmt(row.get('steps'))}: "
-                     f"{row['status']}: {row.get('reason', '')}{seeds}".strip())
+        lines.append(
+            f"{row.get('sde', '')} {row.get('sampler', '')} N={fmt(row.get('steps'))}: "
+            f"{row['status']}: {row.get('reason', '')}{seeds}".strip()
+        )
     return lines
 
 
@@ -334,16 +357,20 @@ def short_report(rows: list[dict[str, Any]], confidence: float = 0.95) -> str:
     metrics = metric_columns(frame, include_info=False)
     summary = summarize(frame, metrics + [c for c in TIME_COLUMNS if c in frame], confidence)
     shown = [c for c in ("sde", "sampler", "steps") if c in summary]
-    shown += [c for c in varying_within(summary, group_columns(summary), "sde")
-              if c not in shown and c not in SAMPLER_COLUMNS]
+    shown += [
+        c
+        for c in varying_within(summary, group_columns(summary), "sde")
+        if c not in shown and c not in SAMPLER_COLUMNS
+    ]
     table = summary[shown].copy()
     table["status"] = summary["status"]
     for col in [*TIME_COLUMNS, *metrics]:
         if col in summary:
             head = {"wall_clock_s": "s"}.get(col, f"{col}{directions.arrow(col)}")
             ci = summary[f"{col}_ci"] if col in metrics else [math.nan] * len(summary)
-            table[head] = [estimate(m, c) if n else "-" for m, c, n in
-                           zip(summary[col], ci, summary["n_ok"])]
+            table[head] = [
+                estimate(m, c) if n else "-" for m, c, n in zip(summary[col], ci, summary["n_ok"])
+            ]
     text = text_table(table)
     seeds = int(summary["seeds"].max())
     if seeds > 1:

@@ -19,7 +19,7 @@ GROUP = "_group"
 
 
 def t_quantile(confidence: float, dof: float) -> float:
-    """The upper ``(1 + confidence) / 2`` quantile of Student's t with ``dof`` degrees of freedom."""
+    """The ``(1 + confidence) / 2`` quantile of Student's t with ``dof`` degrees of freedom."""
     from scipy import stats
 
     return float(stats.t.ppf(0.5 + confidence / 2, dof))
@@ -61,7 +61,9 @@ def with_groups(frame: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
     return out
 
 
-def summarize(frame: pd.DataFrame, columns: Sequence[str], confidence: float = 0.95) -> pd.DataFrame:
+def summarize(
+    frame: pd.DataFrame, columns: Sequence[str], confidence: float = 0.95
+) -> pd.DataFrame:
     """One row per group of seeds: config, status, and each column's mean and CI over ok seeds.
 
     Args:
@@ -108,7 +110,11 @@ def status_summary(statuses: pd.Series) -> str:
         return values[0]
     bad = [s for s in values if s != "ok"]
     worst = max(set(bad), key=bad.count)
-    return f"{worst} {len(bad)}/{len(values)}" if len(set(bad)) == 1 else f"mixed {len(bad)}/{len(values)}"
+    return (
+        f"{worst} {len(bad)}/{len(values)}"
+        if len(set(bad)) == 1
+        else f"mixed {len(bad)}/{len(values)}"
+    )
 
 
 def _first_reason(group: pd.DataFrame) -> str:
@@ -138,7 +144,9 @@ def resolve_sampler(frame: pd.DataFrame, wanted: str) -> str:
     if len(matches) == 1:
         return matches[0]
     what = "ambiguous" if matches else "unknown"
-    raise BenchError(f"{what} baseline sampler {wanted!r}; samplers in this run: {', '.join(labels)}")
+    raise BenchError(
+        f"{what} baseline sampler {wanted!r}; samplers in this run: {', '.join(labels)}"
+    )
 
 
 def paired_differences(
@@ -173,13 +181,18 @@ def paired_differences(
         joined = rows.join(renamed, on=GROUP, how="inner")
         for col in columns:
             diffs = pd.to_numeric(joined[col], errors="coerce") - pd.to_numeric(
-                joined[f"{col}__base"], errors="coerce")
+                joined[f"{col}__base"], errors="coerce"
+            )
             joined[f"{col}__diff"] = diffs
-        records += _pair_records(joined, context, sampler, baseline, columns, confidence, directions)
+        records += _pair_records(
+            joined, context, sampler, baseline, columns, confidence, directions
+        )
     return pd.DataFrame.from_records(records)
 
 
-def _pair_records(joined, context, sampler, baseline, columns, confidence, directions) -> list[dict]:
+def _pair_records(
+    joined, context, sampler, baseline, columns, confidence, directions
+) -> list[dict]:
     out = []
     ctx = with_groups(joined, context)
     for _, rows in ctx.groupby(GROUP, sort=False):
@@ -189,9 +202,18 @@ def _pair_records(joined, context, sampler, baseline, columns, confidence, direc
             if d.size == 0:
                 continue
             ci = ci_halfwidth(d, confidence)
-            out.append({**head, "sampler": sampler, "baseline": baseline, "metric": col,
-                        "pairs": int(d.size), "diff": float(d.mean()), "diff_ci": ci,
-                        "verdict": pair_verdict(d, ci, directions(col))})
+            out.append(
+                {
+                    **head,
+                    "sampler": sampler,
+                    "baseline": baseline,
+                    "metric": col,
+                    "pairs": int(d.size),
+                    "diff": float(d.mean()),
+                    "diff_ci": ci,
+                    "verdict": pair_verdict(d, ci, directions(col)),
+                }
+            )
     return out
 
 

@@ -20,9 +20,29 @@ from click.testing import CliRunner
 from bench.cli import cli
 
 ROOT = Path(__file__).parents[1]
-SWEEP = ["--model", "ring8", "--sdes", "vp", "--predictors", "euler_maruyama,reverse_diffusion",
-         "--correctors", "none", "--steps", "25", "--seeds", "0-2", "--samples", "200",
-         "--batch-size", "200", "--device", "cpu", "--threads", "1", "--no-progress"]
+SWEEP = [
+    "--model",
+    "ring8",
+    "--sdes",
+    "vp",
+    "--predictors",
+    "euler_maruyama,reverse_diffusion",
+    "--correctors",
+    "none",
+    "--steps",
+    "25",
+    "--seeds",
+    "0-2",
+    "--samples",
+    "200",
+    "--batch-size",
+    "200",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 BROKEN_PLUGIN = '''
 import bench
@@ -99,8 +119,9 @@ def test_broken_builtin_predictor_fails(baseline, tmp_path, monkeypatch):
 
     monkeypatch.setattr(predictors.ReverseDiffusion, "update", broken_update)
     current = sweep(tmp_path / "broken")
-    result = compare(str(baseline), str(current), "--max-regression", "5%", "--csv",
-                     str(tmp_path / "rows.csv"))
+    result = compare(
+        str(baseline), str(current), "--max-regression", "5%", "--csv", str(tmp_path / "rows.csv")
+    )
     assert result.exit_code == 1, result.output
     import pandas as pd
 
@@ -115,20 +136,37 @@ def test_broken_plugin_compared_by_name_mapping(baseline, tmp_path):
     plugins.mkdir()
     (plugins / "broken_rd.py").write_text(BROKEN_PLUGIN)
     current = tmp_path / "plugin-run"
-    args = ["--plugins-dir", str(plugins), "run", *SWEEP, "--predictors", "rd_broken",
-            "--out", str(current)]
+    args = [
+        "--plugins-dir",
+        str(plugins),
+        "run",
+        *SWEEP,
+        "--predictors",
+        "rd_broken",
+        "--out",
+        str(current),
+    ]
     assert CliRunner().invoke(cli, args).exit_code == 0
     unmapped = compare(str(baseline), str(current), "--allow-missing")
     assert unmapped.exit_code == 0  # nothing matched: without the mapping nothing is judged
-    mapped = compare(str(baseline), str(current), "--allow-missing", "--max-regression", "5%",
-                     "--rename", "predictor.rd_broken=reverse_diffusion")
+    mapped = compare(
+        str(baseline),
+        str(current),
+        "--allow-missing",
+        "--max-regression",
+        "5%",
+        "--rename",
+        "predictor.rd_broken=reverse_diffusion",
+    )
     assert mapped.exit_code == 1, mapped.output
     assert "reverse_diffusion+none" in mapped.output.split("regressions")[1]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("BENCH_TEST_CI_SCRIPTS", "") in ("", "0"),
-                    reason="five bench processes (~30 s): set BENCH_TEST_CI_SCRIPTS=1 to run")
+@pytest.mark.skipif(
+    os.environ.get("BENCH_TEST_CI_SCRIPTS", "") in ("", "0"),
+    reason="five bench processes (~30 s): set BENCH_TEST_CI_SCRIPTS=1 to run",
+)
 def test_ci_baseline_check_script(tmp_path):
     """``.ci/baseline-check`` passes on an exact rerun and fails on a broken built-in.
 
@@ -136,12 +174,19 @@ def test_ci_baseline_check_script(tmp_path):
     ``ReverseDiffusion.update`` on import; the baseline is a small sweep made with the same
     script (``BENCH_BASELINE_ARGS`` narrows it, ``BENCH_BASELINE_DIR`` points the check at it).
     """
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "BENCH_BASELINE_DIR": str(tmp_path / "baseline"),
-           "BENCH_BASELINE_ARGS": " ".join(SWEEP[2:]) + " --probability-flow off"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "BENCH_BASELINE_DIR": str(tmp_path / "baseline"),
+        "BENCH_BASELINE_ARGS": " ".join(SWEEP[2:]) + " --probability-flow off",
+    }
     env.pop("GITHUB_STEP_SUMMARY", None)
-    make = subprocess.run([ROOT / ".ci" / "baseline-sweep", tmp_path / "baseline", "oracle-ring8"],
-                          env=env, capture_output=True, text=True)
+    make = subprocess.run(
+        [ROOT / ".ci" / "baseline-sweep", tmp_path / "baseline", "oracle-ring8"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert make.returncode == 0, make.stderr
     check = ROOT / ".ci" / "baseline-check"
     passed = subprocess.run([check], env=env, capture_output=True, text=True)
@@ -149,7 +194,8 @@ def test_ci_baseline_check_script(tmp_path):
     assert "PASS" in passed.stdout
     patch = tmp_path / "patch_rd.py"
     patch.write_text(PATCH_BUILTIN)
-    failed = subprocess.run([check], env={**env, "BENCH_PLUGINS": str(patch)},
-                            capture_output=True, text=True)
+    failed = subprocess.run(
+        [check], env={**env, "BENCH_PLUGINS": str(patch)}, capture_output=True, text=True
+    )
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "FAIL" in failed.stdout and "reverse_diffusion+none" in failed.stdout

@@ -47,9 +47,15 @@ def with_swd(values):
 
 
 # -- tolerances and the rule ----------------------------------------------------------------------
-@pytest.mark.parametrize("text, relative, absolute", [
-    ("5%", 0.05, 0.0), ("0.01", 0.0, 0.01), (0.5, 0.0, 0.5), ("2% + 0.001", 0.02, 0.001),
-])
+@pytest.mark.parametrize(
+    "text, relative, absolute",
+    [
+        ("5%", 0.05, 0.0),
+        ("0.01", 0.0, 0.01),
+        (0.5, 0.0, 0.5),
+        ("2% + 0.001", 0.02, 0.001),
+    ],
+)
 def test_tolerance_parse(text, relative, absolute):
     tol = Tolerance.parse(text)
     assert tol.relative == pytest.approx(relative) and tol.absolute == pytest.approx(absolute)
@@ -63,15 +69,18 @@ def test_tolerance_allowed_and_errors():
             Tolerance.parse(bad)
 
 
-@pytest.mark.parametrize("change, direction, allowed, noise, expected", [
-    (0.0, "lower", 0.0, 0.0, "same"),
-    (0.2, "lower", 0.1, 0.05, "regression"),     # beyond tolerance and noise
-    (0.2, "lower", 0.1, 0.3, "within noise"),    # beyond tolerance, inside the noise
-    (0.2, "lower", 0.3, 0.05, "within tolerance"),
-    (-0.2, "higher", 0.1, 0.05, "regression"),   # higher is better: a drop is worse
-    (0.2, "higher", 0.1, 0.05, "improved"),
-    (-0.2, "lower", 0.1, math.nan, "improved"),  # unknown noise counts as 0
-])
+@pytest.mark.parametrize(
+    "change, direction, allowed, noise, expected",
+    [
+        (0.0, "lower", 0.0, 0.0, "same"),
+        (0.2, "lower", 0.1, 0.05, "regression"),  # beyond tolerance and noise
+        (0.2, "lower", 0.1, 0.3, "within noise"),  # beyond tolerance, inside the noise
+        (0.2, "lower", 0.3, 0.05, "within tolerance"),
+        (-0.2, "higher", 0.1, 0.05, "regression"),  # higher is better: a drop is worse
+        (0.2, "higher", 0.1, 0.05, "improved"),
+        (-0.2, "lower", 0.1, math.nan, "improved"),  # unknown noise counts as 0
+    ],
+)
 def test_verdict_rule(change, direction, allowed, noise, expected):
     assert verdict_of(change, direction, allowed, noise) == expected
 
@@ -116,14 +125,19 @@ def test_regression_beyond_tolerance_and_noise_fails():
 def test_change_inside_the_noise_passes_even_without_tolerance():
     result = run(seeds(BASE), seeds(with_swd([0.10, 0.20, 0.12])))
     assert verdicts(result) == ["within noise"] and not result.failed
-    assert result.table.iloc[0]["noise"] == pytest.approx(T_975_2 * 0.0519615 / math.sqrt(3),
-                                                          rel=1e-5)
+    assert result.table.iloc[0]["noise"] == pytest.approx(
+        T_975_2 * 0.0519615 / math.sqrt(3), rel=1e-5
+    )
 
 
 def test_change_beyond_noise_but_within_tolerance_passes():
     current = seeds(with_swd([0.105, 0.115, 0.125]))  # +0.005 on every seed = +4.5 %
-    assert verdicts(run(seeds(BASE), current, default=Tolerance.parse("5%"))) == ["within tolerance"]
-    assert verdicts(run(seeds(BASE), current, default=Tolerance.parse("0.01"))) == ["within tolerance"]
+    assert verdicts(run(seeds(BASE), current, default=Tolerance.parse("5%"))) == [
+        "within tolerance"
+    ]
+    assert verdicts(run(seeds(BASE), current, default=Tolerance.parse("0.01"))) == [
+        "within tolerance"
+    ]
     failing = run(seeds(BASE), current, default=Tolerance.parse("2%"))
     assert verdicts(failing) == ["regression"] and failing.failed
 
@@ -146,7 +160,9 @@ def test_missing_and_new_groups_are_listed():
 
 
 def test_status_change_to_non_ok_fails_and_unsupported_on_both_sides_is_fine():
-    unsupported = [row(seed=s, predictor="ancestral_sampling", status="unsupported") for s in range(3)]
+    unsupported = [
+        row(seed=s, predictor="ancestral_sampling", status="unsupported") for s in range(3)
+    ]
     old = seeds(BASE) + unsupported
     new = seeds(BASE)[:2] + [row(seed=2, status="diverged")] + unsupported
     result = run(old, new)
@@ -237,8 +253,20 @@ def test_command_exit_codes_and_markdown(runs, tmp_path):
     assert ok.exit_code == 0 and ok.output.splitlines()[3].startswith("PASS")
     assert invoke(base, noisy).exit_code == 0
     summary = tmp_path / "summary.md"
-    bad = invoke(base, worse, "--metric", "swd", "--max-regression", "5%", "--format", "markdown",
-                 "--markdown", str(summary), "--csv", str(tmp_path / "c.csv"))
+    bad = invoke(
+        base,
+        worse,
+        "--metric",
+        "swd",
+        "--max-regression",
+        "5%",
+        "--format",
+        "markdown",
+        "--markdown",
+        str(summary),
+        "--csv",
+        str(tmp_path / "c.csv"),
+    )
     assert bad.exit_code == 1
     assert "**FAIL**" in bad.output and "## regressions" in bad.output
     assert "❌ regression" in bad.output and "| ring8 | vp | euler_maruyama+none |" in bad.output

@@ -81,11 +81,12 @@ def test_groups_match_json_and_csv_rows(tmp_path):
 
 
 def test_paired_differences_by_seed():
-    rows = (seeds({"swd": [0.1, 0.2, 0.3], "logp": [-1.2, -1.25, -1.3]})
-            + seeds({"swd": [0.6, 0.7, 0.9], "logp": [-1.0, -1.0, -1.0]},
-                    predictor="reverse_diffusion"))
-    paired = paired_differences(to_frame(rows), "euler_maruyama+none", ["swd", "logp"],
-                                directions=Directions())
+    rows = seeds({"swd": [0.1, 0.2, 0.3], "logp": [-1.2, -1.25, -1.3]}) + seeds(
+        {"swd": [0.6, 0.7, 0.9], "logp": [-1.0, -1.0, -1.0]}, predictor="reverse_diffusion"
+    )
+    paired = paired_differences(
+        to_frame(rows), "euler_maruyama+none", ["swd", "logp"], directions=Directions()
+    )
     swd = one(paired, metric="swd")
     assert swd["sampler"] == "reverse_diffusion+none" and swd["pairs"] == 3
     assert swd["diff"] == pytest.approx(0.5333333)
@@ -98,8 +99,11 @@ def test_paired_differences_by_seed():
 
 
 def test_paired_differences_need_the_same_seed_and_context():
-    rows = [row(seed=0, swd=0.1), row(seed=1, predictor="reverse_diffusion", swd=0.5),
-            row(seed=0, steps=20, predictor="reverse_diffusion", swd=0.5)]
+    rows = [
+        row(seed=0, swd=0.1),
+        row(seed=1, predictor="reverse_diffusion", swd=0.5),
+        row(seed=0, steps=20, predictor="reverse_diffusion", swd=0.5),
+    ]
     assert paired_differences(to_frame(rows), "euler_maruyama+none", ["swd"]).empty
 
 
@@ -133,7 +137,10 @@ def test_directions_fallbacks_and_registry(registry):
 def test_sampler_labels_show_swept_snr():
     rows = [row(corrector="langevin", snr=0.1), row(corrector="langevin", snr=0.2), row()]
     assert list(to_frame(rows)["sampler"]) == [
-        "euler_maruyama+langevin@0.1", "euler_maruyama+langevin@0.2", "euler_maruyama+none"]
+        "euler_maruyama+langevin@0.1",
+        "euler_maruyama+langevin@0.2",
+        "euler_maruyama+none",
+    ]
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -142,8 +149,10 @@ def synthetic_rows():
     for steps in (10, 20):
         rows += seeds({"swd": [1.0, 2.0, 3.0]}, steps=steps)
         rows += seeds({"swd": [0.5, 0.5, 0.5]}, steps=steps, corrector="langevin")
-    rows += [row(sde="subvp", predictor="ancestral_sampling", status="unsupported", seed=s)
-             for s in range(3)]
+    rows += [
+        row(sde="subvp", predictor="ancestral_sampling", status="unsupported", seed=s)
+        for s in range(3)
+    ]
     return rows
 
 
@@ -151,8 +160,15 @@ def test_pivot_sampler_by_steps_with_nfe_and_time():
     report = build_report(synthetic_rows())
     block = report.summary[report.summary["sde"] == "vp"]
     table = pivot(block, "swd", report.directions)
-    assert list(table.columns) == ["sampler", "N=10 swd↓", "N=10 nfe", "N=10 s",
-                                   "N=20 swd↓", "N=20 nfe", "N=20 s"]
+    assert list(table.columns) == [
+        "sampler",
+        "N=10 swd↓",
+        "N=10 nfe",
+        "N=10 s",
+        "N=20 swd↓",
+        "N=20 nfe",
+        "N=20 s",
+    ]
     first = table.iloc[0]
     assert first["sampler"] == "euler_maruyama+none"
     assert first["N=10 swd↓"] == f"2 ± {T_975_2 / math.sqrt(3):.2g}"
@@ -244,17 +260,44 @@ def test_report_of_a_folder_of_runs(tmp_path):
 
 def test_report_rows_from_a_real_run(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--model", "ring8", "--sdes", "vp", "--predictors", "euler,reverse_diffusion",
-            "--correctors", "none,langevin", "--snr", "0.1,0.2", "--steps", "25,40",
-            "--seeds", "0-1", "--samples", "64", "--batch-size", "64", "--save-samples",
-            "--device", "cpu", "--out", str(out), "--no-progress"]
+    args = [
+        "run",
+        "--model",
+        "ring8",
+        "--sdes",
+        "vp",
+        "--predictors",
+        "euler,reverse_diffusion",
+        "--correctors",
+        "none,langevin",
+        "--snr",
+        "0.1,0.2",
+        "--steps",
+        "25,40",
+        "--seeds",
+        "0-1",
+        "--samples",
+        "64",
+        "--batch-size",
+        "64",
+        "--save-samples",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "mean ± 95% CI over 2 seeds" in result.output  # bench run's short report
     result = CliRunner().invoke(cli, ["report", str(out), "--metric", "swd"])
     assert result.exit_code == 0, result.output
     plots = {p.name for p in (out / "report" / "plots").glob("*.png")}
-    assert plots == {"swd_vs_nfe_ring8.png", "swd_vs_wall_clock_s_ring8.png",
-                     "swd_vs_snr_ring8.png", "samples_ring8_vp.png"}
+    assert plots == {
+        "swd_vs_nfe_ring8.png",
+        "swd_vs_wall_clock_s_ring8.png",
+        "swd_vs_snr_ring8.png",
+        "samples_ring8_vp.png",
+    }
     meta = json.loads((out / "run.json").read_text())
     assert meta["grid"]["snrs"] == [0.1, 0.2]

@@ -30,7 +30,9 @@ PC_LOOPS = (("euler_maruyama", "none"), ("reverse_diffusion", "langevin"))
 
 def builtin(kind: str) -> list[str]:
     """Names of the built-in components of a kind (third-party plugins are not benchmarked)."""
-    return [n for n in REGISTRY.names(kind) if REGISTRY.entries[kind][n].provider.source == "builtin"]
+    return [
+        n for n in REGISTRY.names(kind) if REGISTRY.entries[kind][n].provider.source == "builtin"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,7 @@ def nfe_of(score: CountingScore, step, x, t) -> int:
 
 def timed(fn):
     """``fn`` followed by a device synchronisation (a no-op on the CPU)."""
+
     def call():
         out = fn()
         synchronize(DEVICE)
