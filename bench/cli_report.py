@@ -200,7 +200,7 @@ def _target_sampler(session: Any):
     "--max-regression",
     multiple=True,
     metavar="[METRIC=]TOL",
-    help="Tolerated worsening: 5% (relative to the baseline) or 0.01 (absolute); "
+    help="Tolerated worsening: 5% (of the baseline value), 0.01 (absolute) or 5%+0.01; "
     "METRIC=TOL for one metric (repeatable) [default: pyproject, else 0].",
 )
 @click.option(
