@@ -1,39 +1,381 @@
-"""Tables from results rows."""
+"""Reports from results rows: pivot tables (sampler × steps), paired differences, short report.
+
+``bench report`` builds a :class:`Report` from a run folder and renders it as a terminal table,
+Markdown (for a CI job summary), CSV or parquet; ``bench run`` ends with :func:`short_report`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 
-CONFIG_COLUMNS = ["sde", "predictor", "corrector", "probability_flow", "steps", "snr",
-                  "corrector_steps", "seed"]
-SKIP_METRIC_SUFFIXES = ("_n",)
+from bench.frame import (
+    CONFIG_COLUMNS,  # noqa: F401  (re-exported: older callers import it from here)
+    SAMPLER_COLUMNS,
+    Directions,
+    group_columns,
+    metric_columns,
+    to_frame,
+    varying,
+)
+from bench.stats import context_columns, paired_differences, resolve_sampler, summarize
+
+TIME_COLUMNS = ("nfe", "wall_clock_s")
+BLOCK_BASE = ("model", "sde")
+SKIP_IN_BLOCK = ("steps", "seed", "metrics", "eps", "sde_options")
 
 
-def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """Metric value columns, in the order the metrics were requested."""
-    cols: list[str] = []
-    for metrics in frame.get("metrics", pd.Series(dtype=str)).dropna().unique():
-        for name in str(metrics).split(","):
-            cols += [c for c in frame.columns
-                     if (c == name or c.startswith(name + "_")) and not c.endswith(SKIP_METRIC_SUFFIXES)
-                     and c not in cols]
-    return cols
+# -- numbers as text ------------------------------------------------------------------------------
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits; ``-`` for missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else str(value)
 
 
-def short_report(rows: list[dict[str, Any]]) -> str:
-    """The table ``bench run`` prints: one line per cell, then the reasons of non-ok cells."""
+def estimate(mean: float, ci: float, digits: int = 4) -> str:
+    """``mean ± ci`` (the interval with two significant digits), or the mean alone."""
+    if mean is None or math.isnan(mean):
+        return "-"
+    if ci is None or math.isnan(ci):
+        return fmt(mean, digits)
+    return f"{fmt(mean, digits)} ± {ci:.2g}"
+
+
+def signed(mean: float, ci: float) -> str:
+    """A difference with its sign, ``+0.012 ± 0.004``."""
+    text = estimate(mean, ci)
+    return text if text.startswith("-") else f"+{text}"
+
+
+# -- the report -----------------------------------------------------------------------------------
+@dataclass
+class Report:
+    """Everything ``bench report`` shows, computed once from the rows.
+
+    Attributes:
+        frame: the rows (one per cell).
+        summary: one row per group of seeds with means and CI half-widths
+            (see :func:`bench.stats.summarize`).
+        metrics: the metric columns tabulated.
+        directions: the direction of each column.
+        confidence: level of every interval.
+        baseline: the baseline sampler of the paired differences, if any.
+        paired: the paired differences (empty without a baseline).
+        title: a heading (e.g. the run folder).
+    """
+
+    frame: pd.DataFrame
+    summary: pd.DataFrame
+    metrics: list[str]
+    directions: Directions
+    confidence: float = 0.95
+    baseline: str | None = None
+    paired: pd.DataFrame = field(default_factory=pd.DataFrame)
+    title: str = "sde-bench report"
+
+    @property
+    def max_seeds(self) -> int:
+        return int(self.summary["seeds"].max()) if len(self.summary) else 0
+
+
+def build_report(
+    rows: Iterable[dict[str, Any]] | pd.DataFrame,
+    *,
+    metrics: Sequence[str] | None = None,
+    baseline: str | None = None,
+    confidence: float = 0.95,
+    directions: Directions | None = None,
+    title: str = "sde-bench report",
+) -> Report:
+    """Summarise rows over seeds and, with a baseline sampler, pair every other sampler with it.
+
+    Args:
+        rows: results rows, or a frame from :func:`bench.frame.to_frame`.
+        metrics: metric columns to tabulate (default: every non-informational metric column).
+        baseline: a sampler label (or a unique prefix of one) for paired differences.
+        confidence: level of the t-intervals.
+        directions: column directions (default: the fallback table only).
+        title: heading of the rendered report.
+    """
+    frame = rows if isinstance(rows, pd.DataFrame) else to_frame(rows)
+    directions = directions or Directions()
+    chosen = list(metrics) if metrics else metric_columns(frame, include_info=False)
+    _check_columns(frame, chosen)
+    columns = chosen + [c for c in TIME_COLUMNS if c in frame and c not in chosen]
+    summary = summarize(frame, columns, confidence)
+    report = Report(frame, summary, chosen, directions, confidence, title=title)
+    if baseline:
+        report.baseline = resolve_sampler(frame, baseline)
+        report.paired = paired_differences(frame, report.baseline, chosen, confidence, directions)
+    return report
+
+
+def _check_columns(frame: pd.DataFrame, wanted: Sequence[str]) -> None:
+    from bench.errors import BenchError
+
+    missing = [c for c in wanted if c not in frame]
+    if missing:
+        known = metric_columns(frame) + [c for c in TIME_COLUMNS if c in frame]
+        raise BenchError(
+            f"no column {', '.join(map(repr, missing))} in these results; "
+            f"metric columns: {', '.join(known) or '(none)'}"
+        )
+
+
+# -- blocks and pivots ----------------------------------------------------------------------------
+def block_columns(summary: pd.DataFrame) -> list[str]:
+    """Model and SDE, plus any other context column that varies (samples, dtype, ...)."""
+    context = [c for c in context_columns(summary) if c not in SKIP_IN_BLOCK]
+    extra = varying(summary, [c for c in context if c not in BLOCK_BASE])
+    return [c for c in BLOCK_BASE if c in summary] + extra
+
+
+def varying_within(frame: pd.DataFrame, columns: Iterable[str], by: str) -> list[str]:
+    """Columns that take several values inside one value of ``by`` (e.g. not ``eps``, which
+    only follows the SDE)."""
+    if by not in frame:
+        return varying(frame, columns)
+    return [
+        c
+        for c in columns
+        if c in frame
+        and c != by
+        and (frame.groupby(by, dropna=False)[c].nunique(dropna=False) > 1).any()
+    ]
+
+
+def blocks(summary: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(title, rows) per block, in the order the blocks first appear."""
+    cols = block_columns(summary)
+    if not cols:
+        yield "", summary
+        return
+    for values, rows in summary.groupby(cols, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        parts = [str(v) if c in BLOCK_BASE else f"{c}={v}" for c, v in zip(cols, values)]
+        yield " · ".join(parts), rows
+
+
+def pivot(block: pd.DataFrame, metric: str, directions: Directions) -> pd.DataFrame:
+    """Samplers × steps for one metric: ``mean ± ci`` with NFE and wall-clock beside it.
+
+    Columns are ``N=<steps> <metric><arrow>``, ``N=<steps> nfe`` and ``N=<steps> s`` for every
+    number of steps; a cell that did not run shows its status instead of a value.
+    """
+    steps = sorted(block["steps"].dropna().unique()) if "steps" in block else [None]
+    samplers = list(dict.fromkeys(block["sampler"]))
+    table = pd.DataFrame({"sampler": samplers})
+    for n in steps:
+        rows = block[block["steps"] == n] if n is not None else block
+        by_sampler = rows.set_index("sampler")
+        head = f"N={fmt(n)} " if n is not None else ""
+        cells = [
+            _cells(by_sampler.loc[s] if s in by_sampler.index else None, metric) for s in samplers
+        ]
+        table[f"{head}{metric}{directions.arrow(metric)}"] = [c[0] for c in cells]
+        table[f"{head}nfe"] = [c[1] for c in cells]
+        table[f"{head}s"] = [c[2] for c in cells]
+    return table
+
+
+def _cells(row: pd.Series | None, metric: str) -> tuple[str, str, str]:
+    """The (metric, NFE, seconds) texts of one summary row."""
+    if row is None:
+        return "", "", ""
+    if isinstance(row, pd.DataFrame):  # duplicate labels: keep the first
+        row = row.iloc[0]
+    status = str(row["status"])
+    if row["n_ok"] == 0:
+        return status, "-", "-"
+    value = estimate(row[metric], row[f"{metric}_ci"])
+    if status != "ok":
+        value += f" ({status})"
+    nfe = fmt(row.get("nfe", math.nan))
+    wall = fmt(row.get("wall_clock_s", math.nan), 3)
+    return value, nfe, wall
+
+
+def paired_pivot(paired: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Samplers × steps of ``diff ± ci verdict`` for one metric of one block."""
+    rows = paired[paired["metric"] == metric]
+    if rows.empty:
+        return pd.DataFrame()
+    text = rows.assign(
+        cell=[
+            v if v == "same" else f"{signed(d, c)} {v}"
+            for d, c, v in zip(rows["diff"], rows["diff_ci"], rows["verdict"])
+        ]
+    )
+    if "steps" not in text:
+        return text[["sampler", "cell"]]
+    table = text.pivot_table(
+        index="sampler", columns="steps", values="cell", aggfunc="first", sort=False
+    )
+    table.columns = [f"N={fmt(c)}" for c in table.columns]
+    return table.reset_index()
+
+
+# -- rendering ------------------------------------------------------------------------------------
+def text_table(table: pd.DataFrame) -> str:
+    """A plain aligned table for the terminal."""
+    if table.empty:
+        return "(empty)"
+    return table.to_string(index=False, na_rep="-")
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (first column left-aligned, others right-aligned)."""
+    if table.empty:
+        return "_(empty)_"
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in table.columns) + " |"
+    align = "|" + "|".join(":---" if i == 0 else "---:" for i in range(table.shape[1])) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, align, *body])
+
+
+def render(report: Report, markdown: bool = False) -> str:
+    """The whole report as terminal text or Markdown."""
+    table = markdown_table if markdown else text_table
+    out = [heading(report.title, 1, markdown), _preamble(report)]
+    for title, block in blocks(report.summary):
+        out.append(heading(title or "all cells", 2, markdown))
+        for metric in report.metrics:
+            out.append(heading(_metric_title(report, metric), 3, markdown))
+            out.append(table(pivot(block, metric, report.directions)))
+    if report.baseline:
+        out += _render_paired(report, markdown)
+    notes = not_ok_lines(report.frame)
+    if notes:
+        out.append(heading("cells not ok", 2, markdown))
+        out.append("\n".join(("- " if markdown else "  ") + n for n in notes))
+    return "\n\n".join(out) + "\n"
+
+
+def _render_paired(report: Report, markdown: bool) -> list[str]:
+    table = markdown_table if markdown else text_table
+    out = [
+        heading(f"paired differences vs {report.baseline}", 2, markdown),
+        "metric(sampler) − metric(baseline) on the same seeds (shared prior noise), mean ± "
+        f"{report.confidence:.0%} CI over seed pairs; better/worse when the interval "
+        "excludes 0, ~ when it does not (or with a single seed), same when identical.",
+    ]
+    if report.paired.empty:
+        return out + ["(no pairs: the baseline shares no seeds and config with other samplers)"]
+    for title, block in _paired_blocks(report):
+        out.append(heading(title or "all cells", 3, markdown))
+        for metric in report.metrics:
+            pivoted = paired_pivot(block, metric)
+            if not pivoted.empty:
+                out += [f"{metric}{report.directions.arrow(metric)}", table(pivoted)]
+    return out
+
+
+def _paired_blocks(report: Report) -> Iterator[tuple[str, pd.DataFrame]]:
+    cols = [c for c in block_columns(report.summary) if c in report.paired]
+    if not cols:
+        yield "", report.paired
+        return
+    for values, rows in report.paired.groupby(cols, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        yield " · ".join(str(v) for v in values), rows
+
+
+def heading(text: str, level: int, markdown: bool) -> str:
+    """A Markdown heading, or the text underlined (``=``, ``-``, ``·`` by level)."""
+    if markdown:
+        return f"{'#' * level} {text}"
+    return text + "\n" + ("=" if level == 1 else "-" if level == 2 else "·") * len(text)
+
+
+def _metric_title(report: Report, metric: str) -> str:
+    way = {"lower": "lower is better", "higher": "higher is better", "info": "informational"}
+    return f"{metric} ({way[report.directions(metric)]})"
+
+
+def _preamble(report: Report) -> str:
+    frame = report.frame
+    counts = frame["status"].value_counts()
+    status = ", ".join(f"{n} {s}" for s, n in counts.items())
+    seeds = sorted(frame["seed"].dropna().unique()) if "seed" in frame else []
+    seeds_text = ",".join(fmt(s) for s in seeds) or "-"
+    if report.max_seeds > 1:
+        stat = (
+            f"mean ± {report.confidence:.0%} CI (Student t) over seeds; "
+            "nfe and s (wall-clock seconds of sampling) are means"
+        )
+    else:
+        stat = "one seed per cell: no intervals; s is wall-clock seconds of sampling"
+    return (
+        f"{len(frame)} cells ({status}) · seeds {seeds_text} · {stat}. {_reference_note(frame)}"
+    ).strip()
+
+
+def _reference_note(frame: pd.DataFrame) -> str:
+    """Constant informational columns (``logp_ref``...) as one sentence."""
+    info = [c for c in metric_columns(frame) if c.endswith("_ref")]
+    ok = frame[frame["status"] == "ok"]
+    values = [f"{c}={fmt(ok[c].iloc[0])}" for c in info if c in ok and ok[c].nunique() == 1]
+    return f"Exact-sample reference values: {', '.join(values)}." if values else ""
+
+
+def not_ok_lines(frame: pd.DataFrame) -> list[str]:
+    """One line per distinct (SDE, sampler, steps, status, reason) of the cells not ok."""
+    bad = frame[frame["status"] != "ok"]
+    if bad.empty:
+        return []
+    cols = [c for c in ("model", "sde", "sampler", "steps", "status", "reason") if c in bad]
+    counted = bad.fillna({"reason": ""}).groupby(cols, sort=False, dropna=False).size()
+    lines = []
+    for values, n in counted.items():
+        row = dict(zip(cols, values if isinstance(values, tuple) else (values,)))
+        seeds = f" ({n} seeds)" if n > 1 else ""
+        lines.append(
+            f"{row.get('sde', '')} {row.get('sampler', '')} N={fmt(row.get('steps'))}: "
+            f"{row['status']}: {row.get('reason', '')}{seeds}".strip()
+        )
+    return lines
+
+
+# -- the short report printed by `bench run` ------------------------------------------------------
+def short_report(rows: list[dict[str, Any]], confidence: float = 0.95) -> str:
+    """The table ``bench run`` prints: one line per config (mean ± CI when there are several
+    seeds), then the cells that are not ok."""
     if not rows:
         return "(no results)"
-    frame = pd.DataFrame(rows)
-    config = [c for c in CONFIG_COLUMNS if c in frame and frame[c].nunique(dropna=False) > 1
-              or c in ("sde", "predictor", "corrector", "steps")]
-    if "probability_flow" in config:
-        frame["probability_flow"] = frame["probability_flow"].map({True: "pf", False: ""})
-    shown = config + ["status", "nfe", "wall_clock_s"] + metric_columns(frame)
-    table = frame[[c for c in shown if c in frame]].copy()
-    text = table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
-    notes = [f"  {r['sde']} {r['predictor']}+{r['corrector']} N={r['steps']}: {r['status']}: {r['reason']}"
-             for r in rows if r.get("status") != "ok"]
-    return text + ("\n\nnot ok:\n" + "\n".join(notes) if notes else "")
+    frame = to_frame(rows)
+    directions = Directions()
+    metrics = metric_columns(frame, include_info=False)
+    summary = summarize(frame, metrics + [c for c in TIME_COLUMNS if c in frame], confidence)
+    shown = [c for c in ("sde", "sampler", "steps") if c in summary]
+    shown += [
+        c
+        for c in varying_within(summary, group_columns(summary), "sde")
+        if c not in shown and c not in SAMPLER_COLUMNS
+    ]
+    table = summary[shown].copy()
+    table["status"] = summary["status"]
+    for col in [*TIME_COLUMNS, *metrics]:
+        if col in summary:
+            head = {"wall_clock_s": "s"}.get(col, f"{col}{directions.arrow(col)}")
+            ci = summary[f"{col}_ci"] if col in metrics else [math.nan] * len(summary)
+            table[head] = [
+                estimate(m, c) if n else "-" for m, c, n in zip(summary[col], ci, summary["n_ok"])
+            ]
+    text = text_table(table)
+    seeds = int(summary["seeds"].max())
+    if seeds > 1:
+        text += f"\n\nmean ± {confidence:.0%} CI over {seeds} seeds (Student t)"
+    note = _reference_note(frame)
+    text += f"\n{note}" if note else ""
+    lines = not_ok_lines(frame)
+    return text + ("\n\nnot ok:\n" + "\n".join(f"  {n}" for n in lines) if lines else "")

@@ -1,0 +1,497 @@
+"""``bench compare``: match the cells of two runs by config and flag regressions beyond the noise.
+
+Cells are matched on their config minus the seed (and minus the list of metrics requested), the
+*group* of :mod:`bench.frame`; seeds are replicates on each side. For every matched group and
+gated metric the comparison reports the old mean, the new mean, the change, the noise of the
+change and a verdict. The rule (also in ``docs/reports.md``):
+
+    worsening = (new − old) for lower-is-better metrics, (old − new) for higher-is-better;
+    allowed   = tol·|old| for a relative tolerance ``tol%``, tol for an absolute one;
+    noise     = half-width of the CI of the change over seeds (paired when ≥ 2 seeds are common
+                to both runs, Welch when each side has ≥ 2 seeds, 0 otherwise);
+    regression  ⇔  worsening > allowed  and  worsening > noise.
+
+A group whose status changes to anything but ``ok`` (ok → diverged, unsupported → error, ...),
+a gated metric that disappears, and (unless allowed) a group missing from the current run also
+fail the comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.frame import (
+    SAMPLER_COLUMNS,
+    Directions,
+    group_columns,
+    metric_columns,
+    sampler_labels,
+)
+from bench.stats import GROUP, ci_halfwidth, status_summary, welch_halfwidth, with_groups
+
+DEFAULT_EXTRA_GATED = ("nfe",)
+"""Gated besides the metrics by default: the number of score evaluations is deterministic, and a
+sampler that starts calling the network more often is a cost regression."""
+
+
+# -- tolerances -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tolerance:
+    """How much worse a metric may get: ``relative`` × |old| + ``absolute``.
+
+    Written ``5%`` (relative), ``0.01`` (absolute) or ``5%+0.01`` (both: the absolute part is a
+    floor for values near zero).
+    """
+
+    relative: float = 0.0
+    absolute: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str | float) -> Tolerance:
+        """``"5%"`` → 5 % of |old|, ``"0.01"`` or ``0.01`` → 0.01, ``"5%+0.01"`` → both."""
+        relative = absolute = 0.0
+        for part in str(text).replace(" ", "").split("+"):
+            try:
+                value = float(part.rstrip("%"))
+            except ValueError:
+                raise BenchError(
+                    f"invalid tolerance {text!r}: use 0.01 (absolute), 5% (relative "
+                    "to the baseline value) or 5%+0.01"
+                ) from None
+            if value < 0 or math.isnan(value):
+                raise BenchError(f"invalid tolerance {text!r}: it must be non-negative")
+            if part.endswith("%"):
+                relative += value / 100
+            else:
+                absolute += value
+        return cls(relative, absolute)
+
+    def allowed(self, old: float) -> float:
+        """The largest worsening tolerated for a baseline value ``old``."""
+        return self.relative * abs(old) + self.absolute
+
+    def __str__(self) -> str:
+        parts = ([f"{self.relative * 100:g}%"] if self.relative else []) + (
+            [f"{self.absolute:g}"] if self.absolute or not self.relative else []
+        )
+        return "+".join(parts)
+
+
+@dataclass
+class Settings:
+    """What to gate and how much worsening to tolerate.
+
+    Attributes:
+        metrics: the gated columns (``None``: every non-informational metric column common to
+            both runs, plus ``nfe``).
+        tolerances: per-column tolerances.
+        default: the tolerance of gated columns without their own.
+        confidence: level of the noise intervals.
+        allow_missing: do not fail when groups of the baseline are missing from the current run.
+        renames: ``{column: {new_value: old_value}}`` applied to the current run before
+            matching (e.g. compare a renamed predictor plugin against the built-in it replaces).
+    """
+
+    metrics: list[str] | None = None
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    default: Tolerance = field(default_factory=lambda: Tolerance())
+    confidence: float = 0.95
+    allow_missing: bool = False
+    renames: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def tolerance(self, metric: str) -> Tolerance:
+        return self.tolerances.get(metric, self.default)
+
+
+def parse_max_regression(items: Sequence[str]) -> tuple[Tolerance | None, dict[str, Tolerance]]:
+    """``--max-regression`` values: ``5%`` (the default) or ``METRIC=TOL`` (one metric)."""
+    default: Tolerance | None = None
+    per_metric: dict[str, Tolerance] = {}
+    for item in items:
+        name, sep, tol = item.rpartition("=")
+        if sep and name.strip():
+            per_metric[name.strip()] = Tolerance.parse(tol)
+        else:
+            default = Tolerance.parse(tol)
+    return default, per_metric
+
+
+def parse_renames(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--rename COLUMN.NEW=OLD`` values, e.g. ``predictor.my_rd=reverse_diffusion``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        match = re.fullmatch(r"\s*([a-z_]+)\.([^=]+)=(.+)", item)
+        if not match:
+            raise BenchError(
+                f"invalid rename {item!r}: use COLUMN.NEW=OLD, "
+                "e.g. predictor.my_rd=reverse_diffusion"
+            )
+        column, new, old = (g.strip() for g in match.groups())
+        out.setdefault(column, {})[new] = old
+    return out
+
+
+# -- pyproject.toml -------------------------------------------------------------------------------
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` in ``start`` (default: the working directory) or above."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder / "pyproject.toml"
+    return None
+
+
+def read_pyproject(path: Path | None) -> dict[str, Any]:
+    """The ``[tool.sde-bench.compare]`` table of a pyproject file (empty if absent)."""
+    if path is None:
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BenchError(f"cannot read {path}: {exc}") from None
+    table = data.get("tool", {}).get("sde-bench", {}).get("compare", {})
+    if not isinstance(table, dict):
+        raise BenchError(f"{path}: [tool.sde-bench.compare] must be a table")
+    return table
+
+
+def settings_from(
+    config: Mapping[str, Any],
+    *,
+    metrics: Sequence[str] = (),
+    max_regression: Sequence[str] = (),
+    confidence: float | None = None,
+    allow_missing: bool = False,
+    renames: Sequence[str] = (),
+) -> Settings:
+    """Settings from a pyproject table, overridden by command-line values.
+
+    Precedence for a metric's tolerance: a ``--max-regression METRIC=TOL``; a bare
+    ``--max-regression TOL``; the metric's entry under ``max-regression`` in pyproject; that
+    table's ``default``; 0.
+    """
+    unknown = set(config) - {"metrics", "max-regression", "confidence", "allow-missing"}
+    if unknown:
+        raise BenchError(
+            f"unknown key(s) in [tool.sde-bench.compare]: {', '.join(sorted(unknown))}"
+        )
+    file_default, file_tols = _file_tolerances(config.get("max-regression", {}))
+    cli_default, cli_tols = parse_max_regression(max_regression)
+    tolerances = {**file_tols, **cli_tols}
+    if cli_default is not None:
+        tolerances = cli_tols
+    gated = list(metrics) or config.get("metrics") or None
+    return Settings(
+        metrics=list(gated) if gated else None,
+        tolerances=tolerances,
+        default=cli_default or file_default or Tolerance(),
+        confidence=confidence or float(config.get("confidence", 0.95)),
+        allow_missing=allow_missing or bool(config.get("allow-missing", False)),
+        renames=parse_renames(renames),
+    )
+
+
+def _file_tolerances(value: Any) -> tuple[Tolerance | None, dict[str, Tolerance]]:
+    if isinstance(value, (str, int, float)):
+        return Tolerance.parse(value), {}
+    if not isinstance(value, dict):
+        raise BenchError("[tool.sde-bench.compare] max-regression must be a string or a table")
+    tols = {k: Tolerance.parse(v) for k, v in value.items()}
+    return tols.pop("default", None), tols
+
+
+# -- the comparison -------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare`.
+
+    Attributes:
+        table: one row per matched group × gated column: the group's display columns,
+            ``metric``, ``direction``, ``old``, ``new``, ``change``, ``rel_change``, ``noise``,
+            ``noise_kind``, ``tolerance``, ``allowed``, ``seeds_old``, ``seeds_new`` and
+            ``verdict`` (same, regression, improved, within noise, within tolerance, missing).
+        status: groups whose status differs: display columns, ``old``, ``new``, ``failed``.
+        missing: groups of the baseline absent from the current run (display columns).
+        added: groups of the current run absent from the baseline.
+        metrics: the gated columns.
+        notes: remarks (columns on one side only, seeds that differ, ...).
+    """
+
+    table: pd.DataFrame
+    status: pd.DataFrame
+    missing: pd.DataFrame
+    added: pd.DataFrame
+    metrics: list[str]
+    settings: Settings
+    notes: list[str] = field(default_factory=list)
+    display: list[str] = field(default_factory=list)
+    matched: int = 0
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        if self.table.empty:
+            return self.table
+        return self.table[self.table["verdict"].isin(["regression", "missing"])]
+
+    @property
+    def status_failures(self) -> pd.DataFrame:
+        return self.status[self.status["failed"]] if not self.status.empty else self.status
+
+    @property
+    def failed(self) -> bool:
+        """True when the comparison must fail CI (exit status 1)."""
+        missing = not self.missing.empty and not self.settings.allow_missing
+        return bool(len(self.regressions) or len(self.status_failures) or missing)
+
+
+def compare(
+    baseline: pd.DataFrame,
+    current: pd.DataFrame,
+    settings: Settings | None = None,
+    directions: Directions | None = None,
+) -> Comparison:
+    """Match the groups of two runs and judge every gated column (see the module docstring)."""
+    settings = settings or Settings()
+    directions = directions or Directions()
+    current = apply_renames(current, settings.renames)
+    notes: list[str] = []
+    keys = _shared_keys(baseline, current, notes)
+    gated = gated_columns(baseline, current, settings, directions, notes)
+    old, new = with_groups(baseline, keys), with_groups(current, keys)
+    display = _display_columns(old, new, keys)
+    old_groups, new_groups = _index(old), _index(new)
+    matched = [g for g in old_groups if g in new_groups]
+    missing = [g for g in old_groups if g not in new_groups]
+    added = [g for g in new_groups if g not in old_groups]
+    records, status = [], []
+    for g in matched:
+        a, b = old_groups[g], new_groups[g]
+        status += _status_change(a, b, display)
+        records += [_judge(a, b, m, settings, directions(m), display) for m in gated]
+    records = [r for r in records if r is not None]
+    notes += _seed_notes(old_groups, new_groups, matched)
+    return Comparison(
+        table=pd.DataFrame.from_records(records),
+        status=pd.DataFrame.from_records(status, columns=[*display, "old", "new", "failed"]),
+        missing=_heads(old_groups, missing, display),
+        added=_heads(new_groups, added, display),
+        metrics=gated,
+        settings=settings,
+        notes=notes,
+        display=display,
+        matched=len(matched),
+    )
+
+
+def apply_renames(frame: pd.DataFrame, renames: Mapping[str, Mapping[str, str]]) -> pd.DataFrame:
+    """Replace config values (``{column: {new: old}}``) and rebuild the sampler labels."""
+    if not renames:
+        return frame
+    out = frame.copy()
+    for column, mapping in renames.items():
+        if column not in out:
+            raise BenchError(
+                f"cannot rename in column {column!r}: the current run has no such column"
+            )
+        out[column] = out[column].replace(dict(mapping))
+    if set(renames) & set(SAMPLER_COLUMNS):
+        out["sampler"] = sampler_labels(out)
+    return out
+
+
+def _shared_keys(baseline: pd.DataFrame, current: pd.DataFrame, notes: list[str]) -> list[str]:
+    old, new = group_columns(baseline), group_columns(current)
+    only = sorted(set(old) ^ set(new))
+    if only:
+        notes.append(f"config column(s) on one side only, not used for matching: {', '.join(only)}")
+    return [c for c in old if c in new]
+
+
+def gated_columns(
+    baseline: pd.DataFrame,
+    current: pd.DataFrame,
+    settings: Settings,
+    directions: Directions,
+    notes: list[str],
+) -> list[str]:
+    """The columns to judge; a requested column absent from both runs is an error."""
+    if settings.metrics:
+        absent = [m for m in settings.metrics if m not in baseline and m not in current]
+        if absent:
+            known = sorted(set(metric_columns(baseline)) | set(metric_columns(current)))
+            raise BenchError(
+                f"no column {', '.join(map(repr, absent))} in either run; "
+                f"metric columns: {', '.join(known) or '(none)'}"
+            )
+        return list(settings.metrics)
+    old = metric_columns(baseline, include_info=False)
+    new = metric_columns(current, include_info=False)
+    for m in new:
+        if m not in old:
+            notes.append(f"metric {m!r} is new in the current run (not compared)")
+    cols = old + [c for c in DEFAULT_EXTRA_GATED if c in baseline and c not in old]
+    return [c for c in cols if directions(c) != "info"]
+
+
+def _index(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {g: rows for g, rows in frame.groupby(GROUP, sort=False)}
+
+
+def _display_columns(old: pd.DataFrame, new: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Model, SDE, sampler, steps and any other key column that varies (e.g. samples)."""
+    both = pd.concat([old[keys], new[keys]], ignore_index=True)
+    base = [c for c in ("model", "sde") if c in keys]
+    skip = {*SAMPLER_COLUMNS, "model", "sde", "steps", "eps", "sde_options"}
+    extra = [c for c in keys if c not in skip and both[c].nunique(dropna=False) > 1]
+    return base + ["sampler"] + (["steps"] if "steps" in keys else []) + extra
+
+
+def _heads(groups: dict[str, pd.DataFrame], names: list[str], display: list[str]) -> pd.DataFrame:
+    rows = [{**groups[g].iloc[0][display].to_dict(), "seeds": len(groups[g])} for g in names]
+    return pd.DataFrame.from_records(rows, columns=[*display, "seeds"])
+
+
+def _status_change(a: pd.DataFrame, b: pd.DataFrame, display: list[str]) -> list[dict]:
+    old, new = status_summary(a["status"]), status_summary(b["status"])
+    if old == new:
+        return []
+    head = a.iloc[0][display].to_dict()
+    return [{**head, "old": old, "new": new, "failed": new != "ok"}]
+
+
+def _values(rows: pd.DataFrame, column: str) -> pd.Series:
+    """A column's values on the ok seeds, indexed by seed."""
+    ok = rows[rows["status"] == "ok"]
+    if column not in ok:
+        return pd.Series(dtype=float)
+    values = pd.to_numeric(ok[column], errors="coerce")
+    return pd.Series(values.to_numpy(), index=ok["seed"].to_numpy()).dropna()
+
+
+def _judge(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    metric: str,
+    settings: Settings,
+    direction: str,
+    display: list[str],
+) -> dict[str, Any] | None:
+    """One comparison row, or None when neither side has an ok value (a status row covers it)."""
+    old, new = _values(a, metric), _values(b, metric)
+    if old.empty and new.empty:
+        return None
+    head = {
+        **a.iloc[0][display].to_dict(),
+        "metric": metric,
+        "direction": direction,
+        "seeds_old": len(old),
+        "seeds_new": len(new),
+    }
+    tol = settings.tolerance(metric)
+    if new.empty:
+        if not (b["status"] == "ok").any():
+            return None  # the status row reports it
+        return {
+            **head,
+            "old": _mean(old),
+            "new": math.nan,
+            "verdict": "missing",
+            "tolerance": str(tol),
+        }
+    if old.empty:
+        return {**head, "old": math.nan, "new": _mean(new), "verdict": "new", "tolerance": str(tol)}
+    old_mean, new_mean, noise, kind = change_and_noise(old, new, settings.confidence)
+    change = new_mean - old_mean
+    allowed = tol.allowed(old_mean)
+    return {
+        **head,
+        "old": old_mean,
+        "new": new_mean,
+        "change": change,
+        "rel_change": change / abs(old_mean) if old_mean else math.nan,
+        "noise": noise,
+        "noise_kind": kind,
+        "tolerance": str(tol),
+        "allowed": allowed,
+        "verdict": verdict_of(change, direction, allowed, noise),
+    }
+
+
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def change_and_noise(
+    old: pd.Series, new: pd.Series, confidence: float
+) -> tuple[float, float, float, str]:
+    """(old mean, new mean, noise half-width, how the noise was estimated).
+
+    With two or more seeds on both sides the change is paired by seed (same prior noise in both
+    runs) and both means are taken over those common seeds; otherwise, with two or more seeds
+    per side, Welch's interval; otherwise the noise is unknown and taken as 0.
+    """
+    common = old.index.intersection(new.index)
+    if len(common) >= 2:
+        o, n = old.loc[common], new.loc[common]
+        diffs = (n - o).to_numpy(dtype=float)
+        return (
+            float(o.mean()),
+            float(n.mean()),
+            ci_halfwidth(diffs, confidence),
+            f"paired n={len(common)}",
+        )
+    if len(old) >= 2 and len(new) >= 2:
+        return (
+            float(old.mean()),
+            float(new.mean()),
+            welch_halfwidth(old.to_numpy(), new.to_numpy(), confidence),
+            "welch",
+        )
+    return float(old.mean()), float(new.mean()), 0.0, "none"
+
+
+def verdict_of(change: float, direction: str, allowed: float, noise: float) -> str:
+    """The verdict for one change (see the module docstring for the rule)."""
+    if change == 0 or math.isnan(change):
+        return "same"
+    noise = 0.0 if math.isnan(noise) else noise
+    worsening = -change if direction == "higher" else change
+    size = abs(worsening)
+    if size <= noise:
+        return "within noise"
+    if size <= allowed:
+        return "within tolerance"
+    return "regression" if worsening > 0 else "improved"
+
+
+def _seed_notes(old: dict, new: dict, matched: list[str]) -> list[str]:
+    differ = [g for g in matched if set(old[g]["seed"].dropna()) != set(new[g]["seed"].dropna())]
+    if not differ:
+        return []
+    return [
+        f"{len(differ)} matched group(s) ran different seeds in the two runs; the change is "
+        "taken over common seeds when two or more are shared, else over all (Welch)"
+    ]
+
+
+def summary_counts(result: Comparison) -> dict[str, int]:
+    """Counts of verdicts, status failures and missing or new groups."""
+    counts = result.table["verdict"].value_counts().to_dict() if not result.table.empty else {}
+    return {
+        **{str(k): int(v) for k, v in counts.items()},
+        "status failures": len(result.status_failures),
+        "missing groups": len(result.missing),
+        "new groups": len(result.added),
+    }

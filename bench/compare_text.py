@@ -1,0 +1,130 @@
+"""``bench compare`` output: terminal text or Markdown (for ``$GITHUB_STEP_SUMMARY``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from bench.compare import Comparison, summary_counts
+from bench.report import fmt, heading, markdown_table, signed, text_table
+
+VERDICT_MARKS = {"regression": "❌ regression", "missing": "❌ missing", "improved": "✅ improved"}
+
+
+def comparison_table(result: Comparison, rows: pd.DataFrame, markdown: bool) -> pd.DataFrame:
+    """The comparison rows as text columns: old, new, change, noise, allowed, verdict."""
+    out = rows[result.display].copy().astype(object)
+    arrows = {"lower": "↓", "higher": "↑", "info": ""}
+    out["metric"] = [f"{m}{arrows.get(d, '')}" for m, d in zip(rows["metric"], rows["direction"])]
+    out["old"] = rows["old"].map(fmt)
+    out["new"] = rows["new"].map(fmt)
+    change = rows.get("change", pd.Series(math.nan, index=rows.index))
+    rel = rows.get("rel_change", pd.Series(math.nan, index=rows.index))
+    out["change"] = [signed(c, math.nan) if not _nan(c) else "-" for c in change]
+    out["change %"] = [f"{100 * r:+.2f}%" if not _nan(r) else "-" for r in rel]
+    noise = rows.get("noise", pd.Series(math.nan, index=rows.index))
+    kind = rows.get("noise_kind", pd.Series("", index=rows.index))
+    out["noise ±"] = [f"{fmt(n, 2)} ({k})" if not _nan(n) else "-" for n, k in zip(noise, kind)]
+    allowed = rows.get("allowed", pd.Series(math.nan, index=rows.index))
+    out["allowed"] = [
+        f"{fmt(a, 2)} ({t})" if not _nan(a) else t for a, t in zip(allowed, rows["tolerance"])
+    ]
+    marks = VERDICT_MARKS if markdown else {}
+    out["verdict"] = [marks.get(v, v) for v in rows["verdict"]]
+    return out.reset_index(drop=True)
+
+
+def _nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def render_comparison(
+    result: Comparison,
+    baseline: str,
+    current: str,
+    *,
+    markdown: bool = False,
+    show_all: bool = False,
+) -> str:
+    """The comparison as terminal text or Markdown (for ``$GITHUB_STEP_SUMMARY``).
+
+    Regressions, status changes and missing groups always show; other comparisons show when
+    they changed (every one with ``show_all``; in Markdown inside a collapsed block).
+    """
+
+    table = markdown_table if markdown else text_table
+    out = [
+        heading("sde-bench compare", 1, markdown),
+        _verdict_line(result, baseline, current, markdown),
+        _rule_line(result),
+    ]
+    if len(result.regressions):
+        out += [
+            heading("regressions", 2, markdown),
+            table(comparison_table(result, result.regressions, markdown)),
+        ]
+    if not result.status.empty:
+        out += [heading("status changes", 2, markdown), table(_status_text(result.status))]
+    if not result.missing.empty:
+        allowed = " (allowed)" if result.settings.allow_missing else ""
+        out += [
+            heading(f"in the baseline only: missing from the current run{allowed}", 2, markdown),
+            table(result.missing),
+        ]
+    if not result.added.empty:
+        out += [
+            heading("in the current run only (not in the baseline)", 2, markdown),
+            table(result.added),
+        ]
+    out += _all_rows(result, table, markdown, show_all)
+    if result.notes:
+        out += [heading("notes", 2, markdown), "\n".join(f"- {n}" for n in result.notes)]
+    return "\n\n".join(out) + "\n"
+
+
+def _verdict_line(result: Comparison, baseline: str, current: str, markdown: bool) -> str:
+    counts = summary_counts(result)
+    word = "FAIL" if result.failed else "PASS"
+    word = f"**{word}**" if markdown else word
+    parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to compare"
+    gated = ", ".join(result.metrics) or "none"
+    return (
+        f"{word}: {baseline} → {current}: {result.matched} matched groups × "
+        f"{len(result.metrics)} gated columns ({gated}); {parts}."
+    )
+
+
+def _rule_line(result: Comparison) -> str:
+    s = result.settings
+    tols = ", ".join(f"{m} {s.tolerance(m)}" for m in result.metrics)
+    return (
+        f"A regression is a change for the worse larger than both its tolerance and its noise "
+        f"(the {s.confidence:.0%} CI of the change over seeds: paired when the runs share two "
+        f"or more seeds, Welch otherwise, 0 with one seed). Tolerances: {tols or '-'}."
+    )
+
+
+def _status_text(status: pd.DataFrame) -> pd.DataFrame:
+    out = status.copy()
+    out["failed"] = out["failed"].map({True: "yes", False: "no"})
+    return out
+
+
+def _all_rows(result: Comparison, table: Any, markdown: bool, show_all: bool) -> list[str]:
+    rows = result.table
+    if rows.empty:
+        return []
+    shown = rows if show_all else rows[rows["verdict"] != "same"]
+    same = int((rows["verdict"] == "same").sum())
+    title = "all comparisons" if show_all else "changed values"
+    note = f"{same} of {len(rows)} comparisons are identical" + (
+        "" if show_all else " (not listed)"
+    )
+    if shown.empty:
+        return [heading(title, 2, markdown), note + "."]
+    body = table(comparison_table(result, shown, markdown))
+    if markdown:
+        body = f"<details><summary>{len(shown)} rows</summary>\n\n{body}\n\n</details>"
+    return [heading(title, 2, markdown), note + ".", body]

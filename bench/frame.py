@@ -1,0 +1,289 @@
+"""Results rows as a pandas frame: loading run folders and naming what each column is.
+
+Columns fall into four groups:
+
+* **config** — what defines a cell (model, SDE, sampler, steps, SNR, seed, samples, ...);
+* **environment** — where and when it ran (device, threads, versions, providers, cell id);
+* **timing** — ``nfe``, ``wall_clock_s``, ``samples_per_s``, ``s_per_nfe``;
+* **metrics** — the values the requested metrics returned, each with a direction
+  (:func:`direction`): lower or higher is better, or informational (``*_ref``, ``*_std``).
+
+A *group* is a config minus the seed: the unit that tables average over seeds and that
+``bench compare`` matches between runs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+
+Direction = Literal["lower", "higher", "info"]
+
+CONFIG_COLUMNS = (
+    "model",
+    "sde",
+    "predictor",
+    "corrector",
+    "probability_flow",
+    "steps",
+    "snr",
+    "corrector_steps",
+    "seed",
+    "samples",
+    "batch_size",
+    "denoise",
+    "dtype",
+    "metrics",
+    "eps",
+    "sde_options",
+)
+"""Config columns in display order; any further ``*_options`` column is config too."""
+
+SAMPLER_COLUMNS = ("predictor", "probability_flow", "corrector", "snr", "corrector_steps")
+"""The columns that together name a sampler."""
+
+NOT_IN_GROUP_KEY = ("seed", "metrics")
+"""Config columns that do not identify a group: seeds are replicates, and the list of metrics
+requested changes which columns exist, not the samples."""
+
+TIMING_COLUMNS = ("nfe", "wall_clock_s", "samples_per_s", "s_per_nfe")
+
+INFO_SUFFIXES = ("_ref", "_std", "_n")
+"""Metric columns with these suffixes describe a metric (its reference value, its spread, its
+n) rather than rate the sampler: tables may show them, compare never gates them."""
+
+KNOWN_DIRECTIONS: dict[str, Direction] = {
+    "swd": "lower",
+    "fd": "lower",
+    "fid": "lower",
+    "kid": "lower",
+    "w2": "lower",
+    "coverage_tv": "lower",
+    "coverage_min": "higher",
+    "logp": "higher",
+    "precision": "higher",
+    "recall": "higher",
+    "isc": "higher",
+    "inception_score": "higher",
+    "nfe": "lower",
+    "score_calls": "lower",
+    "wall_clock_s": "lower",
+    "s_per_nfe": "lower",
+    "samples_per_s": "higher",
+    "metrics_s": "lower",
+}
+"""Fallback directions for columns whose metric class is not loaded or that a metric returns
+besides its own name (``coverage`` has one ``higher_is_better`` flag for two columns)."""
+
+STATUSES = ("ok", "unsupported", "diverged", "error")
+
+
+# -- loading --------------------------------------------------------------------------------------
+def run_folders(path: str | Path) -> list[Path]:
+    """The run folders under ``path``: itself if it holds ``run.json`` or results, else every
+    direct subfolder that does (so ``results/baseline/`` may hold one run per model)."""
+    path = Path(path)
+    if not path.exists():
+        raise BenchError(f"{str(path)!r} does not exist")
+    if path.is_file() or _is_run(path):
+        return [path]
+    runs = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+    if not runs:
+        raise BenchError(f"{str(path)!r} holds no run (no run.json, rows.jsonl or results.csv)")
+    return runs
+
+
+def _is_run(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("run.json", "rows.jsonl", "results.csv"))
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Every row of a run folder, a folder of run folders, or a ``results.csv`` file."""
+    from bench.store import RunStore
+
+    rows: list[dict[str, Any]] = []
+    for run in run_folders(path):
+        if run.is_file():
+            rows += _csv_rows(run)
+            continue
+        found = RunStore(run).rows()
+        rows += found if found else _csv_rows(run / "results.csv")
+    return rows
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    return [{k: _none_if_nan(v) for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+def _none_if_nan(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def load_frame(path: str | Path) -> pd.DataFrame:
+    """The rows of ``path`` (see :func:`load_rows`) as a frame; an error if there are none."""
+    rows = load_rows(path)
+    if not rows:
+        raise BenchError(f"{str(path)!r} holds no result rows yet")
+    return to_frame(rows)
+
+
+def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """A frame of rows with a ``sampler`` label column added (see :func:`sampler_labels`)."""
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return frame
+    if "status" not in frame:
+        frame["status"] = "ok"
+    frame["sampler"] = sampler_labels(frame)
+    return frame
+
+
+# -- column groups --------------------------------------------------------------------------------
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    """The config columns present in ``frame`` (seed included)."""
+    extra = sorted(c for c in frame.columns if c.endswith("_options") and c not in CONFIG_COLUMNS)
+    return [c for c in CONFIG_COLUMNS if c in frame] + extra
+
+
+def group_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that identify a group of seeds: the config minus seed and metric list."""
+    return [c for c in config_columns(frame) if c not in NOT_IN_GROUP_KEY]
+
+
+def metric_columns(frame: pd.DataFrame, *, include_info: bool = True) -> list[str]:
+    """Numeric metric columns, in the order the metrics were requested.
+
+    A column belongs to metric ``m`` when it is ``m`` or starts with ``m_``; ``<m>_n`` counts
+    and non-numeric columns (such as a feature extractor's name) are left out.
+    """
+    cols: list[str] = []
+    for metrics in frame.get("metrics", pd.Series(dtype=object)).dropna().unique():
+        for name in filter(None, str(metrics).split(",")):
+            for c in frame.columns:
+                owned = c == name or c.startswith(name + "_")
+                if owned and c not in cols and not c.endswith("_n") and is_numeric(frame[c]):
+                    cols.append(c)
+    if not include_info:
+        cols = [c for c in cols if not c.endswith(INFO_SUFFIXES)]
+    return cols
+
+
+def is_numeric(column: pd.Series) -> bool:
+    """True if every non-null value is a real number (booleans and strings are not)."""
+    values = column.dropna()
+    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+
+
+def varying(frame: pd.DataFrame, columns: Iterable[str]) -> list[str]:
+    """The columns among ``columns`` with more than one distinct value (missing counts as one)."""
+    return [c for c in columns if c in frame and frame[c].nunique(dropna=False) > 1]
+
+
+# -- directions -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Directions:
+    """Whether lower or higher is better for each column, with the registry's metric classes.
+
+    Lookup order for a column ``c``: a ``column_directions`` mapping on the metric class that
+    owns ``c`` (optional, e.g. ``{"coverage_min": "higher"}``); ``info`` for the suffixes
+    ``_ref``, ``_std`` and ``_n``; the metric class named exactly ``c`` (its
+    ``higher_is_better``); the :data:`KNOWN_DIRECTIONS` table; the class whose name is a prefix
+    of ``c``; and finally ``lower``.
+    """
+
+    classes: tuple[Any, ...] = ()
+
+    @classmethod
+    def from_registry(cls, registry: Any | None) -> Directions:
+        if registry is None:
+            return cls()
+        return cls(tuple(registry.entries["metrics"][n].obj for n in registry.names("metrics")))
+
+    def owner(self, column: str) -> Any | None:
+        """The metric class that returns ``column`` (longest matching name), if loaded."""
+        owners = [m for m in self.classes if column == m.name or column.startswith(m.name + "_")]
+        return max(owners, key=lambda m: len(m.name), default=None)
+
+    def __call__(self, column: str) -> Direction:
+        owner = self.owner(column)
+        declared = getattr(owner, "column_directions", None) or {}
+        if column in declared:
+            return declared[column]
+        if column.endswith(INFO_SUFFIXES):
+            return "info"
+        if owner is not None and owner.name == column:
+            return "higher" if getattr(owner, "higher_is_better", False) else "lower"
+        if column in KNOWN_DIRECTIONS:
+            return KNOWN_DIRECTIONS[column]
+        if owner is not None:
+            return "higher" if getattr(owner, "higher_is_better", False) else "lower"
+        return "lower"
+
+    def arrow(self, column: str) -> str:
+        """``↓`` (lower is better), ``↑`` (higher) or nothing (informational)."""
+        return {"lower": "↓", "higher": "↑", "info": ""}[self(column)]
+
+
+def direction(column: str, registry: Any | None = None) -> Direction:
+    """The direction of one column (see :class:`Directions`)."""
+    return Directions.from_registry(registry)(column)
+
+
+# -- sampler labels -------------------------------------------------------------------------------
+def sampler_labels(frame: pd.DataFrame) -> pd.Series:
+    """``predictor[(pf)]+corrector``, with ``@snr`` and ``×k`` corrector steps added when a run
+    sweeps them (so every label names one sampler)."""
+    show_snr = frame["snr"].nunique() > 1 if "snr" in frame else False
+    show_k = frame["corrector_steps"].nunique() > 1 if "corrector_steps" in frame else False
+    return frame.apply(lambda r: sampler_label(r, show_snr, show_k), axis=1).astype(str)
+
+
+def sampler_label(row: Any, show_snr: bool = False, show_k: bool = False) -> str:
+    """The label of one row (see :func:`sampler_labels`)."""
+    pf = "(pf)" if _truthy(row.get("probability_flow")) else ""
+    label = f"{row.get('predictor')}{pf}+{row.get('corrector')}"
+    if row.get("corrector") not in (None, "none"):
+        if show_snr and _present(row.get("snr")):
+            label += f"@{row['snr']:g}"
+        if show_k and _present(row.get("corrector_steps")):
+            label += f"×{int(row['corrector_steps'])}"
+    return label
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "pf")
+    return bool(value) if _present(value) else False
+
+
+# -- keys -----------------------------------------------------------------------------------------
+def key_value(value: Any) -> str:
+    """A canonical text for a config value, so CSV (``100.0``, ``nan``) and JSON (``100``,
+    ``null``) rows produce the same key."""
+    if not _present(value) or value == "":
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Real):
+        return repr(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value)
+
+
+def key_frame(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """The given columns as canonical text (see :func:`key_value`)."""
+    return pd.DataFrame({c: frame[c].map(key_value) for c in columns}, index=frame.index)

@@ -1,0 +1,502 @@
+"""Report plots (matplotlib, Agg): metric vs NFE and vs wall-clock with the Pareto frontier,
+metric vs SNR with the best SNR, and samples (2-D scatter against the target, 1-D histograms,
+image grids). Every figure is written as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench.frame import Directions, sampler_label
+from bench.report import Report, block_columns, fmt
+
+PANEL = (4.6, 3.5)
+MAX_PANELS_PER_ROW = 3
+MAX_SAMPLE_ROWS = 24
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of ``text``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text)).strip("-") or "x"
+
+
+def save(fig: Any, folder: Path, name: str) -> list[Path]:
+    """Write ``fig`` as ``name.png`` and ``name.svg`` under ``folder``; close it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    _pyplot().close(fig)
+    return paths
+
+
+# -- Pareto frontier ------------------------------------------------------------------------------
+def pareto_mask(
+    cost: Sequence[float], value: Sequence[float], higher_is_better: bool
+) -> np.ndarray:
+    """True for the points no other point beats: less or equal cost and a better-or-equal value,
+    one of them strictly. Points with a missing coordinate are never on the frontier."""
+    x = np.asarray(cost, dtype=float)
+    y = -np.asarray(value, dtype=float) if higher_is_better else np.asarray(value, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    mask = np.zeros(x.size, dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+# -- panels ---------------------------------------------------------------------------------------
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, MAX_PANELS_PER_ROW)
+    return math.ceil(n / cols), cols
+
+
+def _figure(n: int, panel: tuple[float, float] = PANEL):
+    plt = _pyplot()
+    rows, cols = _grid(n)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _colors(labels: Sequence[str]) -> dict[str, Any]:
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def model_blocks(summary: pd.DataFrame) -> Iterator[tuple[str, list[tuple[str, pd.DataFrame]]]]:
+    """Per model: its blocks (SDE and any other varying context) as (title, rows)."""
+    cols = block_columns(summary)
+    inner = [c for c in cols if c != "model"]
+    for model, rows in (
+        summary.groupby("model", sort=False) if "model" in summary else [("", summary)]
+    ):
+        if not inner:
+            yield str(model), [("", rows)]
+            continue
+        parts = []
+        for values, block in rows.groupby(inner, sort=False, dropna=False):
+            values = values if isinstance(values, tuple) else (values,)
+            title = " · ".join(str(v) if c == "sde" else f"{c}={v}" for c, v in zip(inner, values))
+            parts.append((title, block))
+        yield str(model), parts
+
+
+def _legend(fig: Any, axes: list[Any]) -> None:
+    handles, labels = {}, []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = h
+                labels.append(label)
+    if labels:
+        fig.legend(
+            [handles[k] for k in labels],
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(4, len(labels)),
+            frameon=False,
+            fontsize=8,
+        )
+
+
+def _metric_label(metric: str, directions: Directions) -> str:
+    way = {"lower": " (lower is better)", "higher": " (higher is better)", "info": ""}
+    return f"{metric}{way[directions(metric)]}"
+
+
+# -- metric vs cost -------------------------------------------------------------------------------
+COST_LABELS = {
+    "nfe": "NFE (score evaluations per sample)",
+    "wall_clock_s": "wall-clock seconds of sampling (per cell)",
+}
+
+
+def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) -> list[Path]:
+    """Per model: one panel per block, metric (± CI) against ``cost`` for each sampler, with the
+    Pareto frontier over every (sampler, steps) point of the panel ringed and joined."""
+    paths: list[Path] = []
+    higher = report.directions(metric) == "higher"
+    for model, parts in model_blocks(report.summary):
+        fig, axes = _figure(len(parts))
+        colors = _colors(list(dict.fromkeys(report.summary["sampler"])))
+        for ax, (title, block) in zip(axes, parts):
+            _cost_panel(ax, block, metric, cost, higher, colors)
+            _reference_line(ax, report.frame, metric, model)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel(COST_LABELS.get(cost, cost), fontsize=8)
+            ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
+        fig.suptitle(f"{model}: {metric} vs {cost} (Pareto frontier ringed)", fontsize=11)
+        _legend(fig, axes)
+        fig.tight_layout()
+        paths += save(fig, folder, slug(f"{metric}_vs_{cost}_{model}"))
+    return paths
+
+
+def _cost_panel(
+    ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bool, colors: dict[str, Any]
+) -> None:
+    ok = block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()].copy()
+    if ok.empty:
+        ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes)
+        return
+    log = ok[cost].min() > 0 and ok[cost].max() / ok[cost].min() > 5
+    ok["x"] = ok[cost] * _dodge(ok["sampler"]) if cost == "nfe" else ok[cost]
+    for sampler, rows in ok.groupby("sampler", sort=False):
+        rows = rows.sort_values(cost)
+        ax.errorbar(
+            rows["x"],
+            rows[metric],
+            yerr=_yerr(rows, metric),
+            marker="o",
+            ms=4,
+            lw=1.2,
+            capsize=2,
+            color=colors[sampler],
+            label=sampler,
+        )
+    front = ok[pareto_mask(ok[cost], ok[metric], higher)].sort_values(cost)
+    ax.plot(
+        front["x"],
+        front[metric],
+        ls="--",
+        color="black",
+        lw=1,
+        drawstyle="steps-post",
+        label="Pareto frontier",
+        zorder=1,
+    )
+    ax.scatter(
+        front["x"], front[metric], s=110, facecolors="none", edgecolors="black", lw=1.2, zorder=3
+    )
+    _clip_to_means(ax, ok, metric)
+    if log:
+        ax.set_xscale("log")
+        _log_ticks(ax, sorted(ok[cost].unique()) if cost == "nfe" else None)
+    ax.grid(alpha=0.3)
+
+
+def _dodge(samplers: pd.Series, spread: float = 0.06) -> np.ndarray:
+    """Small multiplicative x offsets per sampler, so overlapping error bars stay readable."""
+    labels = list(dict.fromkeys(samplers))
+    k = len(labels)
+    offset = {s: 1 + spread * (i - (k - 1) / 2) / max(k - 1, 1) for i, s in enumerate(labels)}
+    return samplers.map(offset).to_numpy(dtype=float)
+
+
+def _log_ticks(ax: Any, values: list[float] | None) -> None:
+    """Readable log-axis ticks: at ``values`` (e.g. the NFEs run), else at 1, 2, 5 × 10^k."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+
+    locator = FixedLocator(values) if values else LogLocator(subs=(1.0, 2.0, 5.0))
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(float(v), 3)))
+
+
+def _reference_line(ax: Any, frame: pd.DataFrame, metric: str, model: str) -> None:
+    """A dotted line at ``<metric>_ref`` (the metric on exact samples) when the run has it."""
+    ref = f"{metric}_ref"
+    if ref not in frame:
+        return
+    rows = frame[(frame["status"] == "ok") & (frame.get("model", model) == model)]
+    values = pd.to_numeric(rows[ref], errors="coerce").dropna()
+    if len(values):
+        ax.axhline(
+            float(values.mean()), color="0.4", ls=":", lw=1.2, label=f"{metric} of exact samples"
+        )
+
+
+def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
+    ci = rows.get(f"{metric}_ci")
+    if ci is None or ci.isna().all():
+        return None
+    return ci.fillna(0).to_numpy()
+
+
+# -- metric vs SNR --------------------------------------------------------------------------------
+def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
+    """For corrector sweeps over several SNRs: metric against SNR per (sampler, steps), the
+    best SNR of each line starred. Nothing when the run has one SNR."""
+    summary = report.summary
+    if "snr" not in summary or summary["snr"].dropna().nunique() < 2:
+        return []
+    higher = report.directions(metric) == "higher"
+    show_k = (
+        summary["corrector_steps"].dropna().nunique() > 1 if "corrector_steps" in summary else False
+    )
+    paths: list[Path] = []
+    for model, parts in model_blocks(summary[summary["snr"].notna()]):
+        fig, axes = _figure(len(parts), panel=(5.0, 5.0))
+        for ax, (title, block) in zip(axes, parts):
+            _snr_panel(ax, block, metric, higher, show_k)
+            _reference_line(ax, report.frame, metric, model)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("corrector SNR r", fontsize=8)
+            ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
+        fig.suptitle(f"{model}: {metric} vs SNR (★ best SNR per line)", fontsize=11)
+        for ax in axes:  # per panel: the best SNR differs between panels
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+        fig.tight_layout()
+        paths += save(fig, folder, slug(f"{metric}_vs_snr_{model}"))
+    return paths
+
+
+def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool, show_k: bool) -> None:
+    ok = block[(block["n_ok"] > 0) & block[metric].notna()].copy()
+    ok["line"] = [
+        f"{sampler_label(r, show_k=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()
+    ]
+    colors = _colors(list(dict.fromkeys(ok["line"])))
+    for line, rows in ok.groupby("line", sort=False):
+        rows = rows.sort_values("snr")
+        best = rows.loc[rows[metric].idxmax() if higher else rows[metric].idxmin()]
+        ax.errorbar(
+            rows["snr"],
+            rows[metric],
+            yerr=_yerr(rows, metric),
+            marker="o",
+            ms=4,
+            lw=1.2,
+            capsize=2,
+            color=colors[line],
+            label=f"{line} (best r={best['snr']:g})",
+        )
+        ax.scatter(
+            [best["snr"]],
+            [best[metric]],
+            marker="*",
+            s=180,
+            color=colors[line],
+            edgecolors="black",
+            lw=0.7,
+            zorder=4,
+        )
+    _clip_to_means(ax, ok, metric)
+    ax.grid(alpha=0.3)
+
+
+def _clip_to_means(ax: Any, rows: pd.DataFrame, metric: str) -> None:
+    """Y limits that keep the means readable when a few seeds give very wide intervals: the
+    intervals are drawn but may leave the axes (at most one span of the means beyond them)."""
+    means = rows[metric].dropna()
+    if means.empty:
+        return
+    ci = rows.get(f"{metric}_ci", pd.Series(0.0, index=rows.index)).fillna(0)
+    lo, hi = float(means.min()), float(means.max())
+    span = (hi - lo) or abs(hi) or 1.0
+    low = max(float((rows[metric] - ci).min()), lo - span)
+    high = min(float((rows[metric] + ci).max()), hi + span)
+    pad = 0.05 * (high - low or span)
+    ax.set_ylim(low - pad, high + pad)
+
+
+# -- samples --------------------------------------------------------------------------------------
+def first_seed_cells(frame: pd.DataFrame, samples_dir: Path) -> pd.DataFrame:
+    """The ok cells of the smallest seed whose samples were saved (``samples/<cell_id>.npz``)."""
+    ok = frame[(frame["status"] == "ok")].copy()
+    if ok.empty or "cell_id" not in ok:
+        return ok.iloc[0:0]
+    ok = ok[ok["seed"] == ok["seed"].min()]
+    return ok[[(samples_dir / f"{c}.npz").is_file() for c in ok["cell_id"]]]
+
+
+def load_samples(samples_dir: Path, cell_id: str) -> np.ndarray:
+    with np.load(samples_dir / f"{cell_id}.npz") as data:
+        return data["samples"]
+
+
+def plot_samples(
+    report: Report,
+    samples_dir: Path,
+    folder: Path,
+    target: Callable[[str, int], np.ndarray | None] | None = None,
+) -> list[Path]:
+    """Per model and block, a grid of panels (sampler × steps): a 2-D scatter against target
+    samples, a 1-D histogram against the target's, or a tile of images, by the data shape."""
+    cells = first_seed_cells(report.frame, samples_dir)
+    paths: list[Path] = []
+    if cells.empty:
+        return paths
+    for (model, sde), rows in cells.groupby(["model", "sde"], sort=False):
+        first = load_samples(samples_dir, rows["cell_id"].iloc[0])
+        kind = (
+            "images"
+            if first.ndim == 4
+            else "scatter"
+            if first.reshape(len(first), -1).shape[1] == 2
+            else "hist"
+            if first.reshape(len(first), -1).shape[1] == 1
+            else None
+        )
+        if kind is None:
+            continue
+        ref = target(str(model), len(first)) if target and kind != "images" else None
+        paths += _sample_grid(rows, samples_dir, folder, kind, ref, f"{model} · {sde}")
+    return paths
+
+
+def _sample_grid(
+    rows: pd.DataFrame,
+    samples_dir: Path,
+    folder: Path,
+    kind: str,
+    ref: np.ndarray | None,
+    title: str,
+) -> list[Path]:
+    plt = _pyplot()
+    samplers = list(dict.fromkeys(rows["sampler"]))[:MAX_SAMPLE_ROWS]
+    steps = sorted(rows["steps"].unique())
+    size = 2.4 if kind != "hist" else 2.8
+    fig, axes = plt.subplots(
+        len(samplers),
+        len(steps),
+        squeeze=False,
+        figsize=(size * len(steps) + 1.2, size * len(samplers)),
+    )
+    limits = _limits(ref, rows, samples_dir) if kind == "scatter" else None
+    for i, sampler in enumerate(samplers):
+        for j, n in enumerate(steps):
+            ax = axes[i][j]
+            cell = rows[(rows["sampler"] == sampler) & (rows["steps"] == n)]
+            if cell.empty:
+                ax.axis("off")
+                continue
+            x = load_samples(samples_dir, cell["cell_id"].iloc[0])
+            {"scatter": _scatter, "hist": _hist, "images": _images}[kind](ax, x, ref, limits)
+            if i == 0:
+                ax.set_title(f"N={fmt(n)}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(sampler, fontsize=8)
+    seed = fmt(rows["seed"].iloc[0])
+    what = {
+        "scatter": "samples (blue) over target samples (orange)",
+        "hist": "sample histogram (blue) over the target's (grey)",
+        "images": "first samples",
+    }
+    scale = ""
+    if limits is not None:
+        scale = f"\nx ∈ [{limits[0]:.2g}, {limits[1]:.2g}], y ∈ [{limits[2]:.2g}, {limits[3]:.2g}]"
+    heading = f"{title}, seed {seed}\n{what[kind]}{scale}"
+    fig.suptitle(heading, fontsize=9)
+    fig.tight_layout()
+    lines = heading.count("\n") + 1
+    fig.subplots_adjust(top=1 - (0.25 + 0.17 * lines) / fig.get_figheight())
+    return save(fig, folder, slug(f"samples_{title.replace(' · ', '_')}"))
+
+
+def _limits(
+    ref: np.ndarray | None, rows: pd.DataFrame, samples_dir: Path
+) -> tuple[float, float, float, float]:
+    """Axis limits from the target (or the first cell), padded, so panels share one scale."""
+    base = ref if ref is not None else load_samples(samples_dir, rows["cell_id"].iloc[0])
+    base = base.reshape(len(base), -1)
+    lo, hi = np.nanpercentile(base, 0.5, axis=0), np.nanpercentile(base, 99.5, axis=0)
+    pad = 0.15 * (hi - lo) + 1e-9
+    return lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1]
+
+
+def _scatter(ax: Any, x: np.ndarray, ref: np.ndarray | None, limits: Any) -> None:
+    x = x.reshape(len(x), -1)
+    if ref is not None:
+        r = ref.reshape(len(ref), -1)
+        ax.scatter(r[:, 0], r[:, 1], s=7, color="tab:orange", alpha=0.25, lw=0, rasterized=True)
+    ax.scatter(x[:, 0], x[:, 1], s=1.5, color="tab:blue", alpha=0.8, lw=0, rasterized=True)
+    outside = _outside(x, limits)
+    if outside:
+        ax.text(0.02, 0.02, f"{outside} outside", fontsize=6, transform=ax.transAxes)
+    ax.set_xlim(limits[0], limits[1])
+    ax.set_ylim(limits[2], limits[3])
+    ax.set_aspect("equal")
+    _no_ticks(ax)
+
+
+def _no_ticks(ax: Any) -> None:
+    """Sample panels share one scale (given in the title); ticks would only cost layout time."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _outside(x: np.ndarray, limits: Any) -> int:
+    inside = (
+        (x[:, 0] >= limits[0])
+        & (x[:, 0] <= limits[1])
+        & (x[:, 1] >= limits[2])
+        & (x[:, 1] <= limits[3])
+    )
+    return int((~inside).sum())
+
+
+def _hist(ax: Any, x: np.ndarray, ref: np.ndarray | None, limits: Any) -> None:
+    x = x.reshape(-1)
+    both = x if ref is None else np.concatenate([x, ref.reshape(-1)])
+    bins = np.linspace(*np.nanpercentile(both, [0.5, 99.5]), 41)
+    if ref is not None:
+        ax.hist(ref.reshape(-1), bins=bins, density=True, color="0.75", label="target")
+    ax.hist(x, bins=bins, density=True, histtype="step", color="tab:blue", lw=1.2)
+    ax.set_yticks([])
+    ax.tick_params(labelsize=6)
+
+
+def _images(ax: Any, x: np.ndarray, ref: Any, limits: Any, count: int = 16) -> None:
+    ax.imshow(
+        image_tile(x[:count]),
+        cmap="gray" if x.shape[1] == 1 else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+    _no_ticks(ax)
+
+
+def image_tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
+    """(n, C, H, W) images in [0, 1] → one (H', W'[, C]) array, a near-square grid."""
+    n, c, h, w = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    tile = np.ones((c, rows * (h + pad) + pad, cols * (w + pad) + pad))
+    for k in range(n):
+        r, q = divmod(k, cols)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        tile[:, top : top + h, left : left + w] = np.clip(images[k], 0, 1)
+    return tile[0] if c == 1 else np.moveaxis(tile, 0, -1)
+
+
+# -- everything -----------------------------------------------------------------------------------
+def plot_report(
+    report: Report,
+    folder: Path,
+    *,
+    samples_dir: Path | None = None,
+    target: Callable[[str, int], np.ndarray | None] | None = None,
+) -> list[Path]:
+    """Every plot of a report: metric vs NFE and vs wall-clock for each metric, metric vs SNR
+    when SNRs were swept, and sample panels when samples were saved."""
+    paths: list[Path] = []
+    for metric in report.metrics:
+        for cost in ("nfe", "wall_clock_s"):
+            if cost in report.summary and cost != metric:
+                paths += plot_metric_vs_cost(report, metric, cost, folder)
+        paths += plot_metric_vs_snr(report, metric, folder)
+    if samples_dir is not None and samples_dir.is_dir():
+        paths += plot_samples(report, samples_dir, folder, target)
+    return paths

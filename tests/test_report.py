@@ -1,0 +1,303 @@
+"""`bench report`: seed statistics, pivots, paired differences and rendering, against hand
+computations on synthetic rows."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import cli
+from bench.frame import Directions, direction, load_frame, metric_columns, to_frame
+from bench.report import build_report, markdown_table, pivot, render, short_report
+from bench.stats import ci_halfwidth, paired_differences, summarize, welch_halfwidth
+from tests.rows import row, seeds, write_run
+
+T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
+T_975_1 = 12.706204736174696
+
+
+def one(frame: pd.DataFrame, **where) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for k, v in where.items():
+        mask &= frame[k] == v
+    assert mask.sum() == 1, where
+    return frame[mask].iloc[0]
+
+
+# -- statistics -----------------------------------------------------------------------------------
+def test_ci_halfwidth_matches_hand_computation():
+    assert ci_halfwidth([1.0, 2.0, 3.0]) == pytest.approx(T_975_2 * 1.0 / math.sqrt(3))
+    assert ci_halfwidth([1.0, 3.0]) == pytest.approx(T_975_1 * math.sqrt(2) / math.sqrt(2))
+    assert math.isnan(ci_halfwidth([1.0]))
+    assert ci_halfwidth([2.0, 2.0, 2.0]) == 0.0
+
+
+def test_welch_halfwidth_matches_hand_computation():
+    # var(a)/3 = 1/3, var(b)/3 = 4/3; dof = (5/3)² / ((1/3)²/2 + (4/3)²/2) = 50/17
+    from scipy import stats
+
+    expected = stats.t.ppf(0.975, 50 / 17) * math.sqrt(5 / 3)
+    assert welch_halfwidth([1, 2, 3], [2, 4, 6]) == pytest.approx(expected)
+    assert math.isnan(welch_halfwidth([1], [2, 3]))
+
+
+def test_summarize_mean_and_ci_over_seeds():
+    frame = to_frame(seeds({"swd": [1.0, 2.0, 3.0], "logp": [-1.0, -1.0, -1.0]}))
+    summary = summarize(frame, ["swd", "logp", "nfe"])
+    assert len(summary) == 1
+    s = summary.iloc[0]
+    assert (s["seeds"], s["n_ok"], s["status"]) == (3, 3, "ok")
+    assert s["swd"] == pytest.approx(2.0)
+    assert s["swd_ci"] == pytest.approx(T_975_2 / math.sqrt(3))
+    assert s["logp_ci"] == 0.0
+    assert s["nfe"] == 10
+
+
+def test_summarize_ignores_non_ok_seeds_and_says_so():
+    rows = seeds({"swd": [1.0, 3.0]}) + [row(seed=2, status="diverged")]
+    s = summarize(to_frame(rows), ["swd"]).iloc[0]
+    assert (s["seeds"], s["n_ok"], s["status"]) == (3, 2, "diverged 1/3")
+    assert s["swd"] == pytest.approx(2.0)
+    assert s["swd_ci"] == pytest.approx(T_975_1)
+    assert s["reason"] == "why not"
+
+
+def test_summarize_single_seed_has_no_interval():
+    s = summarize(to_frame([row(swd=0.5)]), ["swd"]).iloc[0]
+    assert s["swd"] == 0.5 and math.isnan(s["swd_ci"])
+
+
+def test_groups_match_json_and_csv_rows(tmp_path):
+    run = write_run(tmp_path / "run", seeds({"swd": [1.0, 2.0]}) + [row(corrector="langevin")])
+    from_json = summarize(load_frame(run), ["swd"])
+    (run / "rows.jsonl").unlink()
+    from_csv = summarize(load_frame(run), ["swd"])
+    assert len(from_json) == len(from_csv) == 2
+    assert list(from_json["swd"]) == pytest.approx(list(from_csv["swd"]))
+
+
+def test_paired_differences_by_seed():
+    rows = seeds({"swd": [0.1, 0.2, 0.3], "logp": [-1.2, -1.25, -1.3]}) + seeds(
+        {"swd": [0.6, 0.7, 0.9], "logp": [-1.0, -1.0, -1.0]}, predictor="reverse_diffusion"
+    )
+    paired = paired_differences(
+        to_frame(rows), "euler_maruyama+none", ["swd", "logp"], directions=Directions()
+    )
+    swd = one(paired, metric="swd")
+    assert swd["sampler"] == "reverse_diffusion+none" and swd["pairs"] == 3
+    assert swd["diff"] == pytest.approx(0.5333333)
+    assert swd["diff_ci"] == pytest.approx(T_975_2 * 0.0577350 / math.sqrt(3), rel=1e-5)
+    assert swd["verdict"] == "worse"  # lower is better
+    logp = one(paired, metric="logp")
+    assert logp["diff"] == pytest.approx(0.25)
+    assert logp["diff_ci"] == pytest.approx(T_975_2 * 0.05 / math.sqrt(3))
+    assert logp["verdict"] == "better"  # higher is better
+
+
+def test_paired_differences_need_the_same_seed_and_context():
+    rows = [
+        row(seed=0, swd=0.1),
+        row(seed=1, predictor="reverse_diffusion", swd=0.5),
+        row(seed=0, steps=20, predictor="reverse_diffusion", swd=0.5),
+    ]
+    assert paired_differences(to_frame(rows), "euler_maruyama+none", ["swd"]).empty
+
+
+def test_paired_identical_values_are_same():
+    rows = [row(seed=s, swd=0.1, predictor=p) for s in (0, 1) for p in ("euler_maruyama", "rd")]
+    paired = paired_differences(to_frame(rows), "euler_maruyama+none", ["swd"])
+    assert list(paired["verdict"]) == ["same"]
+
+
+# -- columns and directions -----------------------------------------------------------------------
+def test_metric_columns_skip_counts_and_text():
+    frame = to_frame([row(metrics="swd,logp,fid", fid=3.0, fid_n=100, fid_extractor="digits")])
+    assert metric_columns(frame) == ["swd", "logp", "logp_ref", "fid"]
+    assert metric_columns(frame, include_info=False) == ["swd", "logp", "fid"]
+
+
+def test_directions_fallbacks_and_registry(registry):
+    assert direction("logp") == "higher" and direction("coverage_min") == "higher"
+    assert direction("swd") == "lower" and direction("something_new") == "lower"
+    assert direction("logp_ref") == "info" and direction("kid_std") == "info"
+    assert direction("logp", registry) == "higher"
+
+    class Sharpness:
+        name, higher_is_better = "sharp", True
+        column_directions = {"sharp_blur": "lower"}
+
+    d = Directions((Sharpness,))
+    assert d("sharp") == "higher" and d("sharp_extra") == "higher" and d("sharp_blur") == "lower"
+
+
+def test_sampler_labels_show_swept_snr():
+    rows = [row(corrector="langevin", snr=0.1), row(corrector="langevin", snr=0.2), row()]
+    assert list(to_frame(rows)["sampler"]) == [
+        "euler_maruyama+langevin@0.1",
+        "euler_maruyama+langevin@0.2",
+        "euler_maruyama+none",
+    ]
+
+
+# -- tables ---------------------------------------------------------------------------------------
+def synthetic_rows():
+    rows = []
+    for steps in (10, 20):
+        rows += seeds({"swd": [1.0, 2.0, 3.0]}, steps=steps)
+        rows += seeds({"swd": [0.5, 0.5, 0.5]}, steps=steps, corrector="langevin")
+    rows += [
+        row(sde="subvp", predictor="ancestral_sampling", status="unsupported", seed=s)
+        for s in range(3)
+    ]
+    return rows
+
+
+def test_pivot_sampler_by_steps_with_nfe_and_time():
+    report = build_report(synthetic_rows())
+    block = report.summary[report.summary["sde"] == "vp"]
+    table = pivot(block, "swd", report.directions)
+    assert list(table.columns) == [
+        "sampler",
+        "N=10 swd↓",
+        "N=10 nfe",
+        "N=10 s",
+        "N=20 swd↓",
+        "N=20 nfe",
+        "N=20 s",
+    ]
+    first = table.iloc[0]
+    assert first["sampler"] == "euler_maruyama+none"
+    assert first["N=10 swd↓"] == f"2 ± {T_975_2 / math.sqrt(3):.2g}"
+    assert first["N=20 nfe"] == "20"
+    assert table.iloc[1]["N=10 nfe"] == "20"  # langevin: two score calls per step
+    assert table.iloc[1]["N=10 swd↓"] == "0.5 ± 0"
+
+
+def test_render_text_and_markdown():
+    report = build_report(synthetic_rows(), baseline="euler_maruyama+none")
+    text = render(report)
+    assert "ring8 · vp" in text and "swd (lower is better)" in text
+    assert "unsupported: why not (3 seeds)" in text
+    assert "paired differences vs euler_maruyama+none" in text
+    md = render(report, markdown=True)
+    assert md.startswith("# sde-bench report")
+    assert "| sampler | N=10 swd↓ |" in md and "|:---|---:|" in md
+    assert "## ring8 · subvp" in md
+
+
+def test_markdown_table_escapes_pipes():
+    assert markdown_table(pd.DataFrame({"a": ["x|y"]})) == "| a |\n|:---|\n| x\\|y |"
+
+
+def test_unknown_metric_and_baseline_are_clear_errors():
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="no column 'fid'"):
+        build_report(synthetic_rows(), metrics=["fid"])
+    with pytest.raises(BenchError, match="unknown baseline sampler 'heun'"):
+        build_report(synthetic_rows(), baseline="heun")
+
+
+def test_short_report_aggregates_seeds_and_lists_non_ok_cells():
+    text = short_report(synthetic_rows())
+    assert "mean ± 95% CI over 3 seeds" in text
+    assert text.count("euler_maruyama+none") == 2  # one line per steps, not per seed
+    assert "not ok:" in text and "unsupported: why not (3 seeds)" in text
+    single = short_report([row(swd=0.25)])
+    assert "0.25" in single and "±" not in single and "CI" not in single
+    assert short_report([]) == "(no results)"
+
+
+# -- the command ----------------------------------------------------------------------------------
+def test_report_command_writes_tables_and_plots(tmp_path):
+    run = write_run(tmp_path / "run", synthetic_rows())
+    args = ["report", str(run), "--baseline-sampler", "euler_maruyama+none", "--metric", "swd"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "swd (lower is better)" in result.output
+    out = run / "report"
+    for name in ("report.txt", "report.md", "summary.csv", "paired.csv"):
+        assert (out / name).stat().st_size > 0
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert "swd_vs_nfe_ring8.png" in pngs and "swd_vs_wall_clock_s_ring8.png" in pngs
+    for png in (out / "plots").glob("*.png"):
+        assert png.stat().st_size > 1000 and png.with_suffix(".svg").stat().st_size > 1000
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"sampler", "steps", "swd", "swd_ci", "nfe", "wall_clock_s"} <= set(summary.columns)
+
+
+def test_report_command_csv_to_stdout_without_files(tmp_path):
+    run = write_run(tmp_path / "run", synthetic_rows())
+    result = CliRunner().invoke(cli, ["report", str(run), "--format", "csv", "--no-save"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("model,sde,")
+    assert not (run / "report").exists()
+
+
+def test_report_parquet(tmp_path):
+    run = write_run(tmp_path / "run", synthetic_rows())
+    args = ["report", str(run), "--no-plots", "--parquet", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args)
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert result.exit_code == 2 and "pip install pyarrow" in result.output
+    else:
+        assert result.exit_code == 0 and (tmp_path / "r" / "summary.parquet").is_file()
+
+
+def test_report_of_a_folder_of_runs(tmp_path):
+    write_run(tmp_path / "all" / "a", seeds({"swd": [1.0, 2.0]}))
+    write_run(tmp_path / "all" / "b", seeds({"swd": [1.0, 2.0]}, sde="ve"))
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "all"), "--no-save"])
+    assert result.exit_code == 0, result.output
+    assert "ring8 · vp" in result.output and "ring8 · ve" in result.output
+
+
+def test_report_rows_from_a_real_run(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "run",
+        "--model",
+        "ring8",
+        "--sdes",
+        "vp",
+        "--predictors",
+        "euler,reverse_diffusion",
+        "--correctors",
+        "none,langevin",
+        "--snr",
+        "0.1,0.2",
+        "--steps",
+        "25,40",
+        "--seeds",
+        "0-1",
+        "--samples",
+        "64",
+        "--batch-size",
+        "64",
+        "--save-samples",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "mean ± 95% CI over 2 seeds" in result.output  # bench run's short report
+    result = CliRunner().invoke(cli, ["report", str(out), "--metric", "swd"])
+    assert result.exit_code == 0, result.output
+    plots = {p.name for p in (out / "report" / "plots").glob("*.png")}
+    assert plots == {
+        "swd_vs_nfe_ring8.png",
+        "swd_vs_wall_clock_s_ring8.png",
+        "swd_vs_snr_ring8.png",
+        "samples_ring8_vp.png",
+    }
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["grid"]["snrs"] == [0.1, 0.2]
