@@ -17,7 +17,8 @@ DEFAULTS = {
 
 @click.command("run")
 @click.option("--model", default=DEFAULTS["model"], show_default=True, metavar="NAME[:ARG]",
-              help="Score model, e.g. ring8, gauss1d, gmm64, gmm:PATH.json.")
+              help="Score model: ring8, gauss1d, gmm64, gmm:PATH.json, digits-ve|vp|subvp, "
+                   "score:DIR (bench train output), diffusers:PATH_OR_ID.")
 @click.option("--sdes", type=CommaList(), default=DEFAULTS["sdes"], show_default=True,
               help="SDEs to sweep.")
 @click.option("--predictors", type=CommaList(), default=DEFAULTS["predictors"], show_default=True,
@@ -40,7 +41,11 @@ DEFAULTS = {
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Samples per sampling batch.")
 @click.option("--metrics", type=CommaList(), default=None,
-              help="Metrics, or none [default: the model's, e.g. swd,fd,logp,coverage for mixtures].")
+              help="Metrics, or none [default: the model's: swd,fd,logp,coverage for mixtures, "
+                   "fid,kid for image models].")
+@click.option("--fid-weights", default=None, metavar="PATH",
+              help="Inception weights file: FID/KID with the standard inception-v3-compat "
+                   "extractor instead of the digits classifier.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bf16", "fp16"]),
               default="float32", show_default=True,

@@ -68,7 +68,8 @@ KNOWN_DIRECTIONS: dict[str, Direction] = {
     "w2": "lower",
     "coverage_tv": "lower",
     "coverage_min": "higher",
-    "logp": "higher",
+    "logp": "info",  # over-concentrated samples score above logp_ref: gate logp_gap instead
+    "logp_gap": "lower",
     "precision": "higher",
     "recall": "higher",
     "isc": "higher",

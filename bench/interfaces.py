@@ -159,12 +159,15 @@ class Metric(abc.ABC):
     """A streaming metric: ``update(batch)`` per batch of data-space samples, then ``compute()``.
 
     ``compute`` returns named values; the runner adds ``<name>_n`` (the number of samples).
+    ``higher_is_better`` gives the direction of the column named like the metric;
+    ``column_directions`` may name others (``"lower"``, ``"higher"`` or ``"info"``: not gated).
     """
 
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = NoOptions
     higher_is_better: ClassVar[bool] = False
+    column_directions: ClassVar[dict[str, str]] = {}
 
     def __init__(self, model: ScoreModel, n: int, *, device: torch.device, options: Any = None):
         self.model = model

@@ -438,6 +438,10 @@ def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
     row["metrics"] = ",".join(cell.metrics)
     row["eps"] = options["sde"]["eps"]
     row["sde_options"] = _compact(options["sde"])
+    row["predictor_options"] = _compact(options["predictor"])
+    row["corrector_options"] = _compact(options["corrector"])
+    row["metric_options"] = "; ".join(
+        f"{m}: {_compact(v)}" for m, v in options["metrics"].items() if v)
     row["device"] = str(ctx.device)
     row["state_dtype"] = str(DTYPES[cell.dtype]).removeprefix("torch.")
     row["autocast"] = str(AUTOCAST[cell.dtype]).removeprefix("torch.") if cell.dtype in AUTOCAST else None

@@ -105,6 +105,11 @@ class Sweep:
         seeds = grid_mod.parse_seeds(kw["seeds"])
         device = resolve_device(kw["device"])
         options = OptionSet.parse(list(kw["options"]), registry)
+        if kw.get("fid_weights"):
+            for metric in ("fid", "kid"):
+                values = options.values.setdefault(("metrics", metric), {})
+                values.setdefault("extractor", "inception-v3-compat")
+                values.setdefault("weights", kw["fid_weights"])
         model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]])
         if kw.get("tf32") is not None:
             torch.backends.cuda.matmul.allow_tf32 = kw["tf32"]

@@ -79,11 +79,15 @@ class FrechetDataSpace(_ExactMetric):
 
 
 class MeanLogDensity(_ExactMetric):
-    """Mean log-density of the samples under p_0 (logp_ref: the same for exact samples)."""
+    """Mean log-density of the samples under p_0, beside exact samples' (logp_ref) and the gap.
+
+    Higher is not simply better: over-concentrated samples score above ``logp_ref``. The gated
+    value is ``logp_gap = |logp − logp_ref|``.
+    """
 
     name = "logp"
-    higher_is_better = True
     Options = _ReferenceOptions
+    column_directions = {"logp": "info", "logp_gap": "lower"}
 
     def __init__(self, model, n, *, device, options=None):
         super().__init__(model, n, device=device, options=options)
@@ -96,7 +100,8 @@ class MeanLogDensity(_ExactMetric):
 
     def compute(self) -> dict[str, float]:
         ref = float(self.model.log_prob(self.reference()).mean())
-        return {"logp": self.total / self.count, "logp_ref": ref}
+        logp = self.total / self.count
+        return {"logp": logp, "logp_ref": ref, "logp_gap": abs(logp - ref)}
 
 
 class ModeCoverage(_ExactMetric):
@@ -109,6 +114,7 @@ class ModeCoverage(_ExactMetric):
 
     name = "coverage"
     Options = _ReferenceOptions
+    column_directions = {"coverage_tv": "lower", "coverage_min": "higher"}
 
     @classmethod
     def supports(cls, model: ScoreModel) -> None:

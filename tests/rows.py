@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-METRICS = "swd,logp"
+METRICS = "swd,coverage"
 
 
 def row(
@@ -19,7 +19,7 @@ def row(
     sde: str = "vp",
     status: str = "ok",
     swd: float | None = 0.1,
-    logp: float | None = -1.0,
+    coverage_min: float | None = -1.0,
     nfe: float | None = None,
     wall: float = 0.01,
     **extra: Any,
@@ -67,9 +67,9 @@ def row(
                 "s_per_nfe": wall / calls,
                 "swd": swd,
                 "swd_n": 100,
-                "logp": logp,
-                "logp_ref": -1.5,
-                "logp_n": 100,
+                "coverage_min": coverage_min,
+                "coverage_tv_ref": -1.5,
+                "coverage_n": 100,
             }
         )
     out.update({k: v for k, v in extra.items() if k not in cfg})

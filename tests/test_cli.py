@@ -83,7 +83,7 @@ def test_default_style_sweep_writes_rows_and_metadata(tmp_path):
     assert (ok["swd_n"] == 64).all() and (ok["threads"] == 1).all()
     meta = json.loads((out / "run.json").read_text())
     assert meta["machine"]["torch"] and meta["plugins"][0]["source"] == "builtin"
-    assert "predictor" in result.stdout and "unsupported" in result.stdout
+    assert "sampler" in result.stdout and "unsupported" in result.stdout
 
 
 def test_aliases_map_to_canonical_names(tmp_path):

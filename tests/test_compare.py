@@ -39,7 +39,7 @@ def verdicts(result, metric="swd"):
     return list(table.loc[table["metric"] == metric, "verdict"])
 
 
-BASE = {"swd": [0.10, 0.11, 0.12], "logp": [-1.0, -1.1, -1.2]}
+BASE = {"swd": [0.10, 0.11, 0.12], "coverage_min": [-1.0, -1.1, -1.2]}
 
 
 def with_swd(values):
@@ -110,7 +110,7 @@ def test_identical_runs_pass():
     result = run(rows, rows)
     assert not result.failed and result.matched == 2
     assert set(result.table["verdict"]) == {"same"}
-    assert result.metrics == ["swd", "logp", "nfe"]
+    assert result.metrics == ["swd", "coverage_min", "nfe"]
 
 
 def test_regression_beyond_tolerance_and_noise_fails():
@@ -119,7 +119,7 @@ def test_regression_beyond_tolerance_and_noise_fails():
     r = result.regressions.iloc[0]
     assert r["change"] == pytest.approx(0.1) and r["noise"] == pytest.approx(0, abs=1e-12)
     assert r["allowed"] == pytest.approx(0.0055)
-    assert verdicts(result, "logp") == ["same"]
+    assert verdicts(result, "coverage_min") == ["same"]
 
 
 def test_change_inside_the_noise_passes_even_without_tolerance():
@@ -143,10 +143,10 @@ def test_change_beyond_noise_but_within_tolerance_passes():
 
 
 def test_direction_higher_is_better():
-    worse = run(seeds(BASE), seeds({**BASE, "logp": [-2.0, -2.1, -2.2]}))
-    assert verdicts(worse, "logp") == ["regression"]
-    better = run(seeds(BASE), seeds({**BASE, "logp": [-0.5, -0.6, -0.7]}))
-    assert verdicts(better, "logp") == ["improved"] and not better.failed
+    worse = run(seeds(BASE), seeds({**BASE, "coverage_min": [-2.0, -2.1, -2.2]}))
+    assert verdicts(worse, "coverage_min") == ["regression"]
+    better = run(seeds(BASE), seeds({**BASE, "coverage_min": [-0.5, -0.6, -0.7]}))
+    assert verdicts(better, "coverage_min") == ["improved"] and not better.failed
 
 
 def test_missing_and_new_groups_are_listed():
@@ -211,11 +211,11 @@ def test_pyproject_table_and_precedence(tmp_path):
     table = read_pyproject(path)
     s = settings_from(table)
     assert s.metrics == ["swd"] and s.confidence == 0.9
-    assert s.tolerance("swd") == Tolerance(0, 0.5) and s.tolerance("logp") == Tolerance(0.05)
-    s = settings_from(table, max_regression=["swd=1%"], metrics=["swd", "logp"])
-    assert s.tolerance("swd") == Tolerance(0.01) and s.metrics == ["swd", "logp"]
+    assert s.tolerance("swd") == Tolerance(0, 0.5) and s.tolerance("coverage_min") == Tolerance(0.05)
+    s = settings_from(table, max_regression=["swd=1%"], metrics=["swd", "coverage_min"])
+    assert s.tolerance("swd") == Tolerance(0.01) and s.metrics == ["swd", "coverage_min"]
     s = settings_from(table, max_regression=["10%"])  # a bare CLI value replaces the file's
-    assert s.tolerance("swd") == Tolerance(0.10) and s.tolerance("logp") == Tolerance(0.10)
+    assert s.tolerance("swd") == Tolerance(0.10) and s.tolerance("coverage_min") == Tolerance(0.10)
 
 
 def test_pyproject_unknown_key_is_an_error():

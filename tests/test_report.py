@@ -46,14 +46,14 @@ def test_welch_halfwidth_matches_hand_computation():
 
 
 def test_summarize_mean_and_ci_over_seeds():
-    frame = to_frame(seeds({"swd": [1.0, 2.0, 3.0], "logp": [-1.0, -1.0, -1.0]}))
-    summary = summarize(frame, ["swd", "logp", "nfe"])
+    frame = to_frame(seeds({"swd": [1.0, 2.0, 3.0], "coverage_min": [-1.0, -1.0, -1.0]}))
+    summary = summarize(frame, ["swd", "coverage_min", "nfe"])
     assert len(summary) == 1
     s = summary.iloc[0]
     assert (s["seeds"], s["n_ok"], s["status"]) == (3, 3, "ok")
     assert s["swd"] == pytest.approx(2.0)
     assert s["swd_ci"] == pytest.approx(T_975_2 / math.sqrt(3))
-    assert s["logp_ci"] == 0.0
+    assert s["coverage_min_ci"] == 0.0
     assert s["nfe"] == 10
 
 
@@ -81,21 +81,21 @@ def test_groups_match_json_and_csv_rows(tmp_path):
 
 
 def test_paired_differences_by_seed():
-    rows = seeds({"swd": [0.1, 0.2, 0.3], "logp": [-1.2, -1.25, -1.3]}) + seeds(
-        {"swd": [0.6, 0.7, 0.9], "logp": [-1.0, -1.0, -1.0]}, predictor="reverse_diffusion"
+    rows = seeds({"swd": [0.1, 0.2, 0.3], "coverage_min": [-1.2, -1.25, -1.3]}) + seeds(
+        {"swd": [0.6, 0.7, 0.9], "coverage_min": [-1.0, -1.0, -1.0]}, predictor="reverse_diffusion"
     )
     paired = paired_differences(
-        to_frame(rows), "euler_maruyama+none", ["swd", "logp"], directions=Directions()
+        to_frame(rows), "euler_maruyama+none", ["swd", "coverage_min"], directions=Directions()
     )
     swd = one(paired, metric="swd")
     assert swd["sampler"] == "reverse_diffusion+none" and swd["pairs"] == 3
     assert swd["diff"] == pytest.approx(0.5333333)
     assert swd["diff_ci"] == pytest.approx(T_975_2 * 0.0577350 / math.sqrt(3), rel=1e-5)
     assert swd["verdict"] == "worse"  # lower is better
-    logp = one(paired, metric="logp")
-    assert logp["diff"] == pytest.approx(0.25)
-    assert logp["diff_ci"] == pytest.approx(T_975_2 * 0.05 / math.sqrt(3))
-    assert logp["verdict"] == "better"  # higher is better
+    coverage_min = one(paired, metric="coverage_min")
+    assert coverage_min["diff"] == pytest.approx(0.25)
+    assert coverage_min["diff_ci"] == pytest.approx(T_975_2 * 0.05 / math.sqrt(3))
+    assert coverage_min["verdict"] == "better"  # higher is better
 
 
 def test_paired_differences_need_the_same_seed_and_context():
@@ -115,16 +115,17 @@ def test_paired_identical_values_are_same():
 
 # -- columns and directions -----------------------------------------------------------------------
 def test_metric_columns_skip_counts_and_text():
-    frame = to_frame([row(metrics="swd,logp,fid", fid=3.0, fid_n=100, fid_extractor="digits")])
-    assert metric_columns(frame) == ["swd", "logp", "logp_ref", "fid"]
-    assert metric_columns(frame, include_info=False) == ["swd", "logp", "fid"]
+    frame = to_frame([row(metrics="swd,coverage,fid", fid=3.0, fid_n=100, fid_extractor="digits")])
+    assert metric_columns(frame) == ["swd", "coverage_min", "coverage_tv_ref", "fid"]
+    assert metric_columns(frame, include_info=False) == ["swd", "coverage_min", "fid"]
 
 
 def test_directions_fallbacks_and_registry(registry):
-    assert direction("logp") == "higher" and direction("coverage_min") == "higher"
+    assert direction("logp") == "info" and direction("logp_gap") == "lower"
+    assert direction("coverage_min") == "higher"
     assert direction("swd") == "lower" and direction("something_new") == "lower"
-    assert direction("logp_ref") == "info" and direction("kid_std") == "info"
-    assert direction("logp", registry) == "higher"
+    assert direction("coverage_tv_ref") == "info" and direction("kid_std") == "info"
+    assert direction("logp", registry) == "info" and direction("coverage_min", registry) == "higher"
 
     class Sharpness:
         name, higher_is_better = "sharp", True
