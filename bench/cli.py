@@ -117,5 +117,7 @@ def list_command(session: Session, kind: str, as_json: bool) -> None:
 
 
 from bench.cli_run import run_command  # noqa: E402  (registers `bench run`)
+from bench.cli_train import train_command  # noqa: E402  (registers `bench train`)
 
 cli.add_command(run_command)
+cli.add_command(train_command)
