@@ -20,9 +20,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -76,7 +77,7 @@ class TrainState:
     elapsed_s: float = 0.0
 
 
-# -- data and the objective -------------------------------------------------------------------------
+# -- data and the objective ------------------------------------------------------------------------
 def training_data(dataset: Dataset, p: trained.Parameterisation) -> tuple[Tensor, str]:
     """The train split (or ``all``) scaled to the sampler's space, and the split's name."""
     split = "train" if "train" in dataset.splits else "all"
@@ -114,7 +115,7 @@ def dsm_loss(net: nn.Module, sde: SDE, p: trained.Parameterisation, x0: Tensor, 
     return (scaled + z).square().sum(dim=(1, 2, 3)).mean()
 
 
-# -- one optimisation step --------------------------------------------------------------------------
+# -- one optimisation step -------------------------------------------------------------------------
 def ema_decay(rate: float, updates: int) -> float:
     """score_sde's EMA decay min(rate, (1 + n)/(10 + n)), so early averages are not all init."""
     return min(rate, (1 + updates) / (10 + updates))
@@ -122,7 +123,7 @@ def ema_decay(rate: float, updates: int) -> float:
 
 @torch.no_grad()
 def update_ema(ema_net: nn.Module, net: nn.Module, decay: float) -> None:
-    for e, w in zip(ema_net.parameters(), net.parameters()):
+    for e, w in zip(ema_net.parameters(), net.parameters(), strict=True):
         e.mul_(decay).add_(w, alpha=1 - decay)
 
 
@@ -155,7 +156,7 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-# -- building and checkpointing ---------------------------------------------------------------------
+# -- building and checkpointing --------------------------------------------------------------------
 def new_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     """A fresh network (initialised from the seed alone), its EMA copy and Adam."""
     with torch.random.fork_rng(devices=[]):
@@ -245,7 +246,7 @@ def _read(path: Path, device: torch.device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in tensors.items()}
 
 
-# -- the model folder ---------------------------------------------------------------------------------
+# -- the model folder ------------------------------------------------------------------------------
 def metadata(state: TrainState, cfg: TrainConfig, p: trained.Parameterisation, dataset: Dataset,
              split: str, extra: dict[str, Any]) -> dict[str, Any]:
     """The metadata.json of a model folder (read back by :mod:`bench_plugins...trained`)."""
@@ -283,7 +284,7 @@ def save_model_folder(state: TrainState, meta: dict[str, Any], out: Path) -> Non
     write_json(meta, out / trained.METADATA_FILE)
 
 
-# -- the loop -------------------------------------------------------------------------------------------
+# -- the loop --------------------------------------------------------------------------------------
 @dataclass
 class Trainer:
     """A training run: config, SDE, dataset, device and where to write."""

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
-import warnings
-
+from bench_plugins.datasets import Digits
 from scipy import linalg
 from sklearn.neural_network import MLPClassifier
-
-from bench_plugins.datasets import Digits
 
 
 def grid_png(images: np.ndarray, path: Path, title: str) -> None:

@@ -170,7 +170,8 @@ def test_truncated_weights(registry, copy_of_vp, cut):
 
 
 def test_garbage_weights(registry, copy_of_vp):
-    (copy_of_vp / "model.safetensors").write_bytes(b"\x80\x04K\x01." * 50)  # a pickle, not safetensors
+    pickled = b"\x80\x04K\x01." * 50  # a pickle stream, not safetensors
+    (copy_of_vp / "model.safetensors").write_bytes(pickled)
     with pytest.raises(BenchError, match="not a readable safetensors file"):
         load(registry, "score", str(copy_of_vp))
 

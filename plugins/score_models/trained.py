@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_plugins.score_models.unet import UNet, UNetConfig
 from torch import Tensor
 
 from bench.errors import BenchError, Unsupported
 from bench.interfaces import ScoreModel
 from bench.sde import SDE, ScoreFn
-from bench_plugins.score_models.unet import UNet, UNetConfig
 
 FORMAT = "sde-bench/score-model/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -33,7 +33,7 @@ METADATA_FILE = "metadata.json"
 IMAGE_METRICS = ("fid", "kid")
 
 
-# -- parameterisation: network output ↔ score ---------------------------------------------------
+# -- parameterisation: network output ↔ score ------------------------------------------------------
 @dataclass(frozen=True)
 class Parameterisation:
     """How the network is conditioned and what its output means (score_sde.md §2.6).
@@ -84,7 +84,7 @@ def architecture_from_dict(data: dict[str, Any], source: str = "architecture") -
     return UNetConfig.from_dict(data, source)
 
 
-# -- metadata -------------------------------------------------------------------------------------
+# -- metadata --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metadata:
     """The validated ``metadata.json`` of a model folder (the raw dict is kept for describe)."""
@@ -112,7 +112,8 @@ class Metadata:
             shape = tuple(int(s) for s in data["shape"])
             p = Parameterisation(**raw["parameterisation"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BenchError(f"{source}: malformed metadata ({type(exc).__name__}: {exc})") from None
+            raise BenchError(f"{source}: malformed metadata "
+                             f"({type(exc).__name__}: {exc})") from None
         if p != PARAMETERISATIONS.get(name):
             raise BenchError(f"{source}: unsupported SDE/parameterisation {name!r} {p}")
         architecture = UNetConfig.from_dict(raw.get("architecture"), source)
@@ -146,7 +147,7 @@ def read_weights(data: bytes, source: str) -> dict[str, Tensor]:
 
 
 def build_network(meta: Metadata, weights: dict[str, Tensor], source: str) -> UNet:
-    """The UNet of ``meta`` with ``weights`` loaded strictly (missing/extra/misshapen: BenchError)."""
+    """The UNet of ``meta`` with ``weights`` loaded strictly (a misfit is a BenchError)."""
     net = UNet(meta.architecture)
     expected = net.state_dict()
     missing = sorted(set(expected) - set(weights))
@@ -161,7 +162,7 @@ def build_network(meta: Metadata, weights: dict[str, Tensor], source: str) -> UN
     return net.eval().requires_grad_(False)
 
 
-# -- the score model ------------------------------------------------------------------------------
+# -- the score model -------------------------------------------------------------------------------
 class TrainedScoreModel(ScoreModel):
     """A score network trained by bench train: --model score:PATH (a folder)."""
 
@@ -199,8 +200,9 @@ class TrainedScoreModel(ScoreModel):
         for key, trained in self.meta.sde_options.items():
             value = getattr(sde, key, None)
             if value is None or not math.isclose(value, trained, rel_tol=1e-9):
-                raise Unsupported(f"model {self.spec!r} was trained with {sde.name}.{key}={trained:g},"
-                                  f" not {value}; run with -o {sde.name}.{key}={trained:g}")
+                raise Unsupported(f"model {self.spec!r} was trained with "
+                                  f"{sde.name}.{key}={trained:g}, not {value}; "
+                                  f"run with -o {sde.name}.{key}={trained:g}")
 
     def score_fn(self, sde: SDE) -> ScoreFn:
         """s(x, t): VE f(x, log σ)/σ; VP and sub-VP −ε̂(x, t)/std(t) (score_sde.md §2.6)."""
@@ -242,7 +244,8 @@ def _preset(name: str, summary: str) -> type[TrainedScoreModel]:
 
 
 DigitsVE = _preset("digits-ve", "Conv UNet score model for 8×8 digits, VE SDE (σ 0.01–5), shipped.")
-DigitsVP = _preset("digits-vp", "Conv UNet noise predictor for 8×8 digits, VP SDE (β 0.1–20), shipped.")
+DigitsVP = _preset("digits-vp",
+                   "Conv UNet noise predictor for 8×8 digits, VP SDE (β 0.1–20), shipped.")
 DigitsSubVP = _preset("digits-subvp",
                       "Conv UNet noise predictor for 8×8 digits, sub-VP SDE (β 0.1–20), shipped.")
 
