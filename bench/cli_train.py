@@ -73,10 +73,23 @@ def train_command(session: Any, **kw: Any) -> None:
     out = Path(kw["out"] or f"models/{dataset.spec.partition(':')[0]}-{sde_cls.name}")
     check_out(out, kw["resume"])
     progress = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
-    command = shlex.join(["bench", *sys.argv[1:]]) if sys.argv[0].endswith("bench") else \
-        shlex.join(sys.argv)
+    command = canonical_command(kw, cfg, out)
     Trainer(cfg, sde, dataset, out, device, command, progress).run(resume=kw["resume"])
     click.echo(f"model: {out}  (use --model score:{out})")
+
+
+def canonical_command(kw: dict[str, Any], cfg: Any, out: Path) -> str:
+    """The command that reproduces this run from scratch, every setting explicit.
+
+    Run with the same --threads on CPU, it gives bit-identical weights (resuming included).
+    """
+    args = ["bench", "train", "--dataset", cfg.dataset, "--sde", cfg.sde]
+    for k, v in cfg.sde_options.items():
+        args += ["-o", f"{cfg.sde}.{k}={v!r}"]
+    for flag in ("steps", "batch_size", "lr", "warmup", "grad_clip", "ema", "seed",
+                 "checkpoint_every", "device", "threads"):
+        args += ["--" + flag.replace("_", "-"), str(kw[flag])]
+    return shlex.join([*args, "--out", str(out)])
 
 
 def load_dataset(registry: Any, spec: str) -> Any:

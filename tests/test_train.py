@@ -33,7 +33,8 @@ def test_smoke_run_writes_a_loadable_model(vp_folder, registry):
     assert meta["steps"] == 4 and meta["seed"] == 0 and meta["ema_rate"] == 0.999
     assert meta["sde"] == {"name": "vp", "options": {"beta_min": 0.1, "beta_max": 20.0}}
     assert meta["data"]["content_hash"] and meta["data"]["split"] == "train"
-    assert meta["command"].startswith("bench train") or "train" in meta["command"]
+    assert meta["command"].startswith("bench train --dataset digits --sde vp -o vp.beta_min=0.1 ")
+    assert "--steps 4 --batch-size 16 " in meta["command"] and "--threads 1" in meta["command"]
     assert torch.isfinite(torch.tensor(meta["final_loss"]))
     model = registry.get("score-models", "score").obj.load(
         str(vp_folder), device=torch.device("cpu"), dtype=torch.float32)

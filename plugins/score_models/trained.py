@@ -226,7 +226,7 @@ class TrainedScoreModel(ScoreModel):
         raw = self.meta.raw
         return {**super().describe(), "sde_options": self.meta.sde_options,
                 "dataset": self.dataset, "dataset_hash": raw["data"].get("content_hash"),
-                "training": raw.get("training", {})}
+                **{k: raw.get(k) for k in ("steps", "final_loss", "ema_rate", "seed", "command")}}
 
 
 def _preset(name: str, summary: str) -> type[TrainedScoreModel]:
