@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -103,3 +104,29 @@ def test_resume_with_other_settings_is_refused(vp_folder):
     result = CliRunner().invoke(
         cli, ["train", "--out", str(vp_folder), *TINY, "--sde", "vp", "--resume", "--lr", "0.01"])
     assert result.exit_code == 2 and "other settings" in result.output
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
+def test_dsm_loss_by_hand(sde_name, registry):
+    """Eq. 7 with λ = std²: ‖f + z‖² (VE, f conditioned on log σ), ‖−ε̂ + z‖² (VP, sub-VP)."""
+    from bench.train import default_architecture, dsm_loss
+    from bench_plugins.score_models.trained import PARAMETERISATIONS, architecture_from_dict
+    from bench_plugins.score_models.unet import UNet
+
+    p = PARAMETERISATIONS[sde_name]
+    cls = registry.get("sdes", sde_name).obj
+    sde = cls(1, cls.Options(sigma_max=5.0) if sde_name == "ve" else None)
+    torch.manual_seed(0)
+    net = UNet(architecture_from_dict(default_architecture(1, p.centered)))
+    gen = torch.Generator().manual_seed(1)
+    x0, z = torch.rand(3, 1, 8, 8, generator=gen), torch.randn(3, 1, 8, 8, generator=gen)
+    t = torch.tensor([1e-5, 0.4, 1.0], dtype=torch.float64)
+    expected = []
+    for i, ti in enumerate(t.tolist()):
+        a, std = sde.marginal_coef(ti)
+        x_t = a * x0[i: i + 1] + std * z[i: i + 1]
+        label = math.log(std) if sde_name == "ve" else ti
+        f = net(x_t, torch.tensor([label], dtype=torch.float32))
+        expected.append(((f if sde_name == "ve" else -f) + z[i: i + 1]).square().sum())
+    got = dsm_loss(net, sde, p, x0, t, z)
+    torch.testing.assert_close(got, torch.stack(expected).mean(), rtol=1e-5, atol=1e-5)
