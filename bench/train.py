@@ -172,6 +172,7 @@ def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.chmod(tmp, 0o644)  # safetensors creates 0600 files; shipped weights must be world-readable
     os.replace(tmp, path)
 
 
