@@ -37,7 +37,7 @@ def grid_png(images: np.ndarray, path: Path, title: str) -> None:
     for k, img in enumerate(images):
         r, c = divmod(k, 8)
         tiles[1 + r * 9: 9 + r * 9, 1 + c * 9: 9 + c * 9] = img
-    fig, ax = plt.subplots(figsize=(4, 4.3), dpi=100)
+    fig, ax = plt.subplots(figsize=(6, 6.4), dpi=100)
     ax.imshow(tiles, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=8)
     ax.axis("off")
@@ -76,6 +76,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     floor = frechet(hidden(clf, xtr[rng.choice(len(xtr), 512, replace=False)]), hidden(clf, xte))
     print(f"feature FD: 512 real train vs 360 test = {floor:.2f} (floor)")
+    d_test = np.sqrt(((xte[:, None, :] - xtr[None]) ** 2).sum(-1)).min(1)
+    print(f"real test images: median nearest-train L2 distance {np.median(d_test):.2f}")
     for run in args.runs:
         rows = {r["cell_id"]: r for r in csv.DictReader(open(run / "results.csv"))}
         for npz in sorted((run / "samples").glob("*.npz")):
