@@ -140,7 +140,8 @@ def build_config(sde_cls: type, dataset: Any, kw: dict[str, Any]) -> Any:
             and "sigma_max" not in values:
         values["sigma_max"] = float(math.ceil(max_pairwise_distance(data)))
         click.echo(f"sigma_max = {values['sigma_max']:g} (max pairwise distance of the training "
-                   f"data, rounded up; set -o {sde_cls.name}.sigma_max=... to override)", err=True)
+                   f"data{' (sampled)' if len(data) > 2000 else ''}, rounded up; "
+                   f"set -o {sde_cls.name}.sigma_max=... to override)", err=True)
     resolved = dataclasses.asdict(sde_options(sde_cls, values))
     resolved.pop("eps", None)
     return TrainConfig(

@@ -88,10 +88,17 @@ def training_data(dataset: Dataset, p: trained.Parameterisation) -> tuple[Tensor
     return (2 * x - 1 if p.centered else x), split
 
 
-def max_pairwise_distance(x: Tensor) -> float:
-    """Largest L2 distance between two training points (NCSNv2 Technique 1 for σ_max)."""
+def max_pairwise_distance(x: Tensor, limit: int = 2000) -> float:
+    """Largest L2 distance between two training points (NCSNv2 Technique 1 for σ_max).
+
+    Beyond ``limit`` points the maximum is taken over a fixed random subset (a lower bound),
+    in chunks, so large datasets cost seconds rather than an N×N matrix.
+    """
     flat = x.reshape(x.shape[0], -1).to(torch.float64)
-    return float(torch.cdist(flat, flat).max())
+    if flat.shape[0] > limit:
+        keep = torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(0))[:limit]
+        flat = flat[keep]
+    return max(float(torch.cdist(chunk, flat).max()) for chunk in flat.split(256))
 
 
 def draw_batch(data: Tensor, batch_size: int, seed: int, step: int,
