@@ -125,7 +125,8 @@ from bench.cli_fidelity import (  # noqa: E402
 from bench.cli_profile import profile_command  # noqa: E402
 from bench.cli_report import compare_command, report_command  # noqa: E402
 from bench.cli_run import run_command  # noqa: E402
+from bench.cli_train import train_command  # noqa: E402
 
-for command in (run_command, report_command, compare_command, profile_command,
+for command in (run_command, report_command, compare_command, train_command, profile_command,
                 train_classifier_command, fid_floor_command, fid_weights_command):
     cli.add_command(command)

@@ -11,6 +11,7 @@ import torch
 
 import bench
 from bench import profile
+from bench.options import apply_sde_defaults
 from bench.runner import DTYPES, OptionSet, machine_info, resolve_device, resolve_threads
 from bench.store import RunStore
 from bench.sweep import canonical, load_model, say
@@ -27,8 +28,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
     (predictor,) = canonical(registry, "predictors", (kw["predictor"],))
     (corrector,) = canonical(registry, "correctors", (kw["corrector"],))
     options = OptionSet.parse(list(kw["options"]), registry)
-    for key, value in model.sde_defaults.get(sde_name, {}).items():
-        options.values.setdefault(("sdes", sde_name), {}).setdefault(key, value)
+    apply_sde_defaults(options.values, model.sde_defaults, (sde_name,))
     sde_entry = registry.get("sdes", sde_name)
     sde = sde_entry.obj(kw["steps"], options.build("sdes", sde_name, sde_entry.obj))
     model.check_sde(sde)

@@ -19,8 +19,9 @@ DEFAULTS = {
 @click.option("--model", default=DEFAULTS["model"], show_default=True, metavar="NAME[:ARG]",
               help="Score model: ring8, gauss1d, gmm64, gmm:PATH.json, digits-ve|vp|subvp, "
                    "score:DIR (bench train output), diffusers:PATH_OR_ID.")
-@click.option("--sdes", type=CommaList(), default=DEFAULTS["sdes"], show_default=True,
-              help="SDEs to sweep.")
+@click.option("--sdes", type=CommaList(), default=None,
+              help=f"SDEs to sweep [default: the model's own SDE if it was trained for one, "
+                   f"else {DEFAULTS['sdes']}].")
 @click.option("--predictors", type=CommaList(), default=DEFAULTS["predictors"], show_default=True,
               help="Predictors to sweep (aliases allowed: euler, ancestral).")
 @click.option("--correctors", type=CommaList(), default=DEFAULTS["correctors"], show_default=True,

@@ -109,7 +109,12 @@ class ScoreModel(abc.ABC):
     dataset: str | None = None
     """Spec of the dataset the model was trained on (the default FID/KID reference), if any."""
     sde_defaults: dict[str, dict[str, Any]] = {}
-    """SDE option defaults the model needs, e.g. ``{"ve": {"sigma_max": 5.0}}`` (``-o`` wins)."""
+    """SDE option defaults the model needs, by SDE name (e.g. ``{"ve": {"sigma_max": 5.0}}``).
+
+    ``bench run`` applies them below the user's ``-o`` options, so a model trained with
+    non-default hyperparameters runs out of the box. Treat as read-only; instances that need
+    their own values assign a new dict.
+    """
     data_shape: tuple[int, ...]
     spec: str
 

@@ -51,3 +51,15 @@ def build(options_cls: type, values: dict[str, Any], owner: str) -> Any:
         return options_cls(**values)
     except (TypeError, ValueError) as exc:
         raise BenchError(f"{owner}: {exc}") from None
+
+
+def apply_sde_defaults(values: dict[tuple[str, str], dict[str, Any]],
+                       sde_defaults: dict[str, dict[str, Any]], sdes: tuple[str, ...]) -> None:
+    """Fill in a model's SDE option defaults (``ScoreModel.sde_defaults``) below the user's own.
+
+    ``values`` maps ``("sdes", name)`` to the user's ``-o`` values (``OptionSet.values``); it is
+    updated in place. A value the user set always wins; SDEs not in ``sdes`` are left alone.
+    """
+    for sde in sdes:
+        for key, value in sde_defaults.get(sde, {}).items():
+            values.setdefault(("sdes", sde), {}).setdefault(key, value)

@@ -263,9 +263,9 @@ class Components:
         """The component classes; raises :class:`Unsupported` for pairings that cannot run."""
         predictor = self.entry("predictors", cell.predictor).obj
         corrector = self.entry("correctors", cell.corrector).obj
+        self.ctx.model.check_sde(sde)  # the most fundamental reason first
         predictor.supports(sde, cell.probability_flow)
         corrector.supports(sde)
-        self.ctx.model.check_sde(sde)
         metrics = [self.entry("metrics", m).obj for m in cell.metrics]
         for metric in metrics:
             metric.supports(self.ctx.model)

@@ -20,6 +20,7 @@ import torch
 
 import bench
 from bench import grid as grid_mod
+from bench import options as opts
 from bench.errors import BenchError, Unsupported
 from bench.grid import Cell, GridSpec
 from bench.interfaces import ScoreModel
@@ -52,6 +53,11 @@ def load_model(registry: Registry, spec: str, device: torch.device, dtype: torch
     name, _, arg = spec.partition(":")
     entry = registry.get("score-models", name)
     return entry.obj.load(arg or None, device=device, dtype=dtype)
+
+
+def default_sdes(model: ScoreModel) -> tuple[str, ...]:
+    """The model's own SDE if it was trained for one, else every paper SDE."""
+    return (model.trained_for,) if model.trained_for else ("ve", "vp", "subvp")
 
 
 def canonical(registry: Registry, kind: str, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -99,7 +105,6 @@ class Sweep:
         if kw.get("resume"):
             kw = resume_options(kw, set(given))
         registry = session.registry
-        sdes = canonical(registry, "sdes", kw["sdes"])
         predictors = canonical(registry, "predictors", kw["predictors"])
         correctors = canonical(registry, "correctors", kw["correctors"])
         seeds = grid_mod.parse_seeds(kw["seeds"])
@@ -111,6 +116,7 @@ class Sweep:
                 values.setdefault("extractor", "inception-v3-compat")
                 values.setdefault("weights", kw["fid_weights"])
         model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]])
+        sdes = canonical(registry, "sdes", kw["sdes"] or default_sdes(model))
         if kw.get("tf32") is not None:
             torch.backends.cuda.matmul.allow_tf32 = kw["tf32"]
             torch.backends.cudnn.allow_tf32 = kw["tf32"]
@@ -119,12 +125,9 @@ class Sweep:
         warning = guard_cpu_autocast(kw["dtype"], device)
         if warning:
             say(warning)
-        for sde in sdes:
-            defaults = {**model.sde_defaults.get(sde, {})}
-            if kw["eps"] is not None:
-                defaults["eps"] = kw["eps"]
-            for key, value in defaults.items():
-                options.values.setdefault(("sdes", sde), {}).setdefault(key, value)
+        if kw["eps"] is not None:
+            opts.apply_sde_defaults(options.values, {sde: {"eps": kw["eps"]} for sde in sdes}, sdes)
+        opts.apply_sde_defaults(options.values, model.sde_defaults, sdes)
         requested = kw["metrics"] or model.default_metrics
         metrics = () if tuple(requested) == ("none",) else canonical(registry, "metrics", requested)
         pf = {"off": (False,), "on": (True,), "both": (False, True)}[kw["probability_flow"]]

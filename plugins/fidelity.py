@@ -137,6 +137,7 @@ class KID(_ImageMetric):
 
     name = "kid"
     Options = KIDOptions
+    column_directions = {"kid_subset_size": "info", "kid_subsets": "info"}
 
     def __init__(self, model, n, *, device, options=None):
         super().__init__(model, n, device=device, options=options)
@@ -175,6 +176,7 @@ class InceptionScore(_ImageMetric):
     name = "isc"
     Options = ISCOptions
     higher_is_better = True
+    column_directions = {"isc_splits": "info"}
     with_reference = False
 
     @classmethod

@@ -205,6 +205,10 @@ class DiffusersUNet(ScoreModel):
 
         return score
 
+    def compile(self, mode: str) -> None:
+        """``torch.compile`` the UNet (``reduce-overhead`` captures CUDA graphs)."""
+        self.unet = torch.compile(self.unet, mode=None if mode == "default" else mode)
+
     # -- data space ------------------------------------------------------------------------
     def to_data(self, x: Tensor) -> Tensor:
         """Images in [0, 1] (unclipped): (x + 1)/2 for DDPM's [−1, 1], x for VE's [0, 1]."""

@@ -1,0 +1,230 @@
+"""Trained score models: shipped weights, score conventions (§2.6), SDE checks, load errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pickle
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench.cli import cli
+from bench.errors import BenchError, Unsupported
+
+SHIPPED = ("digits-ve", "digits-vp", "digits-subvp")
+CPU = torch.device("cpu")
+
+
+def load(registry, name: str, arg: str | None = None):
+    return registry.get("score-models", name).obj.load(arg, device=CPU, dtype=torch.float32)
+
+
+def shipped_folder(name: str) -> Path:
+    return Path(str(resources.files("bench_plugins") / "weights" / name))
+
+
+@pytest.fixture
+def no_pickle(monkeypatch):
+    """Any attempt to unpickle fails the test."""
+    def boom(*args, **kwargs):
+        raise AssertionError("unpickling attempted")
+
+    for obj, attr in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
+                      (torch, "load")):
+        monkeypatch.setattr(obj, attr, boom)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_load_without_pickle(name, registry, no_pickle):
+    folder = shipped_folder(name)
+    assert (folder / "model.safetensors").stat().st_size < 5_000_000
+    model = load(registry, name)
+    sde_name = name.split("-")[1]
+    assert model.trained_for == sde_name and model.dataset == "digits"
+    assert model.data_shape == (1, 8, 8) and model.default_metrics == ("fid", "kid")
+    sde = registry.get("sdes", sde_name).obj(10, registry.get("sdes", sde_name).obj.Options(
+        **model.sde_defaults[sde_name]))
+    model.check_sde(sde)
+    x = torch.randn(3, 1, 8, 8)
+    s = model.score_fn(sde)(x, 0.5)
+    assert s.shape == x.shape and bool(torch.isfinite(s).all())
+
+
+def test_shipped_metadata_records_the_run(registry):
+    for name in SHIPPED:
+        meta = json.loads((shipped_folder(name) / "metadata.json").read_text())
+        for key in ("sde", "data", "architecture", "steps", "final_loss", "ema_rate", "seed",
+                    "command"):
+            assert key in meta, (name, key)
+        assert meta["data"]["content_hash"] == _digits_train_hash(registry)
+
+
+def _digits_train_hash(registry) -> str:
+    return registry.get("datasets", "digits").obj.load(None).content_hash("train")
+
+
+def by_hand(model, sde, x, t):
+    """±f(x, τ)/std(t) written out from score_sde.md §2.6."""
+    a_unused, std = sde.marginal_coef(t)
+    net = model.net
+    if sde.name == "ve":
+        sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
+        assert math.isclose(sigma, std)
+        return net(x, torch.full((x.shape[0],), math.log(sigma))) / sigma
+    L = -0.25 * t**2 * (sde.beta_max - sde.beta_min) - 0.5 * t * sde.beta_min
+    std_by_hand = math.sqrt(1 - math.exp(2 * L)) if sde.name == "vp" else 1 - math.exp(2 * L)
+    assert math.isclose(std, std_by_hand, rel_tol=1e-12)
+    return -net(x, torch.full((x.shape[0],), t)) / std_by_hand
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("t", [1e-3, 0.3, 1.0])
+def test_score_follows_the_conventions(name, t, registry):
+    model = load(registry, name)
+    sde_name = name.split("-")[1]
+    cls = registry.get("sdes", sde_name).obj
+    sde = cls(10, cls.Options(**model.sde_defaults[sde_name]))
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = by_hand(model, sde, x, t)
+    torch.testing.assert_close(model.score_fn(sde)(x, t), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_to_data_maps_to_unit_interval(registry):
+    x = torch.tensor([-1.0, 0.0, 1.0])
+    assert torch.equal(load(registry, "digits-vp").to_data(x), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.equal(load(registry, "digits-subvp").to_data(x), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.equal(load(registry, "digits-ve").to_data(x), x)
+
+
+def test_check_sde_refuses_other_sdes_and_hyperparameters(registry, make_sde):
+    vp, ve = load(registry, "digits-vp"), load(registry, "digits-ve")
+    with pytest.raises(Unsupported, match="trained for the vp SDE"):
+        vp.check_sde(make_sde("ve"))
+    with pytest.raises(Unsupported, match="beta_max"):
+        vp.check_sde(make_sde("vp", beta_max=10.0))
+    with pytest.raises(Unsupported, match="sigma_max=5"):
+        ve.check_sde(make_sde("ve"))  # the SDE default is 50
+    ve.check_sde(make_sde("ve", sigma_max=5.0))
+    assert ve.sde_defaults == {"ve": {"sigma_min": 0.01, "sigma_max": 5.0}}
+
+
+def run(tmp_path, *args: str):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--metrics", "none", "--out", str(out),
+                                      "--threads", "1", "--no-progress", *args])
+    assert result.exit_code == 0, result.output
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_vp_model_under_ve_is_an_unsupported_row(tmp_path):
+    rows = run(tmp_path, "--model", "digits-vp", "--sdes", "ve,vp", "--predictors", "euler",
+               "--correctors", "none", "--steps", "2", "--samples", "4")
+    status = {r["sde"]: (r["status"], r["reason"]) for r in rows}
+    assert status["ve"][0] == "unsupported" and "trained for the vp SDE" in status["ve"][1]
+    assert status["vp"][0] == "ok"
+
+
+@pytest.mark.slow
+def test_digits_ve_end_to_end(tmp_path):
+    rows = run(tmp_path, "--model", "digits-ve", "--sdes", "ve", "--steps", "10", "--samples",
+               "64", "-o", "ve.sigma_max=5")
+    assert rows and all(r["status"] == "ok" for r in rows)
+    assert {r["steps"] for r in rows} == {"10"}
+
+
+# -- load errors: one BenchError, exit status 2 ---------------------------------------------------
+@pytest.fixture
+def copy_of_vp(tmp_path) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(shipped_folder("digits-vp"), folder,
+                    ignore=shutil.ignore_patterns("checkpoint"))
+    return folder
+
+
+def test_missing_folder(registry, tmp_path):
+    with pytest.raises(BenchError, match="does not exist"):
+        load(registry, "score", str(tmp_path / "nope"))
+
+
+def test_missing_metadata(registry, copy_of_vp):
+    (copy_of_vp / "metadata.json").unlink()
+    with pytest.raises(BenchError, match="no metadata.json"):
+        load(registry, "score", str(copy_of_vp))
+
+
+@pytest.mark.parametrize("cut", [0, 7, 100, -1000])
+def test_truncated_weights(registry, copy_of_vp, cut):
+    path = copy_of_vp / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[:cut])
+    with pytest.raises(BenchError, match="not a readable safetensors file"):
+        load(registry, "score", str(copy_of_vp))
+
+
+def test_garbage_weights(registry, copy_of_vp):
+    pickled = b"\x80\x04K\x01." * 50  # a pickle stream, not safetensors
+    (copy_of_vp / "model.safetensors").write_bytes(pickled)
+    with pytest.raises(BenchError, match="not a readable safetensors file"):
+        load(registry, "score", str(copy_of_vp))
+
+
+def _edit_metadata(folder: Path, edit) -> None:
+    meta = json.loads((folder / "metadata.json").read_text())
+    edit(meta)
+    (folder / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_shapes_that_do_not_fit_the_architecture(registry, copy_of_vp):
+    _edit_metadata(copy_of_vp, lambda m: m["architecture"].update(channels=[16, 32]))
+    with pytest.raises(BenchError, match="do not fit the architecture"):
+        load(registry, "score", str(copy_of_vp))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ('{"format": "something else"}', "not an sde-bench model"),
+    ('{"format": "sde-bench/score-model/1"}', "malformed metadata"),
+])
+def test_bad_metadata(registry, copy_of_vp, text, message):
+    (copy_of_vp / "metadata.json").write_text(text)
+    with pytest.raises(BenchError, match=message):
+        load(registry, "score", str(copy_of_vp))
+
+
+def test_cli_load_error_exits_2(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--model", f"score:{tmp_path}/nope", "--metrics",
+                                      "none", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_presets_take_no_argument(registry):
+    with pytest.raises(BenchError, match="takes no argument"):
+        load(registry, "digits-vp", "x")
+
+
+# -- model SDE defaults ------------------------------------------------------------------------
+def test_apply_sde_defaults_keeps_user_values():
+    from bench.options import apply_sde_defaults
+
+    values = {("sdes", "ve"): {"sigma_max": 90.0}}
+    defaults = {"ve": {"sigma_min": 0.01, "sigma_max": 5.0}, "vp": {"beta_max": 10.0}}
+    apply_sde_defaults(values, defaults, ("ve", "subvp"))
+    assert values == {("sdes", "ve"): {"sigma_max": 90.0, "sigma_min": 0.01}}
+    fresh: dict = {}
+    apply_sde_defaults(fresh, defaults, ("ve", "vp"))
+    assert fresh == {("sdes", "ve"): {"sigma_min": 0.01, "sigma_max": 5.0},
+                     ("sdes", "vp"): {"beta_max": 10.0}}
+
+
+def test_digits_ve_runs_out_of_the_box(tmp_path):
+    rows = run(tmp_path, "--model", "digits-ve", "--sdes", "ve", "--predictors", "euler",
+               "--correctors", "none", "--steps", "2", "--samples", "4")
+    assert rows[0]["status"] == "ok", rows[0]["reason"]
