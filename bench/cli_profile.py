@@ -16,7 +16,7 @@ from bench.params import ThreadsParam
 @click.option("--snr", type=click.FloatRange(min=0), default=0.16, show_default=True)
 @click.option("--corrector-steps", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--repeats", type=click.IntRange(min=1), default=15, show_default=True,
               help="Full runs of each loop variant (interleaved); the median is reported.")
 @click.option("--calls", type=click.IntRange(min=1), default=200, show_default=True,
               help="Score calls per bare-forward block.")

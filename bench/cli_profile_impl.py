@@ -60,7 +60,12 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    frame = pd.DataFrame(rows)[["variant", "wall_s", "wall_s_iqr", "nfe", "s_per_nfe",
-                                "ratio_vs_bare_forward", "ratio_vs_minimal"]]
+    frame = pd.DataFrame(rows)[["variant", "nfe", "wall_s", "wall_s_iqr", "wall_s_min", "s_per_nfe",
+                                "ratio_vs_bare_forward", "ratio_vs_minimal",
+                                "ratio_vs_minimal_min"]]
     frame["us_per_nfe"] = frame.pop("s_per_nfe") * 1e6
-    return frame.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+    frame = frame.rename(columns={"ratio_vs_bare_forward": "×bare", "ratio_vs_minimal": "×minimal",
+                                  "ratio_vs_minimal_min": "×minimal(min)"})
+    return (frame.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+            + "\nwall_s: median of the repeats (wall_s_iqr its interquartile range); "
+              "wall_s_min: the fastest; ×: ratios of medians (min: of the fastest runs)")

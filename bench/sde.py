@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any, Callable, ClassVar, NamedTuple
 
+import torch
 from torch import Tensor
 
 from bench.errors import Unsupported
@@ -132,13 +133,13 @@ class ReverseSDE:
         """Reverse drift and diffusion (Eq. 6 / Eq. 13); one score evaluation."""
         drift, g = self.forward.sde(x, t)
         score = self.score_fn(x, t)
-        return drift - (self.c * g**2) * score, 0.0 if self.probability_flow else g
+        return torch.sub(drift, score, alpha=self.c * g**2), 0.0 if self.probability_flow else g
 
     def discretize(self, x: Tensor, t: float) -> tuple[Tensor, float]:
         """Reverse discretisation rev_f = f_i − c·G_i²·s, rev_G = G_i or 0 (App. E, Eq. 46)."""
         f, G = self.forward.discretize(x, t)
         score = self.score_fn(x, t)
-        return f - (self.c * G**2) * score, 0.0 if self.probability_flow else G
+        return torch.sub(f, score, alpha=self.c * G**2), 0.0 if self.probability_flow else G
 
 
 def vp_log_mean_coeff(t: float, beta_min: float, beta_max: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 import bench
@@ -31,8 +32,8 @@ class Langevin(Corrector):
             z = self.noise(x)
             ratio = batch_mean_norm(z) / batch_mean_norm(grad)
             step = (2 * alpha * self.snr**2) * ratio.square()
-            x_mean = x + step * grad
-            x = x_mean + (2 * step).sqrt() * z
+            x_mean = torch.addcmul(x, step, grad)
+            x = torch.addcmul(x_mean, (2 * step).sqrt(), z)
         return x, x_mean
 
 
@@ -50,8 +51,8 @@ class AnnealedLangevin(Corrector):
         x_mean = x
         for _ in range(self.n_steps):
             grad = self.score_fn(x, t)
-            x_mean = x + step * grad
-            x = x_mean + noise_scale * self.noise(x)
+            x_mean = torch.add(x, grad, alpha=step)
+            x = torch.add(x_mean, self.noise(x), alpha=noise_scale)
         return x, x_mean
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 import bench
@@ -21,10 +22,10 @@ class EulerMaruyama(Predictor):
     def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
         dt = -1.0 / self.rsde.N
         drift, diffusion = self.rsde.sde(x, t)
-        x_mean = x + drift * dt
+        x_mean = torch.add(x, drift, alpha=dt)
         if diffusion == 0.0:  # probability flow: no noise to add
             return x_mean, x_mean
-        return x_mean + (diffusion * math.sqrt(-dt)) * self.noise(x), x_mean
+        return torch.add(x_mean, self.noise(x), alpha=diffusion * math.sqrt(-dt)), x_mean
 
 
 class ReverseDiffusion(Predictor):
@@ -38,7 +39,7 @@ class ReverseDiffusion(Predictor):
         x_mean = x - f
         if G == 0.0:  # probability flow (App. D.3): deterministic
             return x_mean, x_mean
-        return x_mean + G * self.noise(x), x_mean
+        return torch.add(x_mean, self.noise(x), alpha=G), x_mean
 
 
 class AncestralSampling(Predictor):
@@ -55,10 +56,10 @@ class AncestralSampling(Predictor):
 
     def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
         a, b, c = self.sde.ancestral_coefficients(t)
-        x_mean = a * x + b * self.score_fn(x, t)
+        x_mean = torch.add(x if a == 1.0 else a * x, self.score_fn(x, t), alpha=b)
         if c == 0.0:
             return x_mean, x_mean
-        return x_mean + c * self.noise(x), x_mean
+        return torch.add(x_mean, self.noise(x), alpha=c), x_mean
 
 
 class NonePredictor(Predictor):
