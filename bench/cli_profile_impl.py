@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -12,7 +13,16 @@ import torch
 import bench
 from bench import profile
 from bench.options import apply_sde_defaults
-from bench.runner import DTYPES, OptionSet, machine_info, resolve_device, resolve_threads
+from bench.runner import (
+    DTYPES,
+    OptionSet,
+    guard_cpu_autocast,
+    machine_info,
+    resolve_device,
+    resolve_threads,
+    tf32_enabled,
+    with_autocast,
+)
 from bench.store import RunStore
 from bench.sweep import canonical, load_model, say
 
@@ -22,6 +32,11 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
     device = resolve_device(kw["device"])
     dtype = DTYPES[kw["dtype"]]
     model = load_model(registry, kw["model"], device, dtype)
+    if kw["compile_mode"]:
+        model.compile(kw["compile_mode"])
+    warning = guard_cpu_autocast(kw["dtype"], device)
+    if warning:
+        say(warning)
     threads = resolve_threads(kw["threads"], model, device)
     torch.set_num_threads(threads)
     (sde_name,) = canonical(registry, "sdes", (kw["sde"],))
@@ -32,16 +47,26 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
     sde_entry = registry.get("sdes", sde_name)
     sde = sde_entry.obj(kw["steps"], options.build("sdes", sde_name, sde_entry.obj))
     model.check_sde(sde)
-    setup = profile.Setup(sde, model.score_fn(sde), predictor, corrector, kw["snr"],
+    score = with_autocast(model.score_fn(sde), device, kw["dtype"])
+    setup = profile.Setup(sde, score, predictor, corrector, kw["snr"],
                           kw["corrector_steps"], profile.default_x(model, sde, kw["batch_size"],
                                                                    device, dtype), device)
     say(f"profiling {model.spec} · {sde_name} · {predictor}+{corrector} · N={kw['steps']} · "
         f"batch {kw['batch_size']} · {device} · threads {threads} · {kw['repeats']} repeats")
     measurements = profile.profile(setup, registry, kw["repeats"], kw["calls"])
+    agreement = None
+    if kw["compile_mode"]:
+        eager = load_model(registry, kw["model"], device, dtype)
+        eager_setup = dataclasses.replace(
+            setup, score=with_autocast(eager.score_fn(sde), device, kw["dtype"]))
+        agreement = profile.agreement(setup, eager_setup, registry)
+        say(f"compiled vs eager samples: relative difference {agreement:.3g} (same noise)")
     base = {"kind": "profile", "model": model.spec, "sde": sde_name, "predictor": predictor,
             "corrector": corrector, "steps": kw["steps"], "snr": kw["snr"],
             "corrector_steps": kw["corrector_steps"], "batch_size": kw["batch_size"],
             "device": str(device), "dtype": kw["dtype"], "threads": threads,
+            "compile": kw["compile_mode"], "tf32": tf32_enabled(device),
+            "compiled_vs_eager_rel_diff": agreement,
             "torch": torch.__version__, "sde_bench": bench.__version__,
             "syncs_per_step": profile.count_syncs(setup, registry),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -295,6 +295,13 @@ def profile(setup: Setup, registry: Any, repeats: int, calls: int = 100) -> list
     return out
 
 
+def agreement(setup: Setup, other: Setup, registry: Any) -> float:
+    """‖a − b‖/‖b‖ of the samples of two setups (e.g. compiled vs eager) on the same noise."""
+    a = suite_loop(setup, registry)[0](setup.x_T)
+    b = suite_loop(other, registry)[0](other.x_T)
+    return float((a - b).double().norm() / b.double().norm())
+
+
 def count_syncs(setup: Setup, registry: Any, steps: int = 5) -> float | None:
     """Host–device synchronisations per step of the suite's loop (CUDA only; None on CPU)."""
     if setup.device.type != "cuda":

@@ -9,6 +9,7 @@ Examples::
     python -m tests.benchmarks.diffusers_speed --device cuda --batch 128,256
     python -m tests.benchmarks.diffusers_speed --device cpu --threads 1 --batch 2 --repeats 5
     python -m tests.benchmarks.diffusers_speed --config tiny --batch 4     # smoke test
+    python -m tests.benchmarks.diffusers_speed --write-folder /tmp/ddpm    # then bench profile
 
 ``--config ddpm-cifar10`` (default) is the google/ddpm-cifar10-32 architecture (35.7M
 parameters, 32×32×3), loaded through ``--model diffusers:FOLDER`` from a temporary folder.
@@ -131,7 +132,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads [torch default]")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument("--write-folder", type=Path, default=None, metavar="DIR",
+                        help="only write the random-weight model folder to DIR (for bench run "
+                             "or bench profile --model diffusers:DIR) and exit")
     args = parser.parse_args(argv)
+    if args.write_folder is not None:
+        print(build_folder(args.write_folder, args.config))
+        return {}
     batches = [int(b) for b in args.batch.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,7 +10,7 @@ then for each cell:
   distance for real train images (a rough floor), and the median nearest-train-neighbour L2
   distance (memorisation check).
 
-Usage: python scripts/check_digits_samples.py RUN_DIR [RUN_DIR ...] [--png-dir DIR]
+Usage: python docs/check_digits_samples.py RUN_DIR [RUN_DIR ...] [--png-dir DIR]
 """
 
 from __future__ import annotations
