@@ -19,6 +19,7 @@ bench fid-floor --split test --against train --n 360 --json > "$out/floor.json"
 # Euler–Maruyama (score_sde.md §2.5). VE also with Euler–Maruyama (digits_training.md's best).
 run() {  # model sde predictor corrector
     local dir="$out/$1-$3-$4"
+    echo "$(date -u +%H:%M:%S) $1 $3+$4" >&2
     bench run --model "$1" --sdes "$2" --predictors "$3" --correctors "$4" --snr 0.16 \
         --steps 1000 --seeds 0-2 "${common[@]}" --out "$dir"
     bench run --model "$1" --sdes "$2" --predictors "$3" --correctors "$4" --snr 0.16 \
