@@ -228,3 +228,20 @@ def test_digits_ve_runs_out_of_the_box(tmp_path):
     rows = run(tmp_path, "--model", "digits-ve", "--sdes", "ve", "--predictors", "euler",
                "--correctors", "none", "--steps", "2", "--samples", "4")
     assert rows[0]["status"] == "ok", rows[0]["reason"]
+
+
+def test_compile_flag_compiles_the_network(tmp_path, monkeypatch):
+    """--compile reaches torch.compile with the mode (an identity stand-in keeps the test fast)."""
+    import torch
+
+    calls = []
+
+    def fake_compile(module, mode=None):
+        calls.append((type(module).__name__, mode))
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    rows = run(tmp_path, "--model", "digits-vp", "--predictors", "euler", "--correctors", "none",
+               "--steps", "2", "--samples", "4", "--compile", "reduce-overhead")
+    assert calls == [("UNet", "reduce-overhead")]
+    assert rows[0]["status"] == "ok" and rows[0]["compile"] == "reduce-overhead"
