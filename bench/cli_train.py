@@ -127,8 +127,9 @@ def build_config(sde_cls: type, dataset: Any, kw: dict[str, Any]) -> Any:
     """The TrainConfig: SDE hyperparameters resolved (eps excluded), the recipe's architecture."""
     import dataclasses
 
-    from bench.train import TrainConfig, default_architecture, max_pairwise_distance
     from bench_plugins.score_models.trained import PARAMETERISATIONS
+
+    from bench.train import TrainConfig, default_architecture, max_pairwise_distance
 
     if sde_cls.name not in PARAMETERISATIONS:
         raise BenchError(f"bench train supports the SDEs {', '.join(PARAMETERISATIONS)}, "

@@ -68,20 +68,22 @@ def fidelity_cache() -> Path:
     return cache_dir() / "fidelity"
 
 
-_sha_memo: dict[tuple[str, int, int], str] = {}
+_digest_memo: dict[tuple[str, str, int, int], str] = {}
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (memoised per algorithm, path, size and modification time)."""
+    stat = os.stat(path)
+    key = (algorithm, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digest_memo:
+        with open(path, "rb") as f:
+            _digest_memo[key] = hashlib.file_digest(f, algorithm).hexdigest()
+    return _digest_memo[key]
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file (memoised per path, size and modification time)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _sha_memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _sha_memo[key] = digest.hexdigest()
-    return _sha_memo[key]
+    """Hex sha256 of a file (memoised)."""
+    return file_digest(path, "sha256")
 
 
 # -- the digits classifier as a torch-fidelity extractor -------------------------------------------

