@@ -31,8 +31,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise BenchError(f"{path}: not a valid safetensors file (corrupt or truncated?): "
-                             f"{exc}") from None
+            raise BenchError(
+                f"{path}: not a valid safetensors file (corrupt or truncated?): {exc}"
+            ) from None
     if path.suffix in TORCH_SUFFIXES:
         import pickle
 
@@ -40,16 +41,23 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BenchError(f"{path}: refused to load: the file holds more than tensors and "
-                             f"would need an unsafe unpickle ({first})") from None
+            raise BenchError(
+                f"{path}: refused to load: the file holds more than tensors and "
+                f"would need an unsafe unpickle ({first})"
+            ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise BenchError(f"{path}: not a readable PyTorch file (corrupt or truncated?): "
-                             f"{exc}") from None
+            raise BenchError(
+                f"{path}: not a readable PyTorch file (corrupt or truncated?): {exc}"
+            ) from None
         if not isinstance(state, dict):
-            raise BenchError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+            raise BenchError(
+                f"{path}: expected a state dict of tensors, got {type(state).__name__}"
+            )
         return state
-    raise BenchError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors "
-                     f"(or a PyTorch state dict {', '.join(TORCH_SUFFIXES)})")
+    raise BenchError(
+        f"{path}: unknown weights format {path.suffix!r}; use .safetensors "
+        f"(or a PyTorch state dict {', '.join(TORCH_SUFFIXES)})"
+    )
 
 
 def read_json(path: str | os.PathLike[str], what: str = "metadata") -> dict[str, Any]:

@@ -29,8 +29,12 @@ class Session:
     def report(self):
         from bench import plugins
 
-        return plugins.load(modules=self.modules, dirs=self.dirs, strict=self.strict,
-                            allow=plugins.env_list("BENCH_LOAD_PLUGINS"))
+        return plugins.load(
+            modules=self.modules,
+            dirs=self.dirs,
+            strict=self.strict,
+            allow=plugins.env_list("BENCH_LOAD_PLUGINS"),
+        )
 
     @property
     def registry(self):
@@ -50,12 +54,27 @@ class BenchGroup(click.Group):
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-p", "--plugin", "modules", multiple=True, metavar="MODULE_OR_FILE",
-              help="Load a plugin module or .py file (repeatable; also BENCH_PLUGINS=a,b).")
-@click.option("--plugins-dir", "dirs", multiple=True, metavar="DIR",
-              help="Load every *.py in DIR as a plugin (repeatable; also BENCH_PLUGINS_DIR).")
-@click.option("--strict-plugins", "strict", is_flag=True,
-              help="A third-party plugin that fails to load is fatal (also BENCH_STRICT_PLUGINS=1).")
+@click.option(
+    "-p",
+    "--plugin",
+    "modules",
+    multiple=True,
+    metavar="MODULE_OR_FILE",
+    help="Load a plugin module or .py file (repeatable; also BENCH_PLUGINS=a,b).",
+)
+@click.option(
+    "--plugins-dir",
+    "dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Load every *.py in DIR as a plugin (repeatable; also BENCH_PLUGINS_DIR).",
+)
+@click.option(
+    "--strict-plugins",
+    "strict",
+    is_flag=True,
+    help="A third-party plugin that fails to load is fatal (also BENCH_STRICT_PLUGINS=1).",
+)
 @click.version_option(package_name="sde-bench", prog_name="sde-bench")
 @click.pass_context
 def cli(ctx: click.Context, modules: tuple[str, ...], dirs: tuple[str, ...], strict: bool) -> None:
@@ -105,11 +124,15 @@ def list_command(session: Session, kind: str, as_json: bool) -> None:
     rows = []
     for name in registry.names(kind):
         entry = registry.entries[kind][name]
-        rows.append({
-            "name": name, "aliases": list(entry.aliases), "plugin": entry.provider.plugin,
-            "summary": entry.summary,
-            "options": {k: v for k, v in options_of(entry.obj).items()},
-        })
+        rows.append(
+            {
+                "name": name,
+                "aliases": list(entry.aliases),
+                "plugin": entry.provider.plugin,
+                "summary": entry.summary,
+                "options": {k: v for k, v in options_of(entry.obj).items()},
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
@@ -127,6 +150,14 @@ from bench.cli_report import compare_command, report_command  # noqa: E402
 from bench.cli_run import run_command  # noqa: E402
 from bench.cli_train import train_command  # noqa: E402
 
-for command in (run_command, report_command, compare_command, train_command, profile_command,
-                train_classifier_command, fid_floor_command, fid_weights_command):
+for command in (
+    run_command,
+    report_command,
+    compare_command,
+    train_command,
+    profile_command,
+    train_classifier_command,
+    fid_floor_command,
+    fid_weights_command,
+):
     cli.add_command(command)

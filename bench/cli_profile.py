@@ -16,17 +16,37 @@ from bench.params import ThreadsParam
 @click.option("--snr", type=click.FloatRange(min=0), default=0.16, show_default=True)
 @click.option("--corrector-steps", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=15, show_default=True,
-              help="Full runs of each loop variant (interleaved); the median is reported.")
-@click.option("--calls", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Score calls per bare-forward block.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=15,
+    show_default=True,
+    help="Full runs of each loop variant (interleaved); the median is reported.",
+)
+@click.option(
+    "--calls",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Score calls per bare-forward block.",
+)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float64", "bf16", "fp16"]),
-              default="float32", show_default=True,
-              help="bf16/fp16: the score function under autocast, sampler state in float32.")
-@click.option("--compile", "compile_mode", default=None, is_flag=False, flag_value="default",
-              type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
-              help="torch.compile the network (bare flag: default; reduce-overhead: CUDA graphs).")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float64", "bf16", "fp16"]),
+    default="float32",
+    show_default=True,
+    help="bf16/fp16: the score function under autocast, sampler state in float32.",
+)
+@click.option(
+    "--compile",
+    "compile_mode",
+    default=None,
+    is_flag=False,
+    flag_value="default",
+    type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+    help="torch.compile the network (bare flag: default; reduce-overhead: CUDA graphs).",
+)
 @click.option("--threads", type=ThreadsParam(), default="auto", show_default=True)
 @click.option("-o", "--option", "options", multiple=True, metavar="[KIND.]NAME.KEY=VALUE")
 @click.option("--out", default=None, metavar="DIR", help="Also write the rows to DIR/results.csv.")

@@ -48,28 +48,50 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
     sde = sde_entry.obj(kw["steps"], options.build("sdes", sde_name, sde_entry.obj))
     model.check_sde(sde)
     score = with_autocast(model.score_fn(sde), device, kw["dtype"])
-    setup = profile.Setup(sde, score, predictor, corrector, kw["snr"],
-                          kw["corrector_steps"], profile.default_x(model, sde, kw["batch_size"],
-                                                                   device, dtype), device)
-    say(f"profiling {model.spec} · {sde_name} · {predictor}+{corrector} · N={kw['steps']} · "
-        f"batch {kw['batch_size']} · {device} · threads {threads} · {kw['repeats']} repeats")
+    setup = profile.Setup(
+        sde,
+        score,
+        predictor,
+        corrector,
+        kw["snr"],
+        kw["corrector_steps"],
+        profile.default_x(model, sde, kw["batch_size"], device, dtype),
+        device,
+    )
+    say(
+        f"profiling {model.spec} · {sde_name} · {predictor}+{corrector} · N={kw['steps']} · "
+        f"batch {kw['batch_size']} · {device} · threads {threads} · {kw['repeats']} repeats"
+    )
     measurements = profile.profile(setup, registry, kw["repeats"], kw["calls"])
     agreement = None
     if kw["compile_mode"]:
         eager = load_model(registry, kw["model"], device, dtype)
         eager_setup = dataclasses.replace(
-            setup, score=with_autocast(eager.score_fn(sde), device, kw["dtype"]))
+            setup, score=with_autocast(eager.score_fn(sde), device, kw["dtype"])
+        )
         agreement = profile.agreement(setup, eager_setup, registry)
         say(f"compiled vs eager samples: relative difference {agreement:.3g} (same noise)")
-    base = {"kind": "profile", "model": model.spec, "sde": sde_name, "predictor": predictor,
-            "corrector": corrector, "steps": kw["steps"], "snr": kw["snr"],
-            "corrector_steps": kw["corrector_steps"], "batch_size": kw["batch_size"],
-            "device": str(device), "dtype": kw["dtype"], "threads": threads,
-            "compile": kw["compile_mode"], "tf32": tf32_enabled(device),
-            "compiled_vs_eager_rel_diff": agreement,
-            "torch": torch.__version__, "sde_bench": bench.__version__,
-            "syncs_per_step": profile.count_syncs(setup, registry),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    base = {
+        "kind": "profile",
+        "model": model.spec,
+        "sde": sde_name,
+        "predictor": predictor,
+        "corrector": corrector,
+        "steps": kw["steps"],
+        "snr": kw["snr"],
+        "corrector_steps": kw["corrector_steps"],
+        "batch_size": kw["batch_size"],
+        "device": str(device),
+        "dtype": kw["dtype"],
+        "threads": threads,
+        "compile": kw["compile_mode"],
+        "tf32": tf32_enabled(device),
+        "compiled_vs_eager_rel_diff": agreement,
+        "torch": torch.__version__,
+        "sde_bench": bench.__version__,
+        "syncs_per_step": profile.count_syncs(setup, registry),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     rows = profile.rows(measurements, base)
     for row in rows:
         row["cell_id"] = f"profile-{row['variant']}-{row['started_at']}"
@@ -85,12 +107,29 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    frame = pd.DataFrame(rows)[["variant", "nfe", "wall_s", "wall_s_iqr", "wall_s_min", "s_per_nfe",
-                                "ratio_vs_bare_forward", "ratio_vs_minimal",
-                                "ratio_vs_minimal_min"]]
+    frame = pd.DataFrame(rows)[
+        [
+            "variant",
+            "nfe",
+            "wall_s",
+            "wall_s_iqr",
+            "wall_s_min",
+            "s_per_nfe",
+            "ratio_vs_bare_forward",
+            "ratio_vs_minimal",
+            "ratio_vs_minimal_min",
+        ]
+    ]
     frame["us_per_nfe"] = frame.pop("s_per_nfe") * 1e6
-    frame = frame.rename(columns={"ratio_vs_bare_forward": "×bare", "ratio_vs_minimal": "×minimal",
-                                  "ratio_vs_minimal_min": "×minimal(min)"})
-    return (frame.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
-            + "\nwall_s: median of the repeats (wall_s_iqr its interquartile range); "
-              "wall_s_min: the fastest; ×: ratios of medians (min: of the fastest runs)")
+    frame = frame.rename(
+        columns={
+            "ratio_vs_bare_forward": "×bare",
+            "ratio_vs_minimal": "×minimal",
+            "ratio_vs_minimal_min": "×minimal(min)",
+        }
+    )
+    return (
+        frame.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+        + "\nwall_s: median of the repeats (wall_s_iqr its interquartile range); "
+        "wall_s_min: the fastest; ×: ratios of medians (min: of the fastest runs)"
+    )

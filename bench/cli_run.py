@@ -16,61 +16,167 @@ DEFAULTS = {
 
 
 @click.command("run")
-@click.option("--model", default=DEFAULTS["model"], show_default=True, metavar="NAME[:ARG]",
-              help="Score model: ring8, gauss1d, gmm64, gmm:PATH.json, digits-ve|vp|subvp, "
-                   "score:DIR (bench train output), diffusers:PATH_OR_ID.")
-@click.option("--sdes", type=CommaList(), default=None,
-              help=f"SDEs to sweep [default: the model's own SDE if it was trained for one, "
-                   f"else {DEFAULTS['sdes']}].")
-@click.option("--predictors", type=CommaList(), default=DEFAULTS["predictors"], show_default=True,
-              help="Predictors to sweep (aliases allowed: euler, ancestral).")
-@click.option("--correctors", type=CommaList(), default=DEFAULTS["correctors"], show_default=True,
-              help="Correctors to sweep.")
-@click.option("--steps", type=NumberList(int, 1), default=DEFAULTS["steps"], show_default=True,
-              help="Numbers of discretisation steps N.")
-@click.option("--snr", "snrs", type=NumberList(float, 0), default="0.16", show_default=True,
-              help="Langevin signal-to-noise ratios r (corrector cells only).")
-@click.option("--corrector-steps", type=NumberList(int, 1), default="1", show_default=True,
-              help="Corrector iterations per noise level.")
-@click.option("--probability-flow", type=click.Choice(["off", "on", "both"]), default="off",
-              is_flag=False, flag_value="on", show_default=True,
-              help="Use the predictors' probability-flow variants (bare flag = on).")
-@click.option("--seeds", default="0", show_default=True, metavar="SEEDS",
-              help="Seeds, e.g. 0-3 or 1,2,5-10; a seed fixes every sample's prior noise.")
-@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Samples per cell (the metrics' n).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Samples per sampling batch.")
-@click.option("--metrics", type=CommaList(), default=None,
-              help="Metrics, or none [default: the model's: swd,fd,logp,coverage for mixtures, "
-                   "fid,kid for image models].")
-@click.option("--fid-weights", default=None, metavar="PATH",
-              help="Inception weights file: FID/KID with the standard inception-v3-compat "
-                   "extractor instead of the digits classifier.")
+@click.option(
+    "--model",
+    default=DEFAULTS["model"],
+    show_default=True,
+    metavar="NAME[:ARG]",
+    help="Score model: ring8, gauss1d, gmm64, gmm:PATH.json, digits-ve|vp|subvp, "
+    "score:DIR (bench train output), diffusers:PATH_OR_ID.",
+)
+@click.option(
+    "--sdes",
+    type=CommaList(),
+    default=None,
+    help=f"SDEs to sweep [default: the model's own SDE if it was trained for one, "
+    f"else {DEFAULTS['sdes']}].",
+)
+@click.option(
+    "--predictors",
+    type=CommaList(),
+    default=DEFAULTS["predictors"],
+    show_default=True,
+    help="Predictors to sweep (aliases allowed: euler, ancestral).",
+)
+@click.option(
+    "--correctors",
+    type=CommaList(),
+    default=DEFAULTS["correctors"],
+    show_default=True,
+    help="Correctors to sweep.",
+)
+@click.option(
+    "--steps",
+    type=NumberList(int, 1),
+    default=DEFAULTS["steps"],
+    show_default=True,
+    help="Numbers of discretisation steps N.",
+)
+@click.option(
+    "--snr",
+    "snrs",
+    type=NumberList(float, 0),
+    default="0.16",
+    show_default=True,
+    help="Langevin signal-to-noise ratios r (corrector cells only).",
+)
+@click.option(
+    "--corrector-steps",
+    type=NumberList(int, 1),
+    default="1",
+    show_default=True,
+    help="Corrector iterations per noise level.",
+)
+@click.option(
+    "--probability-flow",
+    type=click.Choice(["off", "on", "both"]),
+    default="off",
+    is_flag=False,
+    flag_value="on",
+    show_default=True,
+    help="Use the predictors' probability-flow variants (bare flag = on).",
+)
+@click.option(
+    "--seeds",
+    default="0",
+    show_default=True,
+    metavar="SEEDS",
+    help="Seeds, e.g. 0-3 or 1,2,5-10; a seed fixes every sample's prior noise.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Samples per cell (the metrics' n).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Samples per sampling batch.",
+)
+@click.option(
+    "--metrics",
+    type=CommaList(),
+    default=None,
+    help="Metrics, or none [default: the model's: swd,fd,logp,coverage for mixtures, "
+    "fid,kid for image models].",
+)
+@click.option(
+    "--fid-weights",
+    default=None,
+    metavar="PATH",
+    help="Inception weights file: FID/KID with the standard inception-v3-compat "
+    "extractor instead of the digits classifier.",
+)
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
-@click.option("--dtype", type=click.Choice(["float32", "float64", "bf16", "fp16"]),
-              default="float32", show_default=True,
-              help="Sampler state dtype; bf16/fp16 run the network under autocast, state in float32.")
-@click.option("--tf32/--no-tf32", default=None,
-              help="Allow TF32 matmuls/convolutions on CUDA [default: torch's setting]; recorded.")
-@click.option("--compile", "compile_mode", default=None, is_flag=False, flag_value="default",
-              type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
-              help="torch.compile the score network (bare flag: default; reduce-overhead = CUDA graphs).")
-@click.option("--threads", type=ThreadsParam(), default="auto", show_default=True,
-              help="CPU threads (auto: 1 for exact-score models, else torch's default).")
-@click.option("--eps", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Smallest time for every SDE [default: 1e-5 VE, 1e-3 VP and sub-VP].")
-@click.option("--denoise/--no-denoise", default=True, show_default=True,
-              help="Return the last step's x_mean (noise removal).")
-@click.option("-o", "--option", "options", multiple=True, metavar="[KIND.]NAME.KEY=VALUE",
-              help="Component option, e.g. -o ve.sigma_max=90 (repeatable).")
-@click.option("--out", default=None, metavar="DIR",
-              help="Run folder [default: results/<UTC timestamp>].")
-@click.option("--save-samples", is_flag=True, help="Write each cell's samples to samples/<cell>.npz.")
-@click.option("--resume", default=None, metavar="DIR",
-              help="Continue the run in DIR with its stored options (skips finished cells).")
-@click.option("--new-run", is_flag=True,
-              help="If --out holds a run with other options, archive it and start again.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float64", "bf16", "fp16"]),
+    default="float32",
+    show_default=True,
+    help="Sampler state dtype; bf16/fp16 run the network under autocast, state in float32.",
+)
+@click.option(
+    "--tf32/--no-tf32",
+    default=None,
+    help="Allow TF32 matmuls/convolutions on CUDA [default: torch's setting]; recorded.",
+)
+@click.option(
+    "--compile",
+    "compile_mode",
+    default=None,
+    is_flag=False,
+    flag_value="default",
+    type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+    help="torch.compile the score network (bare flag: default; reduce-overhead = CUDA graphs).",
+)
+@click.option(
+    "--threads",
+    type=ThreadsParam(),
+    default="auto",
+    show_default=True,
+    help="CPU threads (auto: 1 for exact-score models, else torch's default).",
+)
+@click.option(
+    "--eps",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Smallest time for every SDE [default: 1e-5 VE, 1e-3 VP and sub-VP].",
+)
+@click.option(
+    "--denoise/--no-denoise",
+    default=True,
+    show_default=True,
+    help="Return the last step's x_mean (noise removal).",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="[KIND.]NAME.KEY=VALUE",
+    help="Component option, e.g. -o ve.sigma_max=90 (repeatable).",
+)
+@click.option(
+    "--out", default=None, metavar="DIR", help="Run folder [default: results/<UTC timestamp>]."
+)
+@click.option(
+    "--save-samples", is_flag=True, help="Write each cell's samples to samples/<cell>.npz."
+)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="DIR",
+    help="Continue the run in DIR with its stored options (skips finished cells).",
+)
+@click.option(
+    "--new-run",
+    is_flag=True,
+    help="If --out holds a run with other options, archive it and start again.",
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first cell that ends in error.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a TTY].")
 @click.pass_context
@@ -87,8 +193,11 @@ def run_command(ctx: click.Context, **kwargs) -> None:
     """
     from bench.sweep import Sweep
 
-    given = {name for name in kwargs
-             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    given = {
+        name
+        for name in kwargs
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    }
     if kwargs["resume"]:
         _add_stored_plugins(ctx.obj, kwargs["resume"])
     Sweep.from_cli(ctx.obj, kwargs, given).run()

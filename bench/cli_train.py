@@ -15,32 +15,85 @@ from bench.params import ThreadsParam
 
 
 @click.command("train")
-@click.option("--dataset", default="digits", show_default=True, metavar="NAME[:ARG]",
-              help="Dataset plugin; its train split is used (all if it has none).")
-@click.option("--sde", "sde_name", default="ve", show_default=True, metavar="NAME",
-              help="SDE to train for: ve, vp or subvp.")
-@click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Total optimisation steps (with --resume: train on up to this many).")
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    metavar="NAME[:ARG]",
+    help="Dataset plugin; its train split is used (all if it has none).",
+)
+@click.option(
+    "--sde",
+    "sde_name",
+    default="ve",
+    show_default=True,
+    metavar="NAME",
+    help="SDE to train for: ve, vp or subvp.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Total optimisation steps (with --resume: train on up to this many).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True, help="Adam learning rate after warm-up.")
-@click.option("--warmup", type=click.IntRange(min=0), default=500, show_default=True,
-              help="Linear learning-rate warm-up steps.")
-@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True, help="Gradient-norm clipping threshold.")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.999,
-              show_default=True, help="EMA rate of the saved weights.")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Adam learning rate after warm-up.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Linear learning-rate warm-up steps.",
+)
+@click.option(
+    "--grad-clip",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Gradient-norm clipping threshold.",
+)
+@click.option(
+    "--ema",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.999,
+    show_default=True,
+    help="EMA rate of the saved weights.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--out", default=None, metavar="DIR",
-              help="Model folder [default: models/<dataset>-<sde>].")
+@click.option(
+    "--out", default=None, metavar="DIR", help="Model folder [default: models/<dataset>-<sde>]."
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Write the checkpoint and the model folder every this many steps.")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Write the checkpoint and the model folder every this many steps.",
+)
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
-@click.option("--threads", type=ThreadsParam(), default="auto", show_default=True,
-              help="CPU threads (auto: torch's default).")
-@click.option("-o", "--option", "options", multiple=True, metavar="SDE.KEY=VALUE",
-              help="SDE hyperparameter, e.g. -o ve.sigma_max=5 (repeatable).")
+@click.option(
+    "--threads",
+    type=ThreadsParam(),
+    default="auto",
+    show_default=True,
+    help="CPU threads (auto: torch's default).",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="SDE.KEY=VALUE",
+    help="SDE hyperparameter, e.g. -o ve.sigma_max=5 (repeatable).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a TTY].")
 @click.pass_obj
 def train_command(session: Any, **kw: Any) -> None:
@@ -86,8 +139,18 @@ def canonical_command(kw: dict[str, Any], cfg: Any, out: Path) -> str:
     args = ["bench", "train", "--dataset", cfg.dataset, "--sde", cfg.sde]
     for k, v in cfg.sde_options.items():
         args += ["-o", f"{cfg.sde}.{k}={v!r}"]
-    for flag in ("steps", "batch_size", "lr", "warmup", "grad_clip", "ema", "seed",
-                 "checkpoint_every", "device", "threads"):
+    for flag in (
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup",
+        "grad_clip",
+        "ema",
+        "seed",
+        "checkpoint_every",
+        "device",
+        "threads",
+    ):
         args += ["--" + flag.replace("_", "-"), str(kw[flag])]
     return shlex.join([*args, "--out", str(out)])
 
@@ -112,8 +175,9 @@ def parse_sde_options(sde_cls: type, items: tuple[str, ...]) -> dict[str, Any]:
             raise BenchError(f"option {item!r}: bench train takes {sde_cls.name}.KEY=VALUE only")
         if parts[1] == "eps":
             raise BenchError("eps is a sampling setting; training draws t ~ U(1e-5, 1)")
-        values[parts[1]] = opts.coerce(sde_cls.Options, parts[1], text.strip(),
-                                       f"SDE {sde_cls.name!r}")
+        values[parts[1]] = opts.coerce(
+            sde_cls.Options, parts[1], text.strip(), f"SDE {sde_cls.name!r}"
+        )
     return values
 
 
@@ -132,23 +196,36 @@ def build_config(sde_cls: type, dataset: Any, kw: dict[str, Any]) -> Any:
     from bench.train import TrainConfig, default_architecture, max_pairwise_distance
 
     if sde_cls.name not in PARAMETERISATIONS:
-        raise BenchError(f"bench train supports the SDEs {', '.join(PARAMETERISATIONS)}, "
-                         f"not {sde_cls.name!r}")
+        raise BenchError(
+            f"bench train supports the SDEs {', '.join(PARAMETERISATIONS)}, not {sde_cls.name!r}"
+        )
     p = PARAMETERISATIONS[sde_cls.name]
     values = parse_sde_options(sde_cls, kw["options"])
     data = dataset.data("train" if "train" in dataset.splits else "all")
-    if "sigma_max" in {f.name for f in dataclasses.fields(sde_cls.Options)} \
-            and "sigma_max" not in values:
+    if (
+        "sigma_max" in {f.name for f in dataclasses.fields(sde_cls.Options)}
+        and "sigma_max" not in values
+    ):
         values["sigma_max"] = float(math.ceil(max_pairwise_distance(data)))
-        click.echo(f"sigma_max = {values['sigma_max']:g} (max pairwise distance of the training "
-                   f"data{' (sampled)' if len(data) > 2000 else ''}, rounded up; "
-                   f"set -o {sde_cls.name}.sigma_max=... to override)", err=True)
+        click.echo(
+            f"sigma_max = {values['sigma_max']:g} (max pairwise distance of the training "
+            f"data{' (sampled)' if len(data) > 2000 else ''}, rounded up; "
+            f"set -o {sde_cls.name}.sigma_max=... to override)",
+            err=True,
+        )
     resolved = dataclasses.asdict(sde_options(sde_cls, values))
     resolved.pop("eps", None)
     return TrainConfig(
-        dataset=dataset.spec, sde=sde_cls.name, sde_options=resolved, steps=kw["steps"],
-        batch_size=kw["batch_size"], lr=kw["lr"], warmup=kw["warmup"],
-        grad_clip=kw["grad_clip"], ema=kw["ema"], seed=kw["seed"],
+        dataset=dataset.spec,
+        sde=sde_cls.name,
+        sde_options=resolved,
+        steps=kw["steps"],
+        batch_size=kw["batch_size"],
+        lr=kw["lr"],
+        warmup=kw["warmup"],
+        grad_clip=kw["grad_clip"],
+        ema=kw["ema"],
+        seed=kw["seed"],
         architecture=default_architecture(data.shape[1], p.centered),
         checkpoint_every=kw["checkpoint_every"],
     )
@@ -158,7 +235,9 @@ def check_out(out: Path, resume: bool) -> None:
     """Refuse to overwrite a checkpoint silently, and to resume from nothing."""
     has_checkpoint = (out / "checkpoint" / "state.json").is_file()
     if has_checkpoint and not resume:
-        raise BenchError(f"{out} already holds a training checkpoint: pass --resume to continue "
-                         f"it, or choose another --out")
+        raise BenchError(
+            f"{out} already holds a training checkpoint: pass --resume to continue "
+            f"it, or choose another --out"
+        )
     if resume and not has_checkpoint:
         raise BenchError(f"--resume: {out} holds no checkpoint")

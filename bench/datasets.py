@@ -35,8 +35,9 @@ class Dataset(abc.ABC):
 
     def data(self, split: str = "all") -> Tensor:
         if split not in self.splits:
-            raise BenchError(f"dataset {self.spec!r} has no split {split!r}; "
-                             f"splits: {', '.join(self.splits)}")
+            raise BenchError(
+                f"dataset {self.spec!r} has no split {split!r}; splits: {', '.join(self.splits)}"
+            )
         return self._data(split)
 
     @property

@@ -124,7 +124,7 @@ def train(config: TrainConfig, log: Any = print) -> tuple[DigitsNet, dict[str, A
         net.train()
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x), config.batch_size):
-            idx = order[i:i + config.batch_size]
+            idx = order[i : i + config.batch_size]
             _, logits = net(augment(x[idx], config.shift, generator))
             loss = F.cross_entropy(logits, y[idx])
             optimiser.zero_grad()
@@ -133,10 +133,16 @@ def train(config: TrainConfig, log: Any = print) -> tuple[DigitsNet, dict[str, A
         if (epoch + 1) % 10 == 0:
             log(f"epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {accuracy(net):.4f}")
     net.eval().requires_grad_(False)
-    meta = {"architecture": "conv32-conv64-pool-conv128-fc128-fc10", "train": asdict(config),
-            "train_split": "digits:train", "test_accuracy": accuracy(net),
-            "train_accuracy": accuracy(net, "train"), "train_seconds": time.perf_counter() - start,
-            "torch": torch.__version__, "features": {FEATURES: 128, LOGITS: 10}}
+    meta = {
+        "architecture": "conv32-conv64-pool-conv128-fc128-fc10",
+        "train": asdict(config),
+        "train_split": "digits:train",
+        "test_accuracy": accuracy(net),
+        "train_accuracy": accuracy(net, "train"),
+        "train_seconds": time.perf_counter() - start,
+        "torch": torch.__version__,
+        "features": {FEATURES: 128, LOGITS: 10},
+    }
     return net, meta
 
 

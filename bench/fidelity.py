@@ -179,8 +179,9 @@ def resolve_extractor(name: str, weights: str | None = None) -> ExtractorSpec:
         return _digits_spec(weights)
     if name == INCEPTION:
         return _inception_spec(weights or os.environ.get(WEIGHTS_ENV) or None)
-    raise BenchError(f"unknown feature extractor {name!r}; available offline: "
-                     f"{', '.join(EXTRACTORS)}")
+    raise BenchError(
+        f"unknown feature extractor {name!r}; available offline: {', '.join(EXTRACTORS)}"
+    )
 
 
 def _digits_spec(weights: str | None) -> ExtractorSpec:
@@ -203,8 +204,9 @@ def _inception_spec(weights: str | None) -> ExtractorSpec:
     digest = sha256_file(path)
     if digest not in _logits_memo:
         _logits_memo[digest] = inception.has_logits(inception.load_state(path))
-    return ExtractorSpec(INCEPTION, path, digest, source, _logits_memo[digest],
-                         inception.FEATURES, inception.LOGITS)
+    return ExtractorSpec(
+        INCEPTION, path, digest, source, _logits_memo[digest], inception.FEATURES, inception.LOGITS
+    )
 
 
 _extractors: dict[tuple[str, str, str], torch.nn.Module] = {}
@@ -223,8 +225,13 @@ def load_extractor(spec: ExtractorSpec, device: torch.device) -> torch.nn.Module
 
             module = inception.build(inception.load_state(spec.weights), layers)
         else:
-            module = create_feature_extractor(spec.name, layers, cuda=False, verbose=False,
-                                              feature_extractor_weights_path=str(spec.weights))
+            module = create_feature_extractor(
+                spec.name,
+                layers,
+                cuda=False,
+                verbose=False,
+                feature_extractor_weights_path=str(spec.weights),
+            )
         if len(_extractors) >= 2:
             _extractors.clear()  # at most a couple of networks alive: bounded memory
         _extractors[key] = module.to(device)
@@ -284,8 +291,9 @@ class Featurizer:
         chunk = _CHUNK.get(self.spec.name, 256)
         with exact_fp32():
             for start in range(0, images.shape[0], chunk):
-                u8 = extractor_input(self.spec.name, to_uint8(images[start:start + chunk]
-                                                               .to(self.device)))
+                u8 = extractor_input(
+                    self.spec.name, to_uint8(images[start : start + chunk].to(self.device))
+                )
                 parts.append(tuple(f.float().cpu() for f in self.module(u8)))
         names = self.module.get_requested_features_list()
         out = {n: torch.cat([p[i] for p in parts]) for i, n in enumerate(names)}
@@ -315,9 +323,16 @@ class Reference:
 
 def reference_fields(dataset: Any, split: str, spec: ExtractorSpec, n: int) -> dict[str, Any]:
     """What a reference depends on: the cache key's ingredients."""
-    return {"version": CACHE_VERSION, "content_sha256": dataset.content_hash(split), "split": split,
-            "extractor": spec.name, "weights_sha256": spec.sha256, "layer": spec.fid_layer,
-            "n": n, "subset_seed": REFERENCE_SEED}
+    return {
+        "version": CACHE_VERSION,
+        "content_sha256": dataset.content_hash(split),
+        "split": split,
+        "extractor": spec.name,
+        "weights_sha256": spec.sha256,
+        "layer": spec.fid_layer,
+        "n": n,
+        "subset_seed": REFERENCE_SEED,
+    }
 
 
 def reference_key(fields: dict[str, Any]) -> str:
@@ -327,8 +342,9 @@ def reference_key(fields: dict[str, Any]) -> str:
 _references: collections.OrderedDict[str, Reference] = collections.OrderedDict()
 
 
-def reference(dataset: Any, split: str, spec: ExtractorSpec, n: int | None,
-              device: torch.device) -> Reference:
+def reference(
+    dataset: Any, split: str, spec: ExtractorSpec, n: int | None, device: torch.device
+) -> Reference:
     """Reference features and statistics of ``n`` images of a split (all if ``None``).
 
     Looked up in memory, then in ``$BENCH_CACHE_DIR/fidelity/ref-<key>.safetensors``, and
@@ -369,8 +385,9 @@ def reference_images(images: Tensor, n: int) -> Tensor:
     return images[torch.randperm(images.shape[0], generator=generator)[:n].sort().values]
 
 
-def _compute_reference(images: Tensor, spec: ExtractorSpec, device: torch.device, key: str,
-                       fields: dict[str, Any]) -> Reference:
+def _compute_reference(
+    images: Tensor, spec: ExtractorSpec, device: torch.device, key: str, fields: dict[str, Any]
+) -> Reference:
     from bench.metrics import GaussianStats
 
     COUNTS["reference"] += 1
@@ -378,12 +395,13 @@ def _compute_reference(images: Tensor, spec: ExtractorSpec, device: torch.device
     stats = GaussianStats()
     chunks = []
     for start in range(0, images.shape[0], 1000):
-        f = featurize(images[start:start + 1000])[spec.fid_layer]
+        f = featurize(images[start : start + 1000])[spec.fid_layer]
         stats.update(f)
         chunks.append(f)
     s = stats.statistics()
-    return Reference(key, fields, torch.cat(chunks), torch.from_numpy(s["mu"]),
-                     torch.from_numpy(s["sigma"]))
+    return Reference(
+        key, fields, torch.cat(chunks), torch.from_numpy(s["mu"]), torch.from_numpy(s["sigma"])
+    )
 
 
 def _read_reference(path: Path, key: str, fields: dict[str, Any]) -> Reference | None:
@@ -409,8 +427,11 @@ def _write_reference(path: Path, ref: Reference) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ref-", suffix=".tmp")
     os.close(fd)
     try:
-        tensors = {"features": ref.features.contiguous(), "mu": ref.mu.contiguous(),
-                   "sigma": ref.sigma.contiguous()}
+        tensors = {
+            "features": ref.features.contiguous(),
+            "mu": ref.mu.contiguous(),
+            "sigma": ref.sigma.contiguous(),
+        }
         save_file(tensors, tmp, metadata={"key": ref.key, "fields": json.dumps(ref.fields)})
         os.replace(tmp, path)
     finally:
@@ -439,13 +460,20 @@ def kid_subset_size(n: int, ref_n: int, requested: int | None = None) -> int:
     """The KID subset size: ``requested`` (checked) or min(n, ref_n, 1000)."""
     size = min(n, ref_n, KID_MAX_SUBSET) if requested is None else requested
     if not 2 <= size <= min(n, ref_n):
-        raise BenchError(f"KID subset size {size} must be between 2 and the smaller of n={n} "
-                         f"and the reference size {ref_n}")
+        raise BenchError(
+            f"KID subset size {size} must be between 2 and the smaller of n={n} "
+            f"and the reference size {ref_n}"
+        )
     return size
 
 
-def kid_from_features(features_1: Tensor, features_2: Tensor, subset_size: int,
-                      subsets: int = 100, seed: int = REFERENCE_SEED) -> tuple[float, float]:
+def kid_from_features(
+    features_1: Tensor,
+    features_2: Tensor,
+    subset_size: int,
+    subsets: int = 100,
+    seed: int = REFERENCE_SEED,
+) -> tuple[float, float]:
     """KID mean and std over random subsets (torch-fidelity's ``kid_features_to_metric``)."""
     from torch_fidelity.metric_kid import (
         KEY_METRIC_KID_MEAN,
@@ -453,13 +481,20 @@ def kid_from_features(features_1: Tensor, features_2: Tensor, subset_size: int,
         kid_features_to_metric,
     )
 
-    out = kid_features_to_metric(features_1, features_2, kid_subset_size=subset_size,
-                                 kid_subsets=subsets, rng_seed=seed, verbose=False)
+    out = kid_features_to_metric(
+        features_1,
+        features_2,
+        kid_subset_size=subset_size,
+        kid_subsets=subsets,
+        rng_seed=seed,
+        verbose=False,
+    )
     return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
 
 
-def isc_from_logits(logits: Tensor, splits: int = 10,
-                    seed: int = REFERENCE_SEED) -> tuple[float, float]:
+def isc_from_logits(
+    logits: Tensor, splits: int = 10, seed: int = REFERENCE_SEED
+) -> tuple[float, float]:
     """Inception Score mean and std (torch-fidelity's ``isc_features_to_metric``)."""
     from torch_fidelity.metric_isc import (
         KEY_METRIC_ISC_MEAN,
@@ -484,8 +519,9 @@ def resolve_dataset(spec: str, registry: Any = None) -> Any:
         if cls is None:
             from bench import plugins
 
-            registry = plugins.load(allow=plugins.env_list("BENCH_LOAD_PLUGINS"),
-                                    warn=lambda _msg: None).registry
+            registry = plugins.load(
+                allow=plugins.env_list("BENCH_LOAD_PLUGINS"), warn=lambda _msg: None
+            ).registry
     if registry is not None:
         cls = registry.get("datasets", name).obj
     return cls.load(arg or None)
@@ -517,30 +553,52 @@ class Setup:
 _setups: dict[tuple[Any, ...], Setup] = {}
 
 
-def setup(model: Any, *, extractor: str, weights: str | None, dataset: str | None = None,
-          split: str = "train", ref_n: int | None = None, device: torch.device,
-          with_reference: bool = True, metric: str = "fid") -> Setup:
+def setup(
+    model: Any,
+    *,
+    extractor: str,
+    weights: str | None,
+    dataset: str | None = None,
+    split: str = "train",
+    ref_n: int | None = None,
+    device: torch.device,
+    with_reference: bool = True,
+    metric: str = "fid",
+) -> Setup:
     """Resolve the extractor and compute or load the reference once (memoised per process).
 
     ``dataset`` defaults to the model's own (``model.dataset``). Every problem (weights
     missing, no dataset, shapes that differ) is a :class:`BenchError` naming the fix.
     """
     spec_text = dataset or getattr(model, "dataset", None)
-    key = (extractor, weights, os.environ.get(WEIGHTS_ENV), spec_text, _signature(spec_text),
-           split, ref_n, str(device), with_reference)
+    key = (
+        extractor,
+        weights,
+        os.environ.get(WEIGHTS_ENV),
+        spec_text,
+        _signature(spec_text),
+        split,
+        ref_n,
+        str(device),
+        with_reference,
+    )
     if key in _setups:
         return _setups[key]
     spec = resolve_extractor(extractor, weights)
     if not with_reference:
         return _setups.setdefault(key, Setup(spec))
     if not spec_text:
-        raise BenchError(f"metric {metric!r}: model {getattr(model, 'spec', model)!r} declares no "
-                         f"reference dataset; pass -o {metric}.dataset=NAME[:ARG]")
+        raise BenchError(
+            f"metric {metric!r}: model {getattr(model, 'spec', model)!r} declares no "
+            f"reference dataset; pass -o {metric}.dataset=NAME[:ARG]"
+        )
     data = resolve_dataset(spec_text)
     shape = tuple(data.data(split).shape[1:])
     if shape != tuple(model.data_shape):
-        raise BenchError(f"metric {metric!r}: reference {data.spec}:{split} holds {shape} images "
-                         f"but model {model.spec!r} makes {tuple(model.data_shape)}")
+        raise BenchError(
+            f"metric {metric!r}: reference {data.spec}:{split} holds {shape} images "
+            f"but model {model.spec!r} makes {tuple(model.data_shape)}"
+        )
     ref = reference(data, split, spec, ref_n, device)
     return _setups.setdefault(key, Setup(spec, ref, f"{data.spec}:{split}"))
 
@@ -577,16 +635,34 @@ class Floor:
         def sd(v: Tensor) -> float:
             return float(v.std()) if v.numel() > 1 else 0.0
 
-        return {"dataset": self.dataset, "split": self.split, "extractor": self.extractor,
-                "n": self.n, "ref_n": self.ref_n, "repeats": len(self.fid),
-                "fid_mean": float(t.mean()), "fid_sd": sd(t), "kid_mean": float(k.mean()),
-                "kid_sd": sd(k), "kid_subset_size": self.kid_subset_size}
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "extractor": self.extractor,
+            "n": self.n,
+            "ref_n": self.ref_n,
+            "repeats": len(self.fid),
+            "fid_mean": float(t.mean()),
+            "fid_sd": sd(t),
+            "kid_mean": float(k.mean()),
+            "kid_sd": sd(k),
+            "kid_subset_size": self.kid_subset_size,
+        }
 
 
-def noise_floor(dataset: Any, n: int, *, split: str = "all", against: str | None = None,
-                extractor: str = DIGITS, weights: str | None = None, repeats: int = 5,
-                seed: int = 0, device: torch.device | None = None,
-                kid_subsets: int = 100) -> Floor:
+def noise_floor(
+    dataset: Any,
+    n: int,
+    *,
+    split: str = "all",
+    against: str | None = None,
+    extractor: str = DIGITS,
+    weights: str | None = None,
+    repeats: int = 5,
+    seed: int = 0,
+    device: torch.device | None = None,
+    kid_subsets: int = 100,
+) -> Floor:
     """The data's own FID/KID at sample size n, over ``repeats`` random draws.
 
     Without ``against``: n random images of ``split`` vs the disjoint other N − n (split-half).
@@ -604,8 +680,10 @@ def noise_floor(dataset: Any, n: int, *, split: str = "all", against: str | None
         rest = featurize(dataset.data(against))[spec.fid_layer].to(torch.float64)
     limit = total if rest is not None else total - 2
     if not 2 <= n <= limit:
-        raise BenchError(f"n={n} is impossible: {dataset.spec}:{split} has {total} images "
-                         f"(n must be between 2 and {limit})")
+        raise BenchError(
+            f"n={n} is impossible: {dataset.spec}:{split} has {total} images "
+            f"(n must be between 2 and {limit})"
+        )
     ref_n = rest.shape[0] if rest is not None else total - n
     subset = kid_subset_size(n, ref_n)
     fids, kids = [], []

@@ -78,17 +78,32 @@ def expand(spec: GridSpec, options_for: Any) -> list[Cell]:
     """
     cells: dict[str, Cell] = {}
     product = itertools.product(
-        spec.sdes, spec.predictors, spec.correctors, spec.probability_flow, spec.steps,
-        spec.snrs, spec.corrector_steps, spec.seeds,
+        spec.sdes,
+        spec.predictors,
+        spec.correctors,
+        spec.probability_flow,
+        spec.steps,
+        spec.snrs,
+        spec.corrector_steps,
+        spec.seeds,
     )
     for sde, predictor, corrector, pf, steps, snr, csteps, seed in product:
         no_corrector = corrector == "none"
         kwargs = dict(
-            model=spec.model, sde=sde, predictor=predictor, corrector=corrector,
-            probability_flow=pf and predictor != "none", steps=steps,
-            snr=None if no_corrector else snr, corrector_steps=None if no_corrector else csteps,
-            seed=seed, samples=spec.samples, batch_size=min(spec.batch_size, spec.samples),
-            denoise=spec.denoise, dtype=spec.dtype, metrics=spec.metrics,
+            model=spec.model,
+            sde=sde,
+            predictor=predictor,
+            corrector=corrector,
+            probability_flow=pf and predictor != "none",
+            steps=steps,
+            snr=None if no_corrector else snr,
+            corrector_steps=None if no_corrector else csteps,
+            seed=seed,
+            samples=spec.samples,
+            batch_size=min(spec.batch_size, spec.samples),
+            denoise=spec.denoise,
+            dtype=spec.dtype,
+            metrics=spec.metrics,
         )
         cell = Cell(**kwargs, options=options_for(kwargs))
         cells.setdefault(cell.id, cell)

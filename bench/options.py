@@ -42,7 +42,9 @@ def coerce(options_cls: type, key: str, text: str, owner: str) -> Any:
             return target(text)
         return json.loads(text)
     except ValueError:
-        raise BenchError(f"{owner} option {key}={text!r} is not a valid {target.__name__}") from None
+        raise BenchError(
+            f"{owner} option {key}={text!r} is not a valid {target.__name__}"
+        ) from None
 
 
 def build(options_cls: type, values: dict[str, Any], owner: str) -> Any:
@@ -53,8 +55,11 @@ def build(options_cls: type, values: dict[str, Any], owner: str) -> Any:
         raise BenchError(f"{owner}: {exc}") from None
 
 
-def apply_sde_defaults(values: dict[tuple[str, str], dict[str, Any]],
-                       sde_defaults: dict[str, dict[str, Any]], sdes: tuple[str, ...]) -> None:
+def apply_sde_defaults(
+    values: dict[tuple[str, str], dict[str, Any]],
+    sde_defaults: dict[str, dict[str, Any]],
+    sdes: tuple[str, ...],
+) -> None:
     """Fill in a model's SDE option defaults (``ScoreModel.sde_defaults``) below the user's own.
 
     ``values`` maps ``("sdes", name)`` to the user's ``-o`` values (``OptionSet.values``); it is

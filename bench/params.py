@@ -42,8 +42,9 @@ class NumberList(click.ParamType):
             ok = number >= self.minimum if self.inclusive else number > self.minimum
             if not ok:
                 op = ">=" if self.inclusive else ">"
-                self.fail(f"{number} is out of range: each value must be {op} {self.minimum}",
-                          param, ctx)
+                self.fail(
+                    f"{number} is out of range: each value must be {op} {self.minimum}", param, ctx
+                )
             out.append(number)
         return tuple(dict.fromkeys(out))
 

@@ -133,7 +133,9 @@ class _Loader:
 
     # -- phase 1: entry points (built-ins and third party) ---------------------------------------
     def entry_points(self, allow: set[str] | None) -> None:
-        eps = sorted(md.entry_points(group=PROJECT), key=lambda ep: (_dist_name(ep) != DIST, ep.name))
+        eps = sorted(
+            md.entry_points(group=PROJECT), key=lambda ep: (_dist_name(ep) != DIST, ep.name)
+        )
         if not any(_dist_name(ep) == DIST for ep in eps):
             raise BenchError(
                 "sde-bench is not installed (no built-in entry points found): "
@@ -153,7 +155,9 @@ class _Loader:
                 )
                 name = f"{dist}:{name}"
             names[name] = dist or "?"
-            record = PluginRecord(name, "builtin" if builtin else "entrypoint", dist, _dist_version(ep))
+            record = PluginRecord(
+                name, "builtin" if builtin else "entrypoint", dist, _dist_version(ep)
+            )
             self._register(record, ep.load, fatal=builtin or self.strict)
 
     # -- phase 2: -p MODULE_OR_FILE ---------------------------------------------------------------
@@ -211,7 +215,9 @@ class _Loader:
             if self.strict and not isinstance(exc, BenchError):
                 traceback.print_exception(exc, file=sys.stderr)
             raise BenchError(f'Error loading plugin "{record.name}": {message}') from exc
-        self.warn(f"warning: skipped plugin {record.name!r} ({record.dist or record.source}): {message}")
+        self.warn(
+            f"warning: skipped plugin {record.name!r} ({record.dist or record.source}): {message}"
+        )
 
     # -- collecting the registry, per plugin -------------------------------------------------------
     def collect(self) -> Registry:
@@ -240,8 +246,13 @@ class _Loader:
                 if impl.plugin_name != record.name:
                     continue
 
-                def register(obj: Any, *, name: str | None = None, aliases: Iterable[str] = (),
-                             _kind: str = kind) -> None:
+                def register(
+                    obj: Any,
+                    *,
+                    name: str | None = None,
+                    aliases: Iterable[str] = (),
+                    _kind: str = kind,
+                ) -> None:
                     entry = probe.validate(_kind, obj, name, tuple(aliases))
                     entry = Entry(_kind, entry.name, obj, record.provider, entry.aliases)
                     buffered.append(entry)

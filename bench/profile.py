@@ -149,7 +149,10 @@ def minimal_loop(setup: Setup) -> Loop:
                 s = score(x, t)
                 z = randn(x)
                 if setup.corrector == "langevin":
-                    ratio = z.reshape(batch, -1).norm(dim=-1).mean() / s.reshape(batch, -1).norm(dim=-1).mean()
+                    ratio = (
+                        z.reshape(batch, -1).norm(dim=-1).mean()
+                        / s.reshape(batch, -1).norm(dim=-1).mean()
+                    )
                     eps = (2 * alpha * snr * snr) * ratio.square()
                     x_mean = torch.addcmul(x, eps, s)
                     x = torch.addcmul(x_mean, (2 * eps).sqrt(), z)
@@ -183,7 +186,9 @@ def reference_loop(setup: Setup) -> Loop:
     batch = setup.x_T.shape[0]
     view = (-1,) + (1,) * (setup.x_T.dim() - 1)
 
-    def corrector(x: Tensor, t: float, vec_t: Tensor, timestep: Tensor, randn) -> tuple[Tensor, Tensor]:
+    def corrector(
+        x: Tensor, t: float, vec_t: Tensor, timestep: Tensor, randn
+    ) -> tuple[Tensor, Tensor]:
         x_mean = x
         for _ in range(setup.corrector_steps):
             grad = score(x, t)
@@ -200,7 +205,9 @@ def reference_loop(setup: Setup) -> Loop:
             x = x_mean + torch.sqrt(step_size * 2).view(view) * noise
         return x, x_mean
 
-    def predictor(x: Tensor, t: float, vec_t: Tensor, timestep: Tensor, randn) -> tuple[Tensor, Tensor]:
+    def predictor(
+        x: Tensor, t: float, vec_t: Tensor, timestep: Tensor, randn
+    ) -> tuple[Tensor, Tensor]:
         if setup.predictor == "euler_maruyama":
             dt = -1.0 / N
             drift, diffusion = _reference_sde(sde, x, vec_t)
@@ -237,7 +244,9 @@ def _reference_tables(sde: SDE, device: torch.device, dtype: torch.dtype) -> dic
     N = sde.N
     out: dict[str, Tensor] = {}
     if sde.name == "ve":
-        out["sigmas"] = torch.tensor([sde.discrete_sigma(k) for k in range(N)], dtype=dtype, device=device)
+        out["sigmas"] = torch.tensor(
+            [sde.discrete_sigma(k) for k in range(N)], dtype=dtype, device=device
+        )
     else:
         betas = torch.tensor([sde.discrete_beta(k) for k in range(N)], dtype=dtype, device=device)
         out["betas"], out["alpha"] = betas, 1 - betas
@@ -249,7 +258,9 @@ def _reference_sde(sde: SDE, x: Tensor, vec_t: Tensor) -> tuple[Tensor, Tensor]:
     view = (-1,) + (1,) * (x.dim() - 1)
     if sde.name == "ve":
         sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** vec_t
-        return torch.zeros_like(x), sigma * math.sqrt(2 * (math.log(sde.sigma_max) - math.log(sde.sigma_min)))
+        return torch.zeros_like(x), sigma * math.sqrt(
+            2 * (math.log(sde.sigma_max) - math.log(sde.sigma_min))
+        )
     beta_t = sde.beta_min + vec_t * (sde.beta_max - sde.beta_min)
     drift = -0.5 * beta_t.view(view) * x
     if sde.name == "vp":
@@ -263,8 +274,9 @@ def _reference_discretize(sde, tables, x, vec_t, timestep):
     view = (-1,) + (1,) * (x.dim() - 1)
     if sde.name == "ve":
         sigma = tables["sigmas"][timestep]
-        adjacent = torch.where(timestep == 0, torch.zeros_like(vec_t),
-                               tables["sigmas"][(timestep - 1).clamp(min=0)])
+        adjacent = torch.where(
+            timestep == 0, torch.zeros_like(vec_t), tables["sigmas"][(timestep - 1).clamp(min=0)]
+        )
         return torch.zeros_like(x), torch.sqrt(sigma**2 - adjacent**2)
     if sde.name == "vp":
         beta = tables["betas"][timestep]
@@ -281,8 +293,11 @@ def profile(setup: Setup, registry: Any, repeats: int, calls: int = 100) -> list
     loops: dict[str, Loop] = {"sde_bench": suite}
     if setup.predictor in MINIMAL_PREDICTORS and setup.corrector in REFERENCE_CORRECTORS:
         loops["minimal"] = minimal_loop(setup)
-    if (setup.predictor in REFERENCE_PREDICTORS and setup.corrector in REFERENCE_CORRECTORS
-            and setup.sde.name in ("ve", "vp", "subvp")):
+    if (
+        setup.predictor in REFERENCE_PREDICTORS
+        and setup.corrector in REFERENCE_CORRECTORS
+        and setup.sde.name in ("ve", "vp", "subvp")
+    ):
         loops["reference"] = reference_loop(setup)
     before = counted()
     suite(setup.x_T)
@@ -328,20 +343,28 @@ def rows(measurements: list[Measurement], base: dict[str, Any]) -> list[dict[str
     out = []
     for m in measurements:
         loop = m.variant != "bare_forward"
-        out.append({
-            **base, "variant": m.variant, "wall_s": m.median, "wall_s_iqr": m.iqr,
-            "wall_s_min": m.best, "repeats": len(m.times), "nfe": m.calls if loop else None,
-            "s_per_nfe": m.median / m.calls,
-            "ratio_vs_bare_forward": (m.median / m.calls) / forward.median,
-            "ratio_vs_bare_forward_min": (m.best / m.calls) / forward.best,
-            "ratio_vs_minimal": m.median / floor.median if loop and floor else None,
-            "ratio_vs_minimal_min": m.best / floor.best if loop and floor else None,
-        })
+        out.append(
+            {
+                **base,
+                "variant": m.variant,
+                "wall_s": m.median,
+                "wall_s_iqr": m.iqr,
+                "wall_s_min": m.best,
+                "repeats": len(m.times),
+                "nfe": m.calls if loop else None,
+                "s_per_nfe": m.median / m.calls,
+                "ratio_vs_bare_forward": (m.median / m.calls) / forward.median,
+                "ratio_vs_bare_forward_min": (m.best / m.calls) / forward.best,
+                "ratio_vs_minimal": m.median / floor.median if loop and floor else None,
+                "ratio_vs_minimal_min": m.best / floor.best if loop and floor else None,
+            }
+        )
     return out
 
 
-def default_x(model: ScoreModel, sde: SDE, batch: int, device: torch.device,
-              dtype: torch.dtype, seed: int = 0) -> Tensor:
+def default_x(
+    model: ScoreModel, sde: SDE, batch: int, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> Tensor:
     from bench.runner import prior_noise
 
     return sde.prior_sampling(prior_noise(seed, 0, batch, model.data_shape).to(device, dtype))

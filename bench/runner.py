@@ -24,8 +24,14 @@ from bench.registry import Registry
 from bench.sampling import CountingScore, pc_sample
 from bench.sde import SDE
 
-KIND_OF = {"sde": "sdes", "predictor": "predictors", "corrector": "correctors", "metric": "metrics",
-           "model": "score-models", "dataset": "datasets"}
+KIND_OF = {
+    "sde": "sdes",
+    "predictor": "predictors",
+    "corrector": "correctors",
+    "metric": "metrics",
+    "model": "score-models",
+    "dataset": "datasets",
+}
 
 
 # -- component options (-o KIND.NAME.KEY=VALUE or NAME.KEY=VALUE) -------------------------------
@@ -62,25 +68,35 @@ def _find_component(registry: Registry, kind: str | None, name: str):
         if kind not in KIND_OF:
             raise BenchError(f"unknown option kind {kind!r}; use one of {', '.join(KIND_OF)}")
         return registry.get(KIND_OF[kind], name)
-    found = [registry.get(k, name) for k in ("sdes", "predictors", "correctors", "metrics")
-             if name in registry.lookup[k]]
+    found = [
+        registry.get(k, name)
+        for k in ("sdes", "predictors", "correctors", "metrics")
+        if name in registry.lookup[k]
+    ]
     if len(found) != 1:
         what = "ambiguous" if found else "unknown"
-        raise BenchError(f"{what} component {name!r} in an option: write KIND.{name}.KEY=VALUE "
-                         f"with KIND one of {', '.join(KIND_OF)}")
+        raise BenchError(
+            f"{what} component {name!r} in an option: write KIND.{name}.KEY=VALUE "
+            f"with KIND one of {', '.join(KIND_OF)}"
+        )
     return found[0]
 
 
 # -- devices, dtypes, threads --------------------------------------------------------------------
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bf16": torch.float32,
-          "fp16": torch.float32}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bf16": torch.float32,
+    "fp16": torch.float32,
+}
 """The sampler state's dtype for each ``--dtype``: bf16/fp16 keep the state in float32 ..."""
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """... and run the score network under ``torch.autocast`` in that precision."""
 
 
-def with_autocast(score_fn: Callable[[Tensor, float], Tensor], device: torch.device,
-                  dtype_name: str) -> Callable[[Tensor, float], Tensor]:
+def with_autocast(
+    score_fn: Callable[[Tensor, float], Tensor], device: torch.device, dtype_name: str
+) -> Callable[[Tensor, float], Tensor]:
     """The score function under autocast for ``--dtype bf16|fp16``, its output back in float32."""
     amp = AUTOCAST.get(dtype_name)
     if amp is None:
@@ -105,8 +121,10 @@ def guard_cpu_autocast(dtype_name: str, device: torch.device) -> str | None:
     if amp is None or device.type != "cpu" or _low_precision_matmul_works(str(amp)):
         return None
     torch.backends.mkldnn.enabled = False
-    return (f"warning: {dtype_name} matrix products crash this CPU's oneDNN kernels (AMX not "
-            f"enabled?); oneDNN is disabled for this run")
+    return (
+        f"warning: {dtype_name} matrix products crash this CPU's oneDNN kernels (AMX not "
+        f"enabled?); oneDNN is disabled for this run"
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,8 +133,12 @@ def _low_precision_matmul_works(dtype: str) -> bool:
 
     code = f"import torch; a = torch.ones(64, 64, dtype={dtype}); torch.mm(a, a)"
     try:
-        return subprocess.run([sys.executable, "-c", code], capture_output=True,
-                              timeout=120).returncode == 0
+        return (
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, timeout=120
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -141,7 +163,9 @@ def resolve_device(text: str) -> torch.device:
             raise BenchError(f"device {text!r} requested but CUDA is not available on this machine")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise BenchError(f"device {text!r} does not exist: this machine has {count} CUDA device(s)")
+            raise BenchError(
+                f"device {text!r} does not exist: this machine has {count} CUDA device(s)"
+            )
     elif device.type != "cpu":
         raise BenchError(f"unsupported device {text!r}: use auto, cpu, cuda or cuda:K")
     return device
@@ -167,9 +191,12 @@ def synchronize(device: torch.device) -> None:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "python": sys.version.split()[0], "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "sde_bench": bench.__version__, "cpu_count": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "sde_bench": bench.__version__,
+        "cpu_count": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda
@@ -247,6 +274,7 @@ class Components:
 
     def resolved_options(self, cell: dict[str, Any]) -> dict[str, Any]:
         """The full option values of a cell's components (defaults included), for its id."""
+
         def of(kind: str, name: str) -> dict[str, Any]:
             entry = self.entry(kind, name)
             return dataclasses.asdict(self.ctx.options.build(kind, entry.name, entry.obj))
@@ -259,7 +287,9 @@ class Components:
             "metrics": {m: of("metrics", m) for m in cell["metrics"]},
         }
 
-    def check(self, cell: Cell, sde: SDE) -> tuple[type[Predictor], type[Corrector], list[type[Metric]]]:
+    def check(
+        self, cell: Cell, sde: SDE
+    ) -> tuple[type[Predictor], type[Corrector], list[type[Metric]]]:
         """The component classes; raises :class:`Unsupported` for pairings that cannot run."""
         predictor = self.entry("predictors", cell.predictor).obj
         corrector = self.entry("correctors", cell.corrector).obj
@@ -286,8 +316,12 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
         return {**row, "status": "unsupported", "reason": exc.reason}
     except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the sweep
         plugin, where = blame(exc, ctx.registry)
-        return {**row, "status": "error", "error_plugin": plugin,
-                "reason": f"in {plugin} ({where}): {type(exc).__name__}: {exc}"}
+        return {
+            **row,
+            "status": "error",
+            "error_plugin": plugin,
+            "reason": f"in {plugin} ({where}): {type(exc).__name__}: {exc}",
+        }
 
 
 def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
@@ -295,8 +329,15 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
     predictor_cls, corrector_cls, metric_classes = parts.check(cell, sde)
     batch_size, notes = cell.batch_size, []
     while True:
-        metrics = [m(ctx.model, cell.samples, device=ctx.device,
-                     options=ctx.options.build("metrics", m.name, m)) for m in metric_classes]
+        metrics = [
+            m(
+                ctx.model,
+                cell.samples,
+                device=ctx.device,
+                options=ctx.options.build("metrics", m.name, m),
+            )
+            for m in metric_classes
+        ]
         try:
             sampled = sample_cell(cell, ctx, sde, predictor_cls, corrector_cls, metrics, batch_size)
             break
@@ -306,14 +347,23 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
             notes.append(f"out of memory at batch size {batch_size}")
             batch_size = max(1, batch_size // 2)
             _free_memory(ctx.device)
-    out: dict[str, Any] = {**timing_columns(sampled), "batch_size_used": batch_size,
-                           "peak_memory_mb": sampled.peak_memory_mb}
+    out: dict[str, Any] = {
+        **timing_columns(sampled),
+        "batch_size_used": batch_size,
+        "peak_memory_mb": sampled.peak_memory_mb,
+    }
     if notes:
         out["reason"] = "; ".join(notes) + f"; retried with batch size {batch_size}"
     if sampled.diverged_step is not None:
-        reason = f"non-finite samples from step {sampled.diverged_step} (t={sampled.diverged_t:.6g})"
-        return {**out, "status": "diverged", "diverged_step": sampled.diverged_step,
-                "reason": "; ".join([*notes, reason])}
+        reason = (
+            f"non-finite samples from step {sampled.diverged_step} (t={sampled.diverged_t:.6g})"
+        )
+        return {
+            **out,
+            "status": "diverged",
+            "diverged_step": sampled.diverged_step,
+            "reason": "; ".join([*notes, reason]),
+        }
     start = time.perf_counter()
     for metric in metrics:
         out.update(metric.compute())
@@ -334,8 +384,11 @@ def blame(exc: BaseException, registry: Registry) -> tuple[str, str]:
     """The plugin whose code raised ``exc`` (innermost frame in a plugin module) and where."""
     import traceback
 
-    owners = {entry.obj.__module__: str(entry.provider)
-              for kind in registry.entries.values() for entry in kind.values()}
+    owners = {
+        entry.obj.__module__: str(entry.provider)
+        for kind in registry.entries.values()
+        for entry in kind.values()
+    }
     frames = traceback.extract_tb(exc.__traceback__)
     modules = _frame_modules(exc.__traceback__)
     for frame, module in zip(reversed(frames), reversed(modules), strict=True):
@@ -354,9 +407,15 @@ def _frame_modules(tb: Any) -> list[str]:
     return out
 
 
-def sample_cell(cell: Cell, ctx: CellContext, sde: SDE, predictor_cls: type[Predictor],
-                corrector_cls: type[Corrector], metrics: list[Metric],
-                batch_size: int | None = None) -> Sampled:
+def sample_cell(
+    cell: Cell,
+    ctx: CellContext,
+    sde: SDE,
+    predictor_cls: type[Predictor],
+    corrector_cls: type[Corrector],
+    metrics: list[Metric],
+    batch_size: int | None = None,
+) -> Sampled:
     """Sample all batches of a cell, timing sampling alone and feeding the metrics."""
     model, device = ctx.model, ctx.device
     dtype = DTYPES[cell.dtype]
@@ -366,7 +425,9 @@ def sample_cell(cell: Cell, ctx: CellContext, sde: SDE, predictor_cls: type[Pred
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for b, (start, size) in enumerate(batches(cell.samples, batch_size or cell.batch_size)):
-        x_T = sde.prior_sampling(prior_noise(cell.seed, start, size, model.data_shape).to(device, dtype))
+        x_T = sde.prior_sampling(
+            prior_noise(cell.seed, start, size, model.data_shape).to(device, dtype)
+        )
         build = _sampler_factory(cell, ctx, sde, score, predictor_cls, corrector_cls)
         predictor, corrector = build(step_noise(cell.seed, b, device))
         synchronize(device)
@@ -399,7 +460,9 @@ def _sampler_factory(cell, ctx, sde, score, predictor_cls, corrector_cls):
 
     def build(noise):
         predictor = predictor_cls(sde, score, cell.probability_flow, noise, p_opts)
-        corrector = corrector_cls(sde, score, cell.snr or 0.0, cell.corrector_steps or 0, noise, c_opts)
+        corrector = corrector_cls(
+            sde, score, cell.snr or 0.0, cell.corrector_steps or 0, noise, c_opts
+        )
         return predictor, corrector
 
     return build
@@ -441,26 +504,38 @@ def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
     row["predictor_options"] = _compact(options["predictor"])
     row["corrector_options"] = _compact(options["corrector"])
     row["metric_options"] = "; ".join(
-        f"{m}: {_compact(v)}" for m, v in options["metrics"].items() if v)
+        f"{m}: {_compact(v)}" for m, v in options["metrics"].items() if v
+    )
     row["device"] = str(ctx.device)
     row["state_dtype"] = str(DTYPES[cell.dtype]).removeprefix("torch.")
-    row["autocast"] = str(AUTOCAST[cell.dtype]).removeprefix("torch.") if cell.dtype in AUTOCAST else None
+    row["autocast"] = (
+        str(AUTOCAST[cell.dtype]).removeprefix("torch.") if cell.dtype in AUTOCAST else None
+    )
     row["tf32"] = tf32_enabled(ctx.device)
     row["compile"] = ctx.compile
     row["threads"] = ctx.threads if ctx.device.type == "cpu" else None
     row["torch"] = torch.__version__
     row["sde_bench"] = bench.__version__
-    for kind, name in (("sdes", cell.sde), ("predictors", cell.predictor),
-                       ("correctors", cell.corrector), ("score-models", ctx.model.name)):
+    for kind, name in (
+        ("sdes", cell.sde),
+        ("predictors", cell.predictor),
+        ("correctors", cell.corrector),
+        ("score-models", ctx.model.name),
+    ):
         row[f"{KIND_OF_COLUMN[kind]}_provider"] = str(parts.entry(kind, name).provider)
     row["metric_providers"] = "; ".join(
-        f"{m}={parts.entry('metrics', m).provider}" for m in cell.metrics)
+        f"{m}={parts.entry('metrics', m).provider}" for m in cell.metrics
+    )
     row["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return row
 
 
-KIND_OF_COLUMN = {"sdes": "sde", "predictors": "predictor", "correctors": "corrector",
-                  "score-models": "model"}
+KIND_OF_COLUMN = {
+    "sdes": "sde",
+    "predictors": "predictor",
+    "correctors": "corrector",
+    "score-models": "model",
+}
 
 
 def _compact(values: dict[str, Any]) -> str:

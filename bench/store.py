@@ -48,8 +48,9 @@ class RunStore:
             with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write-test-"):
                 pass
         except OSError as exc:
-            raise BenchError(f"results directory {str(self.path)!r} is not writable: "
-                             f"{exc.strerror or exc}") from None
+            raise BenchError(
+                f"results directory {str(self.path)!r} is not writable: {exc.strerror or exc}"
+            ) from None
 
     def read_meta(self) -> dict[str, Any]:
         try:
@@ -118,4 +119,6 @@ def atomic_write(path: Path, text: str) -> None:
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     """NaN and inf become null in the log (JSON has no such numbers)."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()
+    }

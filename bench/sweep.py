@@ -48,7 +48,9 @@ DONE = ("ok", "unsupported", "diverged")
 """Statuses that count as finished; ``error`` cells are retried when a run resumes."""
 
 
-def load_model(registry: Registry, spec: str, device: torch.device, dtype: torch.dtype) -> ScoreModel:
+def load_model(
+    registry: Registry, spec: str, device: torch.device, dtype: torch.dtype
+) -> ScoreModel:
     """A score model from ``NAME[:ARG]``."""
     name, _, arg = spec.partition(":")
     entry = registry.get("score-models", name)
@@ -74,8 +76,10 @@ def resume_options(kw: dict[str, Any], given: set[str]) -> dict[str, Any]:
     clash = sorted(given - set(RESUME_MAY_CHANGE) - {"resume"})
     if clash:
         names = ", ".join("--" + c.replace("_", "-") for c in clash)
-        raise BenchError(f"--resume takes the options stored in {folder}/run.json; drop {names} "
-                         f"(or rerun the full command with --out {folder})")
+        raise BenchError(
+            f"--resume takes the options stored in {folder}/run.json; drop {names} "
+            f"(or rerun the full command with --out {folder})"
+        )
     stored = store.read_meta()["invocation"]["options"]
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
     for key in RESUME_MAY_CHANGE:
@@ -132,18 +136,42 @@ class Sweep:
         metrics = () if tuple(requested) == ("none",) else canonical(registry, "metrics", requested)
         pf = {"off": (False,), "on": (True,), "both": (False, True)}[kw["probability_flow"]]
         spec = GridSpec(
-            model=kw["model"], sdes=sdes, predictors=predictors, correctors=correctors,
-            steps=kw["steps"], snrs=kw["snrs"], corrector_steps=kw["corrector_steps"],
-            probability_flow=pf, seeds=seeds, samples=kw["samples"], batch_size=kw["batch_size"],
-            denoise=kw["denoise"], dtype=kw["dtype"], metrics=metrics,
+            model=kw["model"],
+            sdes=sdes,
+            predictors=predictors,
+            correctors=correctors,
+            steps=kw["steps"],
+            snrs=kw["snrs"],
+            corrector_steps=kw["corrector_steps"],
+            probability_flow=pf,
+            seeds=seeds,
+            samples=kw["samples"],
+            batch_size=kw["batch_size"],
+            denoise=kw["denoise"],
+            dtype=kw["dtype"],
+            metrics=metrics,
         )
         out = kw["out"] or f"results/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         progress = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
-        invocation = {"argv": sys.argv, "plugins": {"modules": session.modules, "dirs": session.dirs},
-                      "options": {k: v for k, v in kw.items() if k not in ("resume", "new_run")}}
-        return cls(session, spec, model, options, device,
-                   resolve_threads(kw["threads"], model, device), RunStore(out),
-                   kw["save_samples"], progress, kw["fail_fast"], kw["new_run"], invocation)
+        invocation = {
+            "argv": sys.argv,
+            "plugins": {"modules": session.modules, "dirs": session.dirs},
+            "options": {k: v for k, v in kw.items() if k not in ("resume", "new_run")},
+        }
+        return cls(
+            session,
+            spec,
+            model,
+            options,
+            device,
+            resolve_threads(kw["threads"], model, device),
+            RunStore(out),
+            kw["save_samples"],
+            progress,
+            kw["fail_fast"],
+            kw["new_run"],
+            invocation,
+        )
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -164,8 +192,10 @@ class Sweep:
                 if row["status"] == "error" and self.fail_fast:
                     raise BenchError(f"--fail-fast: cell {cell.id} failed: {row['reason']}")
         except KeyboardInterrupt:
-            say(f"\ninterrupted: {finished} of {len(todo)} cells finished in this session are "
-                f"saved in {self.store.path}")
+            say(
+                f"\ninterrupted: {finished} of {len(todo)} cells finished in this session are "
+                f"saved in {self.store.path}"
+            )
             say(f"resume with: bench run --resume {self.store.path}")
             raise click.exceptions.Exit(130) from None
         from bench.report import short_report
@@ -176,8 +206,15 @@ class Sweep:
 
     def context(self) -> CellContext:
         saver = self._save_samples if self.save_samples else None
-        return CellContext(self.session.registry, self.model, self.device, self.options,
-                           self.threads, saver, self.invocation["options"].get("compile_mode"))
+        return CellContext(
+            self.session.registry,
+            self.model,
+            self.device,
+            self.options,
+            self.threads,
+            saver,
+            self.invocation["options"].get("compile_mode"),
+        )
 
     def prepare_metrics(self) -> None:
         """Let each metric check its prerequisites once, before any work starts."""
@@ -193,13 +230,21 @@ class Sweep:
     def identity(self) -> dict[str, Any]:
         """What defines the meaning of this run's rows (see IDENTITY_KEYS)."""
         opts = {f"{kind}.{name}": values for (kind, name), values in self.options.values.items()}
-        return json.loads(json.dumps({
-            "model": self.spec.model, "samples": self.spec.samples,
-            "batch_size": self.spec.batch_size, "dtype": self.spec.dtype,
-            "denoise": self.spec.denoise, "metrics": list(self.spec.metrics),
-            "options": dict(sorted(opts.items())),
-            "eps": self.invocation["options"].get("eps"),
-        }, default=str))
+        return json.loads(
+            json.dumps(
+                {
+                    "model": self.spec.model,
+                    "samples": self.spec.samples,
+                    "batch_size": self.spec.batch_size,
+                    "dtype": self.spec.dtype,
+                    "denoise": self.spec.denoise,
+                    "metrics": list(self.spec.metrics),
+                    "options": dict(sorted(opts.items())),
+                    "eps": self.invocation["options"].get("eps"),
+                },
+                default=str,
+            )
+        )
 
     def open_store(self, n_cells: int) -> None:
         """Create the run folder, or continue an existing run if its meaning is unchanged."""
@@ -212,7 +257,8 @@ class Sweep:
                 detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed)
                 raise BenchError(
                     f"{self.store.path} holds a run whose rows mean something else ({detail}). "
-                    f"Use another --out, or --new-run to archive the old results and start again")
+                    f"Use another --out, or --new-run to archive the old results and start again"
+                )
             if self.new_run:
                 self.archive()
         self.store.write_meta(self.metadata(n_cells))
@@ -227,8 +273,10 @@ class Sweep:
         say(f"archived the previous results to {folder}")
 
     def header(self, n_cells: int, n_done: int) -> None:
-        say(f"sde-bench {bench.__version__} · torch {torch.__version__} · {self.device} · "
-            f"threads {self.threads} · model {self.model.spec}")
+        say(
+            f"sde-bench {bench.__version__} · torch {torch.__version__} · {self.device} · "
+            f"threads {self.threads} · model {self.model.spec}"
+        )
         say(self.session.report.header())
         resumed = f" ({n_done} already done)" if n_done else ""
         say(f"{n_cells} cells{resumed} → {self.store.path}")
@@ -260,8 +308,11 @@ class Sweep:
     def _save_samples(self, cell: Cell, samples: torch.Tensor) -> None:
         folder = self.store.path / "samples"
         folder.mkdir(exist_ok=True)
-        np.savez_compressed(folder / f"{cell.id}.npz", samples=samples.numpy(),
-                            config=np.array(json.dumps(cell.config(), default=str)))
+        np.savez_compressed(
+            folder / f"{cell.id}.npz",
+            samples=samples.numpy(),
+            config=np.array(json.dumps(cell.config(), default=str)),
+        )
 
 
 def say(message: str) -> None:

@@ -41,8 +41,19 @@ LOSS_WINDOW = 250
 """Steps averaged for the reported loss (one point of the loss curve, and the final loss)."""
 
 # Fields of TrainConfig that must match to resume a run (steps may grow).
-RESUME_KEYS = ("dataset", "sde", "sde_options", "batch_size", "lr", "warmup", "grad_clip", "ema",
-               "seed", "t_eps", "architecture")
+RESUME_KEYS = (
+    "dataset",
+    "sde",
+    "sde_options",
+    "batch_size",
+    "lr",
+    "warmup",
+    "grad_clip",
+    "ema",
+    "seed",
+    "t_eps",
+    "architecture",
+)
 
 
 @dataclass
@@ -83,8 +94,10 @@ def training_data(dataset: Dataset, p: trained.Parameterisation) -> tuple[Tensor
     split = "train" if "train" in dataset.splits else "all"
     x = dataset.data(split).to(torch.float32)
     if x.ndim != 4 or x.shape[-1] % 2 or x.shape[-2] % 2:
-        raise BenchError(f"dataset {dataset.spec!r}: need (N, C, H, W) images with even H and W, "
-                         f"got {tuple(x.shape)}")
+        raise BenchError(
+            f"dataset {dataset.spec!r}: need (N, C, H, W) images with even H and W, "
+            f"got {tuple(x.shape)}"
+        )
     return (2 * x - 1 if p.centered else x), split
 
 
@@ -101,8 +114,9 @@ def max_pairwise_distance(x: Tensor, limit: int = 2000) -> float:
     return max(float(torch.cdist(chunk, flat).max()) for chunk in flat.split(256))
 
 
-def draw_batch(data: Tensor, batch_size: int, seed: int, step: int,
-               t_eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def draw_batch(
+    data: Tensor, batch_size: int, seed: int, step: int, t_eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """(x_0, t, z) of one step, from a CPU generator seeded by (seed, step) alone."""
     gen = torch.Generator().manual_seed(derive_seed(seed, 1, step))
     n = data.shape[0]
@@ -112,8 +126,9 @@ def draw_batch(data: Tensor, batch_size: int, seed: int, step: int,
     return data[idx.to(data.device)], t, z
 
 
-def dsm_loss(net: nn.Module, sde: SDE, p: trained.Parameterisation, x0: Tensor, t: Tensor,
-             z: Tensor) -> Tensor:
+def dsm_loss(
+    net: nn.Module, sde: SDE, p: trained.Parameterisation, x0: Tensor, t: Tensor, z: Tensor
+) -> Tensor:
     """Mean over the batch of ‖std(t)·s_θ(x_t, t) + z‖² (Eq. 7, λ(t) = std(t)²)."""
     coefs = torch.tensor([sde.marginal_coef(ti) for ti in t.tolist()], dtype=torch.float64)
     a, std = (c.to(x0.device) for c in coefs.unbind(1))
@@ -134,8 +149,9 @@ def update_ema(ema_net: nn.Module, net: nn.Module, decay: float) -> None:
         e.mul_(decay).add_(w, alpha=1 - decay)
 
 
-def train_step(state: TrainState, cfg: TrainConfig, sde: SDE, p: trained.Parameterisation,
-               data: Tensor) -> float:
+def train_step(
+    state: TrainState, cfg: TrainConfig, sde: SDE, p: trained.Parameterisation, data: Tensor
+) -> float:
     """One Adam step on a fresh batch; returns the loss."""
     x0, t, z = draw_batch(data, cfg.batch_size, cfg.seed, state.step, cfg.t_eps)
     for group in state.optimizer.param_groups:
@@ -211,11 +227,21 @@ def save_checkpoint(state: TrainState, cfg: TrainConfig, out: Path) -> None:
     save_tensors(state.net.state_dict(), folder / "model.safetensors")
     save_tensors(state.ema_net.state_dict(), folder / "ema.safetensors")
     save_tensors(optimizer_tensors(state.optimizer), folder / "optimizer.safetensors")
-    write_json({"step": state.step, "config": dataclasses.asdict(cfg), "window": state.window,
-                "curve": state.curve, "elapsed_s": state.elapsed_s,
-                "rng": {"scheme": "per-step generator seeded by derive_seed(seed, 1, step)",
-                        "seed": cfg.seed, "next_step": state.step}},
-               folder / "state.json")
+    write_json(
+        {
+            "step": state.step,
+            "config": dataclasses.asdict(cfg),
+            "window": state.window,
+            "curve": state.curve,
+            "elapsed_s": state.elapsed_s,
+            "rng": {
+                "scheme": "per-step generator seeded by derive_seed(seed, 1, step)",
+                "seed": cfg.seed,
+                "next_step": state.step,
+            },
+        },
+        folder / "state.json",
+    )
 
 
 def read_checkpoint_state(out: Path) -> dict[str, Any]:
@@ -234,9 +260,11 @@ def resume_state(cfg: TrainConfig, out: Path, device: torch.device) -> TrainStat
     old = saved.get("config", {})
     diff = [k for k in RESUME_KEYS if old.get(k) != dataclasses.asdict(cfg)[k]]
     if diff:
-        raise BenchError(f"--resume: the checkpoint in {out} was trained with other settings ("
-                         + ", ".join(f"{k}: {old.get(k)!r} vs {getattr(cfg, k)!r}" for k in diff)
-                         + ")")
+        raise BenchError(
+            f"--resume: the checkpoint in {out} was trained with other settings ("
+            + ", ".join(f"{k}: {old.get(k)!r} vs {getattr(cfg, k)!r}" for k in diff)
+            + ")"
+        )
     state = new_state(cfg, device)
     folder = out / CHECKPOINT_DIR
     for module, name in ((state.net, "model"), (state.ema_net, "ema")):
@@ -255,16 +283,26 @@ def _read(path: Path, device: torch.device) -> dict[str, Tensor]:
 
 
 # -- the model folder ------------------------------------------------------------------------------
-def metadata(state: TrainState, cfg: TrainConfig, p: trained.Parameterisation, dataset: Dataset,
-             split: str, extra: dict[str, Any]) -> dict[str, Any]:
+def metadata(
+    state: TrainState,
+    cfg: TrainConfig,
+    p: trained.Parameterisation,
+    dataset: Dataset,
+    split: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """The metadata.json of a model folder (read back by :mod:`bench_plugins...trained`)."""
     return {
         "format": trained.FORMAT,
         "sde": {"name": cfg.sde, "options": cfg.sde_options},
         "parameterisation": p.to_dict(),
-        "data": {"dataset": dataset.spec, "split": split, "content_hash": extra["content_hash"],
-                 "shape": list(extra["shape"]),
-                 "scaling": "[-1, 1] (x -> 2x - 1)" if p.centered else "[0, 1]"},
+        "data": {
+            "dataset": dataset.spec,
+            "split": split,
+            "content_hash": extra["content_hash"],
+            "shape": list(extra["shape"]),
+            "scaling": "[-1, 1] (x -> 2x - 1)" if p.centered else "[0, 1]",
+        },
         "architecture": cfg.architecture,
         "parameters": count_parameters(state.net),
         "weights": "ema",
@@ -274,11 +312,17 @@ def metadata(state: TrainState, cfg: TrainConfig, p: trained.Parameterisation, d
         "seed": cfg.seed,
         "training": {
             "objective": "continuous DSM, lambda(t) = std(t)^2: "
-                         "mean over batch of sum over pixels ||std*s + z||^2",
-            "final_loss_over_steps": len(state.window), "loss_curve": state.curve,
-            "batch_size": cfg.batch_size, "lr": cfg.lr, "warmup": cfg.warmup,
-            "grad_clip": cfg.grad_clip, "t_eps": cfg.t_eps, "optimizer": "Adam",
-            "wall_clock_s": round(state.elapsed_s, 1), **extra["env"],
+            "mean over batch of sum over pixels ||std*s + z||^2",
+            "final_loss_over_steps": len(state.window),
+            "loss_curve": state.curve,
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "warmup": cfg.warmup,
+            "grad_clip": cfg.grad_clip,
+            "t_eps": cfg.t_eps,
+            "optimizer": "Adam",
+            "wall_clock_s": round(state.elapsed_s, 1),
+            **extra["env"],
         },
         "command": extra["command"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -312,16 +356,22 @@ class Trainer:
         data, split = training_data(self.dataset, p)
         data = data.to(self.device)
         self.extra = self._extra(split, tuple(data.shape[1:]))
-        state = resume_state(self.cfg, self.out, self.device) if resume else \
-            new_state(self.cfg, self.device)
-        self.log(f"training {self.cfg.sde} on {self.dataset.spec}:{split} ({data.shape[0]} images)"
-                 f", {count_parameters(state.net):,} parameters, steps {state.step} → "
-                 f"{self.cfg.steps}, device {self.device}, threads {torch.get_num_threads()}")
+        state = (
+            resume_state(self.cfg, self.out, self.device)
+            if resume
+            else new_state(self.cfg, self.device)
+        )
+        self.log(
+            f"training {self.cfg.sde} on {self.dataset.spec}:{split} ({data.shape[0]} images)"
+            f", {count_parameters(state.net):,} parameters, steps {state.step} → "
+            f"{self.cfg.steps}, device {self.device}, threads {torch.get_num_threads()}"
+        )
         self._loop(state, p, data, split)
         return state
 
-    def _loop(self, state: TrainState, p: trained.Parameterisation, data: Tensor,
-              split: str) -> None:
+    def _loop(
+        self, state: TrainState, p: trained.Parameterisation, data: Tensor, split: str
+    ) -> None:
         bar = self._bar(state.step)
         last_save = time.perf_counter()
         while state.step < self.cfg.steps:
@@ -337,29 +387,45 @@ class Trainer:
         if bar is not None:
             bar.close()
 
-    def _save(self, state: TrainState, p: trained.Parameterisation, split: str,
-              since: float) -> None:
+    def _save(
+        self, state: TrainState, p: trained.Parameterisation, split: str, since: float
+    ) -> None:
         save_checkpoint(state, self.cfg, self.out)
         meta = metadata(state, self.cfg, p, self.dataset, split, self.extra)
         save_model_folder(state, meta, self.out)
-        self.log(f"step {state.step}/{self.cfg.steps}  loss {mean(state.window):.4f}  "
-                 f"train time {state.elapsed_s:.0f} s  (+{since:.0f} s) → {self.out}")
+        self.log(
+            f"step {state.step}/{self.cfg.steps}  loss {mean(state.window):.4f}  "
+            f"train time {state.elapsed_s:.0f} s  (+{since:.0f} s) → {self.out}"
+        )
 
     def _bar(self, start: int):
         if not self.progress:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.cfg.steps, initial=start, desc=f"train {self.cfg.sde}",
-                    unit="step", file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30)
+        return tqdm(
+            total=self.cfg.steps,
+            initial=start,
+            desc=f"train {self.cfg.sde}",
+            unit="step",
+            file=sys.stderr,
+            mininterval=1.0 if sys.stderr.isatty() else 30,
+        )
 
     def _extra(self, split: str, shape: tuple[int, ...]) -> dict[str, Any]:
-        env = {"device": str(self.device), "torch": torch.__version__,
-               "sde_bench": bench.__version__}
+        env = {
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "sde_bench": bench.__version__,
+        }
         if self.device.type == "cpu":
             env["threads"] = torch.get_num_threads()
-        return {"content_hash": self.dataset.content_hash(split), "shape": shape, "env": env,
-                "command": self.command}
+        return {
+            "content_hash": self.dataset.content_hash(split),
+            "shape": shape,
+            "env": env,
+            "command": self.command,
+        }
 
 
 def default_architecture(in_channels: int, centered: bool) -> dict[str, Any]:

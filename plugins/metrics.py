@@ -19,7 +19,9 @@ class _ExactMetric(Metric):
     @classmethod
     def supports(cls, model: ScoreModel) -> None:
         if not model.exact:
-            raise Unsupported(f"metric {cls.name!r} needs an exact-score model (a Gaussian mixture)")
+            raise Unsupported(
+                f"metric {cls.name!r} needs an exact-score model (a Gaussian mixture)"
+            )
 
     def reference(self) -> Tensor:
         return reference_samples(self.model, self.n, self.options.seed)
@@ -43,7 +45,9 @@ class SlicedWasserstein(_ExactMetric):
         super().__init__(model, n, device=device, options=options)
         D = int(torch.tensor(model.data_shape).prod())
         generator = torch.Generator().manual_seed(self.options.seed + 1)
-        directions = torch.randn(D, self.options.projections, generator=generator, dtype=torch.float64)
+        directions = torch.randn(
+            D, self.options.projections, generator=generator, dtype=torch.float64
+        )
         self.directions = directions / directions.norm(dim=0, keepdim=True)
         self.projected: list[Tensor] = []
 

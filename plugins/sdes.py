@@ -70,7 +70,9 @@ class VESDE(SDE):
         """SMLD ancestral step (App. F, Eq. 47)."""
         k = self.index(t)
         sigma2, prev2 = self.discrete_sigma(k) ** 2, self.discrete_sigma(k - 1) ** 2
-        return AncestralCoefficients(1.0, sigma2 - prev2, math.sqrt(prev2 * (sigma2 - prev2) / sigma2))
+        return AncestralCoefficients(
+            1.0, sigma2 - prev2, math.sqrt(prev2 * (sigma2 - prev2) / sigma2)
+        )
 
 
 @dataclasses.dataclass
@@ -107,7 +109,8 @@ class _BetaSchedule(SDE):
         if beta >= 1.0:
             raise Unsupported(
                 f"the discrete DDPM chain needs beta_k < 1, i.e. N > beta_max = {self.beta_max:g} "
-                f"(got N = {self.N}); use euler_maruyama or more steps")
+                f"(got N = {self.N}); use euler_maruyama or more steps"
+            )
         return beta
 
     def langevin_alpha(self, t: float) -> float:

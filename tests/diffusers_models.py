@@ -12,45 +12,86 @@ import torch
 # for timing with random weights. Single-head attention as in the original (attention_head_dim
 # None); the shipped config predates that key.
 DDPM_CIFAR10_UNET: dict[str, Any] = {
-    "sample_size": 32, "in_channels": 3, "out_channels": 3, "center_input_sample": False,
-    "time_embedding_type": "positional", "flip_sin_to_cos": False, "freq_shift": 1,
+    "sample_size": 32,
+    "in_channels": 3,
+    "out_channels": 3,
+    "center_input_sample": False,
+    "time_embedding_type": "positional",
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
     "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
     "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-    "block_out_channels": [128, 256, 256, 256], "layers_per_block": 2,
-    "mid_block_scale_factor": 1, "downsample_padding": 0, "act_fn": "silu",
-    "attention_head_dim": None, "norm_num_groups": 32, "norm_eps": 1e-6,
+    "block_out_channels": [128, 256, 256, 256],
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "downsample_padding": 0,
+    "act_fn": "silu",
+    "attention_head_dim": None,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-6,
 }
 # DDPM-style: positional time embedding, ε-prediction (the google/ddpm-cifar10-32 layout, shrunk).
 TINY_DDPM_UNET: dict[str, Any] = {
-    "sample_size": 8, "in_channels": 3, "out_channels": 3, "block_out_channels": [16, 32],
+    "sample_size": 8,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": [16, 32],
     "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1,
-    "norm_num_groups": 8, "attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1,
-    "downsample_padding": 0, "norm_eps": 1e-6,
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "attention_head_dim": None,
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
+    "downsample_padding": 0,
+    "norm_eps": 1e-6,
 }
 # NCSN++-style: Gaussian Fourier embedding of log σ, skip blocks, input centred internally.
 TINY_NCSNPP_UNET: dict[str, Any] = {
-    "sample_size": 8, "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 32],
-    "center_input_sample": True, "time_embedding_type": "fourier",
+    "sample_size": 8,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": [32, 32],
+    "center_input_sample": True,
+    "time_embedding_type": "fourier",
     "down_block_types": ["SkipDownBlock2D", "AttnSkipDownBlock2D"],
-    "up_block_types": ["AttnSkipUpBlock2D", "SkipUpBlock2D"], "layers_per_block": 1,
-    "norm_num_groups": None, "mid_block_scale_factor": 2**0.5, "norm_eps": 1e-6,
+    "up_block_types": ["AttnSkipUpBlock2D", "SkipUpBlock2D"],
+    "layers_per_block": 1,
+    "norm_num_groups": None,
+    "mid_block_scale_factor": 2**0.5,
+    "norm_eps": 1e-6,
     "attention_head_dim": None,
 }
 DDPM_SCHEDULER: dict[str, Any] = {
-    "_class_name": "DDPMScheduler", "beta_start": 0.0001, "beta_end": 0.02,
-    "beta_schedule": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
-    "clip_sample": True, "variance_type": "fixed_large",
+    "_class_name": "DDPMScheduler",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "clip_sample": True,
+    "variance_type": "fixed_large",
 }
 VE_SCHEDULER: dict[str, Any] = {
-    "_class_name": "ScoreSdeVeScheduler", "sigma_min": 0.01, "sigma_max": 50.0,
-    "num_train_timesteps": 1000, "snr": 0.16, "sampling_eps": 1e-5, "correct_steps": 1,
+    "_class_name": "ScoreSdeVeScheduler",
+    "sigma_min": 0.01,
+    "sigma_max": 50.0,
+    "num_train_timesteps": 1000,
+    "snr": 0.16,
+    "sampling_eps": 1e-5,
+    "correct_steps": 1,
 }
 PIPELINES = {"DDPMScheduler": "DDPMPipeline", "ScoreSdeVeScheduler": "ScoreSdeVePipeline"}
 
 
-def write_pipeline(folder: Path, unet_config: dict[str, Any], scheduler: dict[str, Any], *,
-                   seed: int = 0, safe: bool = True) -> Path:
+def write_pipeline(
+    folder: Path,
+    unet_config: dict[str, Any],
+    scheduler: dict[str, Any],
+    *,
+    seed: int = 0,
+    safe: bool = True,
+) -> Path:
     """A pipeline folder (model_index.json, unet/, scheduler/) with a random-weight UNet."""
     from diffusers import UNet2DModel
 
@@ -58,11 +99,14 @@ def write_pipeline(folder: Path, unet_config: dict[str, Any], scheduler: dict[st
     unet = UNet2DModel(**unet_config)
     unet.save_pretrained(folder / "unet", safe_serialization=safe)
     write_json(folder / "scheduler" / "scheduler_config.json", scheduler)
-    write_json(folder / "model_index.json", {
-        "_class_name": PIPELINES.get(scheduler["_class_name"], "DiffusionPipeline"),
-        "unet": ["diffusers", "UNet2DModel"],
-        "scheduler": ["diffusers", scheduler["_class_name"]],
-    })
+    write_json(
+        folder / "model_index.json",
+        {
+            "_class_name": PIPELINES.get(scheduler["_class_name"], "DiffusionPipeline"),
+            "unet": ["diffusers", "UNet2DModel"],
+            "scheduler": ["diffusers", scheduler["_class_name"]],
+        },
+    )
     return folder
 
 

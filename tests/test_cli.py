@@ -10,8 +10,22 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 
-FAST = ["--model", "gauss1d", "--sdes", "vp", "--predictors", "euler", "--correctors", "none",
-        "--steps", "25", "--samples", "16", "--batch-size", "8"]
+FAST = [
+    "--model",
+    "gauss1d",
+    "--sdes",
+    "vp",
+    "--predictors",
+    "euler",
+    "--correctors",
+    "none",
+    "--steps",
+    "25",
+    "--samples",
+    "16",
+    "--batch-size",
+    "8",
+]
 
 FAULTY = '''
 import math
@@ -68,17 +82,45 @@ def rows_of(folder):
 
 def test_default_style_sweep_writes_rows_and_metadata(tmp_path):
     out = tmp_path / "run"
-    result = invoke("run", "--model", "ring8", "--sdes", "ve,subvp",
-                    "--predictors", "euler,ancestral", "--correctors", "none,langevin",
-                    "--steps", "20", "--samples", "64", "--out", out)
+    result = invoke(
+        "run",
+        "--model",
+        "ring8",
+        "--sdes",
+        "ve,subvp",
+        "--predictors",
+        "euler,ancestral",
+        "--correctors",
+        "none,langevin",
+        "--steps",
+        "20",
+        "--samples",
+        "64",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     frame = rows_of(out)
     assert len(frame) == 8 and frame["cell_id"].is_unique
     assert set(frame.loc[frame.status == "unsupported", "sde"]) == {"subvp"}
     ok = frame[frame.status == "ok"]
-    for column in ("nfe", "wall_clock_s", "samples_per_s", "s_per_nfe", "swd", "swd_n", "fd",
-                   "logp", "coverage_tv", "seed", "device", "dtype", "threads", "torch",
-                   "predictor_provider"):
+    for column in (
+        "nfe",
+        "wall_clock_s",
+        "samples_per_s",
+        "s_per_nfe",
+        "swd",
+        "swd_n",
+        "fd",
+        "logp",
+        "coverage_tv",
+        "seed",
+        "device",
+        "dtype",
+        "threads",
+        "torch",
+        "predictor_provider",
+    ):
         assert ok[column].notna().all(), column
     assert (ok["swd_n"] == 64).all() and (ok["threads"] == 1).all()
     meta = json.loads((out / "run.json").read_text())
@@ -102,9 +144,27 @@ def test_save_samples_writes_npz(tmp_path):
 
 
 def test_options_reach_the_components(tmp_path):
-    result = invoke("run", "--model", "gauss1d", "--sdes", "ve", "--predictors", "rd",
-                    "--correctors", "none", "--steps", "30", "--samples", "8",
-                    "-o", "ve.sigma_max=7", "--eps", "1e-4", "--out", tmp_path / "r")
+    result = invoke(
+        "run",
+        "--model",
+        "gauss1d",
+        "--sdes",
+        "ve",
+        "--predictors",
+        "rd",
+        "--correctors",
+        "none",
+        "--steps",
+        "30",
+        "--samples",
+        "8",
+        "-o",
+        "ve.sigma_max=7",
+        "--eps",
+        "1e-4",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 0, result.output
     row = rows_of(tmp_path / "r").iloc[0]
     assert "sigma_max=7.0" in row["sde_options"] and row["eps"] == 1e-4
@@ -118,15 +178,26 @@ def test_plugin_exceptions_become_error_rows(tmp_path):
     assert result.exit_code == 0, result.output
     frame = rows_of(out).set_index("predictor")
     assert frame.loc["boom", "status"] == "error"
-    assert "file:faulty.py" in frame.loc["boom", "reason"] and "kaboom" in frame.loc["boom", "reason"]
+    assert (
+        "file:faulty.py" in frame.loc["boom", "reason"] and "kaboom" in frame.loc["boom", "reason"]
+    )
     assert frame.loc["euler_maruyama", "status"] == "ok"  # the sweep went on
 
 
 def test_fail_fast_stops_at_the_first_error(tmp_path):
     plugin = tmp_path / "faulty.py"
     plugin.write_text(FAULTY)
-    result = invoke("-p", plugin, "run", *FAST, "--predictors", "boom,euler", "--fail-fast",
-                    "--out", tmp_path / "r")
+    result = invoke(
+        "-p",
+        plugin,
+        "run",
+        *FAST,
+        "--predictors",
+        "boom,euler",
+        "--fail-fast",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 2 and "--fail-fast" in result.stderr
     assert list(rows_of(tmp_path / "r")["status"]) == ["error"]
 
@@ -134,8 +205,18 @@ def test_fail_fast_stops_at_the_first_error(tmp_path):
 def test_divergence_is_a_row_with_the_step(tmp_path):
     plugin = tmp_path / "faulty.py"
     plugin.write_text(FAULTY)
-    result = invoke("-p", plugin, "run", *FAST, "--predictors", "nan_late", "--steps", "11",
-                    "--out", tmp_path / "r")
+    result = invoke(
+        "-p",
+        plugin,
+        "run",
+        *FAST,
+        "--predictors",
+        "nan_late",
+        "--steps",
+        "11",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 0
     row = rows_of(tmp_path / "r").iloc[0]
     # grid linspace(1, 1e-3, 11): t_5 = 0.5005, t_6 = 0.4006 is the first t < 0.5
@@ -145,12 +226,25 @@ def test_divergence_is_a_row_with_the_step(tmp_path):
 def test_out_of_memory_retries_with_half_the_batch(tmp_path):
     plugin = tmp_path / "faulty.py"
     plugin.write_text(FAULTY)
-    result = invoke("-p", plugin, "run", *FAST, "--predictors", "greedy", "--batch-size", "16",
-                    "--out", tmp_path / "r")
+    result = invoke(
+        "-p",
+        plugin,
+        "run",
+        *FAST,
+        "--predictors",
+        "greedy",
+        "--batch-size",
+        "16",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 0
     row = rows_of(tmp_path / "r").iloc[0]
     assert row["status"] == "ok" and row["batch_size_used"] == 4
-    assert "out of memory at batch size 16" in row["reason"] and "retried with batch size 4" in row["reason"]
+    assert (
+        "out of memory at batch size 16" in row["reason"]
+        and "retried with batch size 4" in row["reason"]
+    )
 
 
 BAD_INPUTS = [
@@ -171,7 +265,10 @@ BAD_INPUTS = [
     (["--device", "tpu"], "use auto, cpu, cuda or cuda:K"),
     (["--model", "gmm:/no/such/file.json"], "does not exist"),
     (["--model", "gauss1d:extra"], "takes no argument"),
-    (["-o", "ve.sigma_maxx=3"], "has no option 'sigma_maxx'; valid options: eps, sigma_min, sigma_max"),
+    (
+        ["-o", "ve.sigma_maxx=3"],
+        "has no option 'sigma_maxx'; valid options: eps, sigma_min, sigma_max",
+    ),
     (["-o", "ve.sigma_max=big"], "is not a valid float"),
     (["-o", "sigma_max=3"], "is not KIND.NAME.KEY=VALUE"),
     (["-o", "ve.sigma_min=80"], "need 0 < sigma_min < sigma_max"),
@@ -214,8 +311,23 @@ def test_list_and_plugins_json():
 
 
 def test_bf16_autocast_keeps_the_state_in_float32(tmp_path):
-    common = ["--model", "gmm64", "--sdes", "vp", "--predictors", "euler", "--correctors", "none",
-              "--steps", "40", "--samples", "64", "--metrics", "fd", "--save-samples"]
+    common = [
+        "--model",
+        "gmm64",
+        "--sdes",
+        "vp",
+        "--predictors",
+        "euler",
+        "--correctors",
+        "none",
+        "--steps",
+        "40",
+        "--samples",
+        "64",
+        "--metrics",
+        "fd",
+        "--save-samples",
+    ]
     assert invoke("run", *common, "--out", tmp_path / "f32").exit_code == 0
     result = invoke("run", *common, "--dtype", "bf16", "--out", tmp_path / "bf16")
     assert result.exit_code == 0, result.output

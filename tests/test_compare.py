@@ -211,7 +211,9 @@ def test_pyproject_table_and_precedence(tmp_path):
     table = read_pyproject(path)
     s = settings_from(table)
     assert s.metrics == ["swd"] and s.confidence == 0.9
-    assert s.tolerance("swd") == Tolerance(0, 0.5) and s.tolerance("coverage_min") == Tolerance(0.05)
+    assert s.tolerance("swd") == Tolerance(0, 0.5) and s.tolerance("coverage_min") == Tolerance(
+        0.05
+    )
     s = settings_from(table, max_regression=["swd=1%"], metrics=["swd", "coverage_min"])
     assert s.tolerance("swd") == Tolerance(0.01) and s.metrics == ["swd", "coverage_min"]
     s = settings_from(table, max_regression=["10%"])  # a bare CLI value replaces the file's

@@ -121,8 +121,9 @@ def test_vp_score_is_minus_eps_over_discrete_std(ddpm, make_sde, t):
 
 
 def test_vp_continuous_std_variant(folders, make_sde):
-    model = du.DiffusersUNet.load(f"{folders['ddpm']},std=continuous", device=CPU,
-                                  dtype=torch.float32)
+    model = du.DiffusersUNet.load(
+        f"{folders['ddpm']},std=continuous", device=CPU, dtype=torch.float32
+    )
     sde = make_sde("vp", 10)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     _, std = sde.marginal_coef(0.25)
@@ -160,8 +161,10 @@ def test_ve_score_is_network_output_already_divided_by_sigma(ve, make_sde):
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     sigma = sde.sigma(0.4)
     parts = {}
-    hooks = [ve.unet.conv_out.register_forward_hook(lambda m, a, o: parts.update(conv=o.clone())),
-             ve.unet.up_blocks[-1].register_forward_hook(lambda m, a, o: parts.update(skip=o[1]))]
+    hooks = [
+        ve.unet.conv_out.register_forward_hook(lambda m, a, o: parts.update(conv=o.clone())),
+        ve.unet.up_blocks[-1].register_forward_hook(lambda m, a, o: parts.update(skip=o[1])),
+    ]
     try:
         got = ve.score_fn(sde)(x, 0.4)
     finally:
@@ -268,12 +271,15 @@ def test_unet_without_scheduler_config(folders, tmp_path):
         du.DiffusersUNet.load(str(bare), device=CPU, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"prediction_type": "flow"}, "prediction_type 'flow' is not understood"),
-    ({"beta_schedule": "squaredcos_cap_v2"}, "has no VP SDE counterpart"),
-    ({"trained_betas": [0.1, 0.2]}, "trained_betas"),
-    ({"_class_name": "KarrasVeScheduler", "beta_schedule": None}, "is not understood"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"prediction_type": "flow"}, "prediction_type 'flow' is not understood"),
+        ({"beta_schedule": "squaredcos_cap_v2"}, "has no VP SDE counterpart"),
+        ({"trained_betas": [0.1, 0.2]}, "trained_betas"),
+        ({"_class_name": "KarrasVeScheduler", "beta_schedule": None}, "is not understood"),
+    ],
+)
 def test_schedules_the_plugin_does_not_understand(folders, tmp_path, changes, message):
     folder = copy_with_scheduler(folders["ddpm"], tmp_path / "m", **changes)
     with pytest.raises(BenchError, match=message):
@@ -314,8 +320,9 @@ def test_missing_diffusers_through_the_cli(folders, monkeypatch, tmp_path):
     from bench.cli import cli
 
     monkeypatch.setitem(sys.modules, "diffusers", None)
-    result = CliRunner().invoke(cli, ["run", "--model", f"diffusers:{folders['ddpm']}",
-                                      "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        cli, ["run", "--model", f"diffusers:{folders['ddpm']}", "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "optional diffusers package" in lines[0]
@@ -329,11 +336,34 @@ def test_bench_run_five_step_sweep(folders, tmp_path):
     from bench.cli import cli
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, [
-        "run", "--model", f"diffusers:{folders['ddpm']}", "--sdes", "vp,ve",
-        "--predictors", "euler", "--correctors", "none", "--steps", "5", "--samples", "4",
-        "--batch-size", "4", "--metrics", "none", "--threads", "1", "--device", "cpu",
-        "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            f"diffusers:{folders['ddpm']}",
+            "--sdes",
+            "vp,ve",
+            "--predictors",
+            "euler",
+            "--correctors",
+            "none",
+            "--steps",
+            "5",
+            "--samples",
+            "4",
+            "--batch-size",
+            "4",
+            "--metrics",
+            "none",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = {r["sde"]: r for r in map(json.loads, (out / "rows.jsonl").read_text().splitlines())}
     assert rows["vp"]["status"] == "ok" and rows["vp"]["nfe"] == 5

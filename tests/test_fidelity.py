@@ -52,7 +52,7 @@ def make_metric(registry, name, model, n, **options):
 
 def feed(metric, images, batch=100):
     for start in range(0, len(images), batch):
-        metric.update(images[start:start + batch])
+        metric.update(images[start : start + batch])
     return metric.compute()
 
 
@@ -83,9 +83,20 @@ def test_extractor_registered_once_and_used_by_torch_fidelity(registry, fake_mod
     ours_fid = feed(make_metric(registry, "fid", fake_model, len(test)), test)
     ours_kid = feed(make_metric(registry, "kid", fake_model, len(test), subsets=20), test)
     theirs = calculate_metrics(
-        input1=_U8(test), input2=_U8(train), fid=True, kid=True, feature_extractor=fidelity.DIGITS,
-        cuda=False, save_cpu_ram=True, verbose=False, cache=False, batch_size=500,
-        kid_subset_size=len(test), kid_subsets=20, rng_seed=fidelity.REFERENCE_SEED)
+        input1=_U8(test),
+        input2=_U8(train),
+        fid=True,
+        kid=True,
+        feature_extractor=fidelity.DIGITS,
+        cuda=False,
+        save_cpu_ram=True,
+        verbose=False,
+        cache=False,
+        batch_size=500,
+        kid_subset_size=len(test),
+        kid_subsets=20,
+        rng_seed=fidelity.REFERENCE_SEED,
+    )
     assert ours_fid["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-5)
     assert ours_kid["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-5)
     assert ours_kid["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-5)
@@ -113,12 +124,14 @@ def test_shipped_classifier_accuracy_without_pickle(monkeypatch):
 def test_fid_kid_of_a_set_against_itself_and_shifted(registry, fake_model, digits):
     train = digits.data("train")
     same_fid = feed(make_metric(registry, "fid", fake_model, len(train)), train, batch=500)
-    same_kid = feed(make_metric(registry, "kid", fake_model, len(train), subsets=10), train,
-                    batch=500)
+    same_kid = feed(
+        make_metric(registry, "kid", fake_model, len(train), subsets=10), train, batch=500
+    )
     shifted = torch.roll(train, shifts=2, dims=-1)
     far_fid = feed(make_metric(registry, "fid", fake_model, len(train)), shifted, batch=500)
-    far_kid = feed(make_metric(registry, "kid", fake_model, len(train), subsets=10), shifted,
-                   batch=500)
+    far_kid = feed(
+        make_metric(registry, "kid", fake_model, len(train), subsets=10), shifted, batch=500
+    )
     assert abs(same_fid["fid"]) < 1e-3
     # Subsets drawn from one set share images, which biases KID slightly negative: about -3
     # against +96 for the shifted set (the raw 128-d features make KID values large).
@@ -159,9 +172,32 @@ def run_sweep(tmp_path, name, *extra):
     from bench.cli import cli
 
     out = tmp_path / name
-    args = ["--plugins-dir", PLUGIN_DIR, "run", "--model", "fakeimg", "--sdes", "vp",
-            "--predictors", "euler", "--correctors", "none", "--steps", "2,3", "--samples", "40",
-            "--batch-size", "20", "--device", "cpu", "--threads", "1", "--out", str(out), *extra]
+    args = [
+        "--plugins-dir",
+        PLUGIN_DIR,
+        "run",
+        "--model",
+        "fakeimg",
+        "--sdes",
+        "vp",
+        "--predictors",
+        "euler",
+        "--correctors",
+        "none",
+        "--steps",
+        "2,3",
+        "--samples",
+        "40",
+        "--batch-size",
+        "20",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
     result = CliRunner().invoke(cli, args)
     return result, out
 
@@ -201,14 +237,17 @@ def test_reference_key_follows_dataset_content(tmp_path, digits):
     edited[0, 0, 0, 0] = 1 - edited[0, 0, 0, 0]
     spec = fidelity.resolve_extractor(fidelity.DIGITS)
     fidelity.COUNTS.clear()
-    a = fidelity.reference(NpzImages.load(write_npz(tmp_path / "a.npz", images)[4:]), "all",
-                           spec, None, CPU)
-    b = fidelity.reference(NpzImages.load(write_npz(tmp_path / "b.npz", edited)[4:]), "all",
-                           spec, None, CPU)
+    a = fidelity.reference(
+        NpzImages.load(write_npz(tmp_path / "a.npz", images)[4:]), "all", spec, None, CPU
+    )
+    b = fidelity.reference(
+        NpzImages.load(write_npz(tmp_path / "b.npz", edited)[4:]), "all", spec, None, CPU
+    )
     assert a.key != b.key and fidelity.COUNTS["reference"] == 2
     fidelity.clear_memory_caches()
-    c = fidelity.reference(NpzImages.load(write_npz(tmp_path / "c.npz", images)[4:]), "all",
-                           spec, None, CPU)
+    c = fidelity.reference(
+        NpzImages.load(write_npz(tmp_path / "c.npz", images)[4:]), "all", spec, None, CPU
+    )
     assert c.key == a.key and fidelity.COUNTS["reference_disk_hit"] == 1
     assert fidelity.COUNTS["reference"] == 2
     assert torch.equal(c.features, a.features)
@@ -275,8 +314,21 @@ def test_isc_refuses_weights_without_logits(registry, fake_model, tmp_path):
 def test_noise_floor_command():
     from bench.cli import cli
 
-    result = CliRunner().invoke(cli, ["fid-floor", "--n", "300", "--repeats", "2", "--json",
-                                      "--device", "cpu", "--kid-subsets", "10"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "fid-floor",
+            "--n",
+            "300",
+            "--repeats",
+            "2",
+            "--json",
+            "--device",
+            "cpu",
+            "--kid-subsets",
+            "10",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
     assert row["n"] == 300 and row["ref_n"] == 1797 - 300 and row["repeats"] == 2
@@ -284,8 +336,9 @@ def test_noise_floor_command():
 
 
 def test_noise_floor_against_another_split(digits):
-    floor = fidelity.noise_floor(digits, 100, split="test", against="train", repeats=2,
-                                 kid_subsets=5)
+    floor = fidelity.noise_floor(
+        digits, 100, split="test", against="train", repeats=2, kid_subsets=5
+    )
     summary = floor.summary()
     assert (summary["n"], summary["ref_n"], summary["split"]) == (100, 1437, "test vs train")
     assert 5 < summary["fid_mean"] < 80

@@ -11,14 +11,18 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 
 from bench.errors import BenchError
 
-UNEQUAL = {"weights": [0.2, 0.5, 0.3], "means": [[-1.0, 0.5], [2.0, 0.0], [0.3, -1.5]],
-           "stds": [0.1, 0.4, 0.25]}
+UNEQUAL = {
+    "weights": [0.2, 0.5, 0.3],
+    "means": [[-1.0, 0.5], [2.0, 0.0], [0.3, -1.5]],
+    "stds": [0.1, 0.4, 0.25],
+}
 
 
 def load(registry, spec, tmp_path=None, dtype=torch.float64):
     name, _, arg = spec.partition(":")
-    return registry.get("score-models", name).obj.load(arg or None, device=torch.device("cpu"),
-                                                        dtype=dtype)
+    return registry.get("score-models", name).obj.load(
+        arg or None, device=torch.device("cpu"), dtype=dtype
+    )
 
 
 def torch_mixture(spec, a=1.0, std=0.0):
@@ -26,8 +30,10 @@ def torch_mixture(spec, a=1.0, std=0.0):
     means = a * torch.tensor(spec["means"], dtype=torch.float64)
     s = torch.tensor(spec["stds"], dtype=torch.float64)
     scale = (a**2 * s**2 + std**2).sqrt()[:, None].expand_as(means)
-    return MixtureSameFamily(Categorical(torch.tensor(spec["weights"], dtype=torch.float64)),
-                             Independent(Normal(means, scale), 1))
+    return MixtureSameFamily(
+        Categorical(torch.tensor(spec["weights"], dtype=torch.float64)),
+        Independent(Normal(means, scale), 1),
+    )
 
 
 @pytest.fixture
@@ -72,8 +78,10 @@ def test_exact_samples_have_the_mixture_moments(unequal):
     mu = torch.tensor(UNEQUAL["means"], dtype=torch.float64)
     s2 = torch.tensor(UNEQUAL["stds"], dtype=torch.float64) ** 2
     mean = w @ mu
-    second = (w[:, None, None] * (mu[:, :, None] * mu[:, None, :]
-                                  + s2[:, None, None] * torch.eye(2, dtype=torch.float64))).sum(0)
+    second = (
+        w[:, None, None]
+        * (mu[:, :, None] * mu[:, None, :] + s2[:, None, None] * torch.eye(2, dtype=torch.float64))
+    ).sum(0)
     cov = second - torch.outer(mean, mean)
     torch.testing.assert_close(x.mean(0), mean, atol=0.01, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), cov, atol=0.02, rtol=0)
@@ -97,17 +105,22 @@ def test_presets(registry, name, dim, k):
 def test_gmm64_is_image_shaped_with_unequal_components(registry):
     model = load(registry, "gmm64")
     assert model.data_shape == (1, 8, 8)
-    assert model.mixture.stds.unique().numel() == 10 and model.mixture.weights.unique().numel() == 10
+    assert (
+        model.mixture.stds.unique().numel() == 10 and model.mixture.weights.unique().numel() == 10
+    )
 
 
-@pytest.mark.parametrize("content,message", [
-    ("{", "not a readable JSON"),
-    ('{"weights": [1], "means": [[0]]}', "missing key 'stds'"),
-    ('{"weights": [1, 2], "means": [[0]], "stds": [1]}', "need K weights"),
-    ('{"weights": [1], "means": [[0]], "stds": [-1]}', "must be positive"),
-    ('{"weights": [1], "means": [[0]], "stds": [1, 2]}', "one isotropic std"),
-    ('[1, 2]', "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{", "not a readable JSON"),
+        ('{"weights": [1], "means": [[0]]}', "missing key 'stds'"),
+        ('{"weights": [1, 2], "means": [[0]], "stds": [1]}', "need K weights"),
+        ('{"weights": [1], "means": [[0]], "stds": [-1]}', "must be positive"),
+        ('{"weights": [1], "means": [[0]], "stds": [1, 2]}', "one isotropic std"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
 def test_bad_mixture_files(registry, tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)

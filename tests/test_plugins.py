@@ -85,9 +85,23 @@ def invoke(*args: str):
 
 def test_third_party_predictor_is_usable_by_bench_run(third_party, tmp_path):
     third_party("mine", PREDICTOR_PLUGIN.format(cls="Mine", name="mine"))
-    result = invoke("run", "--model", "gauss1d", "--sdes", "vp", "--predictors", "mine",
-                    "--correctors", "none", "--steps", "30", "--samples", "20",
-                    "--out", str(tmp_path / "run"))
+    result = invoke(
+        "run",
+        "--model",
+        "gauss1d",
+        "--sdes",
+        "vp",
+        "--predictors",
+        "mine",
+        "--correctors",
+        "none",
+        "--steps",
+        "30",
+        "--samples",
+        "20",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert result.exit_code == 0, result.output
     rows = (tmp_path / "run" / "results.csv").read_text()
     assert "mine" in rows and "fake_mine" not in rows.split("\n")[0]
@@ -136,25 +150,32 @@ def test_allowlist_filters_distributions(third_party, monkeypatch):
 
 
 def test_misspelt_hook_is_caught(third_party):
-    third_party("typo", '''
+    third_party(
+        "typo",
+        """
         import bench
 
         @bench.hookimpl
         def register_predictor(register):
             pass
-    ''')
+    """,
+    )
     listing = json.loads(invoke("plugins", "--json").stdout)
     (typo,) = [p for p in listing if p["name"] == "typo"]
     assert typo["status"] == "failed" and "register_predictor" in typo["error"]
 
 
 def test_half_registered_plugin_is_rolled_back(third_party):
-    third_party("half", PREDICTOR_PLUGIN.format(cls="Half", name="half") + '''
+    third_party(
+        "half",
+        PREDICTOR_PLUGIN.format(cls="Half", name="half")
+        + """
 
 @bench.hookimpl
 def register_correctors(register):
     raise RuntimeError("boom")
-''')
+""",
+    )
     result = invoke("list", "predictors", "--json")
     assert "half" not in [p["name"] for p in json.loads(result.stdout)]
     assert "boom" in result.stderr
@@ -202,8 +223,10 @@ def test_builtin_entry_points_match_pyproject():
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     declared = pyproject["project"]["entry-points"]["sde_bench"]
-    installed = {ep.name: ep.value for ep in
-                 md.distribution("sde-bench").entry_points.select(group="sde_bench")}
+    installed = {
+        ep.name: ep.value
+        for ep in md.distribution("sde-bench").entry_points.select(group="sde_bench")
+    }
     assert installed == declared, "entry points are stale: run `pip install -e .` again"
 
 

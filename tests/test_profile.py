@@ -9,30 +9,51 @@ from click.testing import CliRunner
 from bench import profile
 from bench.cli import cli
 
-CASES = [("ve", "reverse_diffusion", "langevin"), ("vp", "euler_maruyama", "ald"),
-         ("subvp", "reverse_diffusion", "langevin"), ("vp", "ancestral_sampling", "none"),
-         ("ve", "none", "ald"), ("vp", "reverse_diffusion", "langevin")]
+CASES = [
+    ("ve", "reverse_diffusion", "langevin"),
+    ("vp", "euler_maruyama", "ald"),
+    ("subvp", "reverse_diffusion", "langevin"),
+    ("vp", "ancestral_sampling", "none"),
+    ("ve", "none", "ald"),
+    ("vp", "reverse_diffusion", "langevin"),
+]
 
 
 @pytest.mark.parametrize("sde_name,predictor,corrector", CASES)
 def test_all_variants_compute_the_same_samples(registry, make_sde, sde_name, predictor, corrector):
     model = registry.get("score-models", "ring8").obj.load(
-        None, device=torch.device("cpu"), dtype=torch.float64)
+        None, device=torch.device("cpu"), dtype=torch.float64
+    )
     sde = make_sde(sde_name, 40)
     x_T = profile.default_x(model, sde, 8, torch.device("cpu"), torch.float64)
-    setup = profile.Setup(sde, model.score_fn(sde), predictor, corrector, 0.16, 2, x_T,
-                          torch.device("cpu"))
+    setup = profile.Setup(
+        sde, model.score_fn(sde), predictor, corrector, 0.16, 2, x_T, torch.device("cpu")
+    )
     suite, _ = profile.suite_loop(setup, registry)
     expected = suite(x_T)
     torch.testing.assert_close(profile.minimal_loop(setup)(x_T), expected, rtol=1e-10, atol=1e-10)
     if predictor in profile.REFERENCE_PREDICTORS:
         # the reference keeps its time grid in float32, hence the looser tolerance
-        torch.testing.assert_close(profile.reference_loop(setup)(x_T), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            profile.reference_loop(setup)(x_T), expected, rtol=1e-4, atol=1e-4
+        )
 
 
 def test_profile_command_writes_rows(tmp_path):
-    result = CliRunner().invoke(cli, ["profile", "--steps", "20", "--repeats", "2", "--calls", "5",
-                                      "--out", str(tmp_path / "p")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "profile",
+            "--steps",
+            "20",
+            "--repeats",
+            "2",
+            "--calls",
+            "5",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     import pandas as pd
 

@@ -15,17 +15,37 @@ import pytest
 
 from bench.store import RunStore
 
-GRID = ["--model", "ring8", "--sdes", "ve,vp", "--predictors", "euler,reverse_diffusion",
-        "--correctors", "none,langevin", "--steps", "100,200", "--samples", "300",
-        "--batch-size", "150", "--seeds", "0", "--no-progress"]
-TIMING = ["wall_clock_s", "samples_per_s", "s_per_nfe", "metrics_s", "started_at",
-          "peak_memory_mb"]
+GRID = [
+    "--model",
+    "ring8",
+    "--sdes",
+    "ve,vp",
+    "--predictors",
+    "euler,reverse_diffusion",
+    "--correctors",
+    "none,langevin",
+    "--steps",
+    "100,200",
+    "--samples",
+    "300",
+    "--batch-size",
+    "150",
+    "--seeds",
+    "0",
+    "--no-progress",
+]
+TIMING = ["wall_clock_s", "samples_per_s", "s_per_nfe", "metrics_s", "started_at", "peak_memory_mb"]
 
 
 def bench(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", *GRID, *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", *GRID, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
 
 
 def comparable(folder):
@@ -78,8 +98,12 @@ def test_ctrl_c_stops_cleanly_with_exit_130(tmp_path):
     assert f"resume with: bench run --resume {out}" in stderr and "Traceback" not in stderr
     done = finished_cells(out)
     assert 1 <= done < 16
-    resumed = subprocess.run([sys.executable, "-m", "bench", "run", "--resume", str(out),
-                              "--no-progress"], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--resume", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"16 cells ({done} already done)" in resumed.stderr
     assert len(pd.read_csv(out / "results.csv")) == 16

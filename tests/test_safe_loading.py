@@ -69,7 +69,7 @@ def test_shape_mismatch_is_one_message():
 
 def test_metadata_is_parsed_not_evaluated(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text('{"sde": "__import__(\'os\').system(\'echo hi\')"}')
+    path.write_text("{\"sde\": \"__import__('os').system('echo hi')\"}")
     assert read_json(path)["sde"].startswith("__import__")  # a plain string
     path.write_text("sde = 'vp'")
     with pytest.raises(BenchError, match="unreadable metadata"):

@@ -106,9 +106,12 @@ def test_prior_logp_and_sampling(make_sde):
     ve, vp = make_sde("ve"), make_sde("vp")
     assert torch.equal(ve.prior_sampling(z), 50.0 * z)
     normal = torch.distributions.Normal(0.0, 50.0)
-    torch.testing.assert_close(ve.prior_logp(ve.prior_sampling(z)),
-                               normal.log_prob(50.0 * z).sum(1))
-    torch.testing.assert_close(vp.prior_logp(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1))
+    torch.testing.assert_close(
+        ve.prior_logp(ve.prior_sampling(z)), normal.log_prob(50.0 * z).sum(1)
+    )
+    torch.testing.assert_close(
+        vp.prior_logp(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
+    )
 
 
 def test_options_validated():

@@ -57,7 +57,8 @@ def x0():
 def test_predictor_one_step(key, registry, make_sde):
     sde_name, name, pf = key
     predictor = registry.get("predictors", name).obj(
-        make_sde(sde_name, N), exact_score(sde_name), pf, fixed_noise)
+        make_sde(sde_name, N), exact_score(sde_name), pf, fixed_noise
+    )
     x, x_mean = predictor.update(x0(), T)
     expected_mean, expected_x = PREDICTOR_VECTORS[key]
     assert x_mean.item() == pytest.approx(expected_mean, abs=1e-6)
@@ -68,7 +69,8 @@ def test_predictor_one_step(key, registry, make_sde):
 def test_euler_maruyama_probability_flow_one_step(sde_name, registry, make_sde):
     """Not in the table: EM on the probability-flow ODE, x + (−c·x + ½g²s)/N, no noise."""
     predictor = registry.get("predictors", "euler").obj(
-        make_sde(sde_name, N), exact_score(sde_name), True, fixed_noise)
+        make_sde(sde_name, N), exact_score(sde_name), True, fixed_noise
+    )
     x, x_mean = predictor.update(x0(), T)
     A, b, _ = ref.predictor_affine(sde_name, "em_pf", T, N)
     assert x.item() == x_mean.item() == pytest.approx(A * X + b, abs=1e-12)
@@ -78,7 +80,8 @@ def test_euler_maruyama_probability_flow_one_step(sde_name, registry, make_sde):
 def test_corrector_one_step(key, registry, make_sde):
     sde_name, name = key
     corrector = registry.get("correctors", name).obj(
-        make_sde(sde_name, N), exact_score(sde_name), SNR, 1, fixed_noise)
+        make_sde(sde_name, N), exact_score(sde_name), SNR, 1, fixed_noise
+    )
     x, x_mean = corrector.update(x0(), T)
     expected_mean, expected_x = CORRECTOR_VECTORS[key]
     assert x_mean.item() == pytest.approx(expected_mean, abs=1e-6)
@@ -90,7 +93,9 @@ def test_langevin_step_size_uses_batch_mean_norms(registry, make_sde):
     sde = make_sde("ve", N)
     x = torch.tensor([[0.3, -1.0], [2.0, 0.5]], dtype=torch.float64)
     z = torch.tensor([[0.7, 0.1], [-0.2, 1.5]], dtype=torch.float64)
-    corrector = registry.get("correctors", "langevin").obj(sde, exact_score("ve"), SNR, 1, lambda _: z)
+    corrector = registry.get("correctors", "langevin").obj(
+        sde, exact_score("ve"), SNR, 1, lambda _: z
+    )
     _, x_mean = corrector.update(x, T)
     s = exact_score("ve")(x, T)
     eps = 2 * (SNR * z.norm(dim=1).mean() / s.norm(dim=1).mean()) ** 2

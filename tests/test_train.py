@@ -12,8 +12,19 @@ from safetensors.torch import load_file
 
 from bench.cli import cli
 
-TINY = ["--steps", "4", "--batch-size", "16", "--warmup", "2", "--threads", "1",
-        "--device", "cpu", "--no-progress"]
+TINY = [
+    "--steps",
+    "4",
+    "--batch-size",
+    "16",
+    "--warmup",
+    "2",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def train(out, *args: str):
@@ -38,7 +49,8 @@ def test_smoke_run_writes_a_loadable_model(vp_folder, registry):
     assert "--steps 4 --batch-size 16 " in meta["command"] and "--threads 1" in meta["command"]
     assert torch.isfinite(torch.tensor(meta["final_loss"]))
     model = registry.get("score-models", "score").obj.load(
-        str(vp_folder), device=torch.device("cpu"), dtype=torch.float32)
+        str(vp_folder), device=torch.device("cpu"), dtype=torch.float32
+    )
     sde = registry.get("sdes", "vp").obj(10)
     x = torch.randn(5, 1, 8, 8)
     s = model.score_fn(sde)(x, 0.5)
@@ -66,8 +78,10 @@ def test_same_seed_same_weights_and_resume_is_exact(vp_folder, tmp_path):
     train(resumed, "--sde", "vp", "--checkpoint-every", "2", "--resume")
     assert_same(weights(vp_folder), weights(resumed))
     for name in ("model", "ema", "optimizer"):
-        assert_same(weights(vp_folder / "checkpoint", f"{name}.safetensors"),
-                    weights(resumed / "checkpoint", f"{name}.safetensors"))
+        assert_same(
+            weights(vp_folder / "checkpoint", f"{name}.safetensors"),
+            weights(resumed / "checkpoint", f"{name}.safetensors"),
+        )
 
 
 def test_other_seed_other_weights(vp_folder, tmp_path):
@@ -84,12 +98,15 @@ def test_ve_default_sigma_max_comes_from_the_data(tmp_path):
     assert "sigma_max = 5" in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--resume"], "holds no checkpoint"),
-    (["-o", "vp.beta_max=20"], "takes ve.KEY=VALUE only"),
-    (["-o", "ve.eps=0.1"], "eps is a sampling setting"),
-    (["--sde", "nope"], "unknown SDE"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--resume"], "holds no checkpoint"),
+        (["-o", "vp.beta_max=20"], "takes ve.KEY=VALUE only"),
+        (["-o", "ve.eps=0.1"], "eps is a sampling setting"),
+        (["--sde", "nope"], "unknown SDE"),
+    ],
+)
 def test_train_errors_exit_2(tmp_path, args, message):
     result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "x"), *TINY, *args])
     assert result.exit_code == 2 and message in result.output, result.output
@@ -102,7 +119,8 @@ def test_existing_checkpoint_needs_resume(vp_folder):
 
 def test_resume_with_other_settings_is_refused(vp_folder):
     result = CliRunner().invoke(
-        cli, ["train", "--out", str(vp_folder), *TINY, "--sde", "vp", "--resume", "--lr", "0.01"])
+        cli, ["train", "--out", str(vp_folder), *TINY, "--sde", "vp", "--resume", "--lr", "0.01"]
+    )
     assert result.exit_code == 2 and "other settings" in result.output
 
 
@@ -125,9 +143,9 @@ def test_dsm_loss_by_hand(sde_name, registry):
     expected = []
     for i, ti in enumerate(t.tolist()):
         a, std = sde.marginal_coef(ti)
-        x_t = a * x0[i: i + 1] + std * z[i: i + 1]
+        x_t = a * x0[i : i + 1] + std * z[i : i + 1]
         label = math.log(std) if sde_name == "ve" else ti
         f = net(x_t, torch.tensor([label], dtype=torch.float32))
-        expected.append(((f if sde_name == "ve" else -f) + z[i: i + 1]).square().sum())
+        expected.append(((f if sde_name == "ve" else -f) + z[i : i + 1]).square().sum())
     got = dsm_loss(net, sde, p, x0, t, z)
     torch.testing.assert_close(got, torch.stack(expected).mean(), rtol=1e-5, atol=1e-5)

@@ -32,11 +32,11 @@ def shipped_folder(name: str) -> Path:
 @pytest.fixture
 def no_pickle(monkeypatch):
     """Any attempt to unpickle fails the test."""
+
     def boom(*args, **kwargs):
         raise AssertionError("unpickling attempted")
 
-    for obj, attr in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
-                      (torch, "load")):
+    for obj, attr in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
         monkeypatch.setattr(obj, attr, boom)
 
 
@@ -48,8 +48,9 @@ def test_shipped_weights_load_without_pickle(name, registry, no_pickle):
     sde_name = name.split("-")[1]
     assert model.trained_for == sde_name and model.dataset == "digits"
     assert model.data_shape == (1, 8, 8) and model.default_metrics == ("fid", "kid")
-    sde = registry.get("sdes", sde_name).obj(10, registry.get("sdes", sde_name).obj.Options(
-        **model.sde_defaults[sde_name]))
+    sde = registry.get("sdes", sde_name).obj(
+        10, registry.get("sdes", sde_name).obj.Options(**model.sde_defaults[sde_name])
+    )
     model.check_sde(sde)
     x = torch.randn(3, 1, 8, 8)
     s = model.score_fn(sde)(x, 0.5)
@@ -59,8 +60,16 @@ def test_shipped_weights_load_without_pickle(name, registry, no_pickle):
 def test_shipped_metadata_records_the_run(registry):
     for name in SHIPPED:
         meta = json.loads((shipped_folder(name) / "metadata.json").read_text())
-        for key in ("sde", "data", "architecture", "steps", "final_loss", "ema_rate", "seed",
-                    "command"):
+        for key in (
+            "sde",
+            "data",
+            "architecture",
+            "steps",
+            "final_loss",
+            "ema_rate",
+            "seed",
+            "command",
+        ):
             assert key in meta, (name, key)
         assert meta["data"]["content_hash"] == _digits_train_hash(registry)
 
@@ -117,16 +126,31 @@ def test_check_sde_refuses_other_sdes_and_hyperparameters(registry, make_sde):
 
 def run(tmp_path, *args: str):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--metrics", "none", "--out", str(out),
-                                      "--threads", "1", "--no-progress", *args])
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--metrics", "none", "--out", str(out), "--threads", "1", "--no-progress", *args],
+    )
     assert result.exit_code == 0, result.output
     with open(out / "results.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
 def test_vp_model_under_ve_is_an_unsupported_row(tmp_path):
-    rows = run(tmp_path, "--model", "digits-vp", "--sdes", "ve,vp", "--predictors", "euler",
-               "--correctors", "none", "--steps", "2", "--samples", "4")
+    rows = run(
+        tmp_path,
+        "--model",
+        "digits-vp",
+        "--sdes",
+        "ve,vp",
+        "--predictors",
+        "euler",
+        "--correctors",
+        "none",
+        "--steps",
+        "2",
+        "--samples",
+        "4",
+    )
     status = {r["sde"]: (r["status"], r["reason"]) for r in rows}
     assert status["ve"][0] == "unsupported" and "trained for the vp SDE" in status["ve"][1]
     assert status["vp"][0] == "ok"
@@ -134,8 +158,19 @@ def test_vp_model_under_ve_is_an_unsupported_row(tmp_path):
 
 @pytest.mark.slow
 def test_digits_ve_end_to_end(tmp_path):
-    rows = run(tmp_path, "--model", "digits-ve", "--sdes", "ve", "--steps", "10", "--samples",
-               "64", "-o", "ve.sigma_max=5")
+    rows = run(
+        tmp_path,
+        "--model",
+        "digits-ve",
+        "--sdes",
+        "ve",
+        "--steps",
+        "10",
+        "--samples",
+        "64",
+        "-o",
+        "ve.sigma_max=5",
+    )
     assert rows and all(r["status"] == "ok" for r in rows)
     assert {r["steps"] for r in rows} == {"10"}
 
@@ -144,8 +179,9 @@ def test_digits_ve_end_to_end(tmp_path):
 @pytest.fixture
 def copy_of_vp(tmp_path) -> Path:
     folder = tmp_path / "model"
-    shutil.copytree(shipped_folder("digits-vp"), folder,
-                    ignore=shutil.ignore_patterns("checkpoint"))
+    shutil.copytree(
+        shipped_folder("digits-vp"), folder, ignore=shutil.ignore_patterns("checkpoint")
+    )
     return folder
 
 
@@ -188,11 +224,14 @@ def test_shapes_that_do_not_fit_the_architecture(registry, copy_of_vp):
         load(registry, "score", str(copy_of_vp))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not valid JSON"),
-    ('{"format": "something else"}', "not an sde-bench model"),
-    ('{"format": "sde-bench/score-model/1"}', "malformed metadata"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": "something else"}', "not an sde-bench model"),
+        ('{"format": "sde-bench/score-model/1"}', "malformed metadata"),
+    ],
+)
 def test_bad_metadata(registry, copy_of_vp, text, message):
     (copy_of_vp / "metadata.json").write_text(text)
     with pytest.raises(BenchError, match=message):
@@ -200,8 +239,18 @@ def test_bad_metadata(registry, copy_of_vp, text, message):
 
 
 def test_cli_load_error_exits_2(tmp_path):
-    result = CliRunner().invoke(cli, ["run", "--model", f"score:{tmp_path}/nope", "--metrics",
-                                      "none", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            f"score:{tmp_path}/nope",
+            "--metrics",
+            "none",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
@@ -220,13 +269,28 @@ def test_apply_sde_defaults_keeps_user_values():
     assert values == {("sdes", "ve"): {"sigma_max": 90.0, "sigma_min": 0.01}}
     fresh: dict = {}
     apply_sde_defaults(fresh, defaults, ("ve", "vp"))
-    assert fresh == {("sdes", "ve"): {"sigma_min": 0.01, "sigma_max": 5.0},
-                     ("sdes", "vp"): {"beta_max": 10.0}}
+    assert fresh == {
+        ("sdes", "ve"): {"sigma_min": 0.01, "sigma_max": 5.0},
+        ("sdes", "vp"): {"beta_max": 10.0},
+    }
 
 
 def test_digits_ve_runs_out_of_the_box(tmp_path):
-    rows = run(tmp_path, "--model", "digits-ve", "--sdes", "ve", "--predictors", "euler",
-               "--correctors", "none", "--steps", "2", "--samples", "4")
+    rows = run(
+        tmp_path,
+        "--model",
+        "digits-ve",
+        "--sdes",
+        "ve",
+        "--predictors",
+        "euler",
+        "--correctors",
+        "none",
+        "--steps",
+        "2",
+        "--samples",
+        "4",
+    )
     assert rows[0]["status"] == "ok", rows[0]["reason"]
 
 
@@ -241,7 +305,20 @@ def test_compile_flag_compiles_the_network(tmp_path, monkeypatch):
         return module
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    rows = run(tmp_path, "--model", "digits-vp", "--predictors", "euler", "--correctors", "none",
-               "--steps", "2", "--samples", "4", "--compile", "reduce-overhead")
+    rows = run(
+        tmp_path,
+        "--model",
+        "digits-vp",
+        "--predictors",
+        "euler",
+        "--correctors",
+        "none",
+        "--steps",
+        "2",
+        "--samples",
+        "4",
+        "--compile",
+        "reduce-overhead",
+    )
     assert calls == [("UNet", "reduce-overhead")]
     assert rows[0]["status"] == "ok" and rows[0]["compile"] == "reduce-overhead"

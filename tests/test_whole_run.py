@@ -23,8 +23,12 @@ TABLE = {
     ("subvp", "em", 1000): (0.500316, 0.040052, 0.500316, 0.040052),
     ("subvp", "rd_pf", 1000): (0.499631, 0.039729, 0.499631, 0.039729),
 }
-RULES = {"rd": ("reverse_diffusion", False), "rd_pf": ("reverse_diffusion", True),
-         "em": ("euler_maruyama", False), "ancestral": ("ancestral_sampling", False)}
+RULES = {
+    "rd": ("reverse_diffusion", False),
+    "rd_pf": ("reverse_diffusion", True),
+    "em": ("euler_maruyama", False),
+    "ancestral": ("ancestral_sampling", False),
+}
 EPS = {"ve": 1e-5, "vp": 1e-3, "subvp": 1e-3}
 
 
@@ -43,7 +47,8 @@ def test_predictor_only_run_matches_recursion(key, registry, make_sde):
     torch.manual_seed(1234)
     sde = make_sde(sde_name, N)
     model = registry.get("score-models", "gauss1d").obj.load(
-        None, device=torch.device("cpu"), dtype=torch.float64)
+        None, device=torch.device("cpu"), dtype=torch.float64
+    )
     score = model.score_fn(sde)
     name, pf = RULES[rule]
     noise_gen = torch.Generator().manual_seed(99)
@@ -53,13 +58,16 @@ def test_predictor_only_run_matches_recursion(key, registry, make_sde):
 
     predictor = registry.get("predictors", name).obj(sde, score, pf, noise)
     corrector = registry.get("correctors", "none").obj(sde, score, 0.0, 0, noise)
-    x_T = sde.prior_sampling(torch.randn(n, 1, generator=torch.Generator().manual_seed(7),
-                                         dtype=torch.float64))
+    x_T = sde.prior_sampling(
+        torch.randn(n, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    )
     last = {}
     x_mean = pc_sample(sde, predictor, corrector, x_T, callback=last.update)
     assert torch.equal(x_mean, last["x_mean"])
-    out = {True: (x_mean.mean().item(), x_mean.var().item()),
-           False: (last["x"].mean().item(), last["x"].var().item())}
+    out = {
+        True: (x_mean.mean().item(), x_mean.var().item()),
+        False: (last["x"].mean().item(), last["x"].var().item()),
+    }
     m_mean, v_mean, m_x, v_x = ref.exact_moments(sde_name, rule, N, EPS[sde_name])
     for (mean, var), (m, v) in ((out[True], (m_mean, v_mean)), (out[False], (m_x, v_x))):
         assert abs(mean - m) < 4.5 * (v / n) ** 0.5, (mean, m)

@@ -143,9 +143,10 @@ def cached_snapshot(repo_id: str) -> str:
         from huggingface_hub import snapshot_download
         from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError as exc:
-        raise BenchError(f"looking up {repo_id!r} in the Hugging Face cache needs "
-                         f"huggingface_hub, installed with diffusers: {INSTALL_HINT} ({exc})"
-                         ) from None
+        raise BenchError(
+            f"looking up {repo_id!r} in the Hugging Face cache needs "
+            f"huggingface_hub, installed with diffusers: {INSTALL_HINT} ({exc})"
+        ) from None
     cache = hub_cache_dir() or HF_HUB_CACHE
     try:
         return snapshot_download(repo_id, cache_dir=cache, local_files_only=True)
@@ -153,7 +154,8 @@ def cached_snapshot(repo_id: str) -> str:
         raise BenchError(
             f"{repo_id!r} is neither a folder nor a model in the local Hugging Face cache "
             f"({cache}); nothing is downloaded: pass the model's folder, or fetch it yourself "
-            f"first (hf download {repo_id}) [{type(exc).__name__}]") from None
+            f"first (hf download {repo_id}) [{type(exc).__name__}]"
+        ) from None
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -175,19 +177,26 @@ def find_parts(root: Path) -> tuple[Path, Path | None]:
         return root, _scheduler_near(root)
     if (root / "unet" / "config.json").is_file():
         return root / "unet", _first_file(root / "scheduler" / "scheduler_config.json")
-    raise BenchError(f"{root}: not a diffusers model folder (no model_index.json, config.json "
-                     "or unet/config.json)")
+    raise BenchError(
+        f"{root}: not a diffusers model folder (no model_index.json, config.json "
+        "or unet/config.json)"
+    )
 
 
 def _pipeline_parts(root: Path, index: dict[str, Any]) -> tuple[Path, Path | None]:
     """The UNet2DModel and scheduler sub-folders named in a pipeline's model_index.json."""
-    parts = {k: v[1] for k, v in index.items()
-             if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)}
+    parts = {
+        k: v[1]
+        for k, v in index.items()
+        if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)
+    }
     unets = [k for k, cls in parts.items() if cls == UNET_CLASS]
     if not unets:
         found = ", ".join(f"{k}={cls}" for k, cls in parts.items()) or "nothing"
-        raise BenchError(f"{root}: the pipeline has no {UNET_CLASS} (model_index.json lists "
-                         f"{found}); only unconditional UNet2DModel pipelines are supported")
+        raise BenchError(
+            f"{root}: the pipeline has no {UNET_CLASS} (model_index.json lists "
+            f"{found}); only unconditional UNet2DModel pipelines are supported"
+        )
     unet_dir = root / unets[0]
     if not (unet_dir / "config.json").is_file():
         raise BenchError(f"{unet_dir}: no config.json")
@@ -198,9 +207,11 @@ def _pipeline_parts(root: Path, index: dict[str, Any]) -> tuple[Path, Path | Non
 
 def _scheduler_near(unet_dir: Path) -> Path | None:
     """scheduler_config.json beside the UNet, in ../scheduler/ or in the parent folder."""
-    return _first_file(unet_dir / "scheduler_config.json",
-                       unet_dir.parent / "scheduler" / "scheduler_config.json",
-                       unet_dir.parent / "scheduler_config.json")
+    return _first_file(
+        unet_dir / "scheduler_config.json",
+        unet_dir.parent / "scheduler" / "scheduler_config.json",
+        unet_dir.parent / "scheduler_config.json",
+    )
 
 
 def _first_file(*paths: Path) -> Path | None:
@@ -218,7 +229,8 @@ def read_checkpoint(location: str) -> Checkpoint:
         raise BenchError(
             f"{unet_dir}: no scheduler config (looked for scheduler_config.json beside "
             "config.json, in ../scheduler/ and in the parent folder); the noise schedule the "
-            "model was trained with cannot be guessed: add the scheduler_config.json it came with")
+            "model was trained with cannot be guessed: add the scheduler_config.json it came with"
+        )
     schedule = map_schedule(read_json(sched_file, "scheduler config"), sched_file)
     check_pairing(unet_cfg, schedule, unet_dir)
     return Checkpoint(root, unet_dir, unet_cfg, sched_file, schedule, repo_id)
@@ -232,8 +244,10 @@ def check_unet(cfg: dict[str, Any], unet_dir: Path) -> None:
     if cfg.get("class_embed_type") is not None or cfg.get("num_class_embeds") is not None:
         raise BenchError(f"{unet_dir}: class-conditional UNets are not supported")
     if cfg.get("out_channels", 3) != cfg.get("in_channels", 3):
-        raise BenchError(f"{unet_dir}: out_channels {cfg.get('out_channels')} != in_channels "
-                         f"{cfg.get('in_channels')} (learned-variance outputs are not supported)")
+        raise BenchError(
+            f"{unet_dir}: out_channels {cfg.get('out_channels')} != in_channels "
+            f"{cfg.get('in_channels')} (learned-variance outputs are not supported)"
+        )
     if not cfg.get("sample_size"):
         raise BenchError(f"{unet_dir}: config.json has no sample_size (the image size)")
 
@@ -245,8 +259,10 @@ def map_schedule(cfg: dict[str, Any], path: Path) -> Schedule:
         return _ve_schedule(cfg, path)
     if "beta_schedule" in cfg:
         return _vp_schedule(cfg, path, cls)
-    raise BenchError(f"{path}: scheduler {cls!r} is not understood: expected a DDPM-family "
-                     f"config (beta_schedule, beta_start, beta_end) or {VE_SCHEDULER}")
+    raise BenchError(
+        f"{path}: scheduler {cls!r} is not understood: expected a DDPM-family "
+        f"config (beta_schedule, beta_start, beta_end) or {VE_SCHEDULER}"
+    )
 
 
 def _number(cfg: dict[str, Any], key: str, path: Path) -> float:
@@ -259,23 +275,32 @@ def _number(cfg: dict[str, Any], key: str, path: Path) -> float:
 def _vp_schedule(cfg: dict[str, Any], path: Path, cls: str) -> VPSchedule:
     schedule = cfg.get("beta_schedule")
     if schedule != "linear":
-        raise BenchError(f"{path}: beta_schedule {schedule!r} has no VP SDE counterpart (only "
-                         "'linear' matches the VP SDE's linear β(t))")
+        raise BenchError(
+            f"{path}: beta_schedule {schedule!r} has no VP SDE counterpart (only "
+            "'linear' matches the VP SDE's linear β(t))"
+        )
     if cfg.get("trained_betas") is not None:
-        raise BenchError(f"{path}: explicit trained_betas are not supported (need the linear "
-                         "beta_start … beta_end schedule)")
+        raise BenchError(
+            f"{path}: explicit trained_betas are not supported (need the linear "
+            "beta_start … beta_end schedule)"
+        )
     if cfg.get("rescale_betas_zero_snr"):
-        raise BenchError(f"{path}: rescale_betas_zero_snr changes the schedule; it has no VP SDE "
-                         "counterpart")
+        raise BenchError(
+            f"{path}: rescale_betas_zero_snr changes the schedule; it has no VP SDE counterpart"
+        )
     prediction = cfg.get("prediction_type", "epsilon")  # configs before diffusers 0.8 lack it
     if prediction not in PREDICTION_TYPES:
-        raise BenchError(f"{path}: prediction_type {prediction!r} is not understood "
-                         f"(supported: {', '.join(PREDICTION_TYPES)})")
+        raise BenchError(
+            f"{path}: prediction_type {prediction!r} is not understood "
+            f"(supported: {', '.join(PREDICTION_TYPES)})"
+        )
     start, end = _number(cfg, "beta_start", path), _number(cfg, "beta_end", path)
     n = int(_number(cfg, "num_train_timesteps", path))
     if not (0 < start < end < 1 and n >= 2):
-        raise BenchError(f"{path}: need 0 < beta_start < beta_end < 1 and num_train_timesteps "
-                         f">= 2, got {start}, {end}, {n}")
+        raise BenchError(
+            f"{path}: need 0 < beta_start < beta_end < 1 and num_train_timesteps "
+            f">= 2, got {start}, {end}, {n}"
+        )
     return VPSchedule(start, end, n, prediction, cls)
 
 
@@ -285,8 +310,13 @@ def _ve_schedule(cfg: dict[str, Any], path: Path) -> VESchedule:
         raise BenchError(f"{path}: need 0 < sigma_min < sigma_max, got {lo}, {hi}")
     snr = cfg.get("snr")
     n = cfg.get("num_train_timesteps")
-    return VESchedule(lo, hi, int(n) if isinstance(n, int) else 0,
-                      float(snr) if isinstance(snr, (int, float)) else None, VE_SCHEDULER)
+    return VESchedule(
+        lo,
+        hi,
+        int(n) if isinstance(n, int) else 0,
+        float(snr) if isinstance(snr, (int, float)) else None,
+        VE_SCHEDULER,
+    )
 
 
 def check_pairing(unet_cfg: dict[str, Any], schedule: Schedule, unet_dir: Path) -> None:
@@ -295,6 +325,8 @@ def check_pairing(unet_cfg: dict[str, Any], schedule: Schedule, unet_dir: Path) 
     want = "fourier" if schedule.sde == "ve" else "positional"
     if embedding != want:
         what = {"ve": "an NCSN++ VE model (label σ(t))", "vp": "a DDPM model (label t·(N−1))"}
-        raise BenchError(f"{unet_dir}: time_embedding_type {embedding!r} does not fit "
-                         f"{what[schedule.sde]}; expected {want!r} with a {schedule.scheduler} "
-                         "config")
+        raise BenchError(
+            f"{unet_dir}: time_embedding_type {embedding!r} does not fit "
+            f"{what[schedule.sde]}; expected {want!r} with a {schedule.scheduler} "
+            "config"
+        )

@@ -41,16 +41,20 @@ def import_diffusers():
     try:
         import diffusers
     except ImportError as exc:
-        raise BenchError(f"the diffusers score model needs the optional diffusers package: "
-                         f"{INSTALL_HINT} ({exc})") from None
+        raise BenchError(
+            f"the diffusers score model needs the optional diffusers package: "
+            f"{INSTALL_HINT} ({exc})"
+        ) from None
     return diffusers
 
 
 def parse_arg(arg: str | None) -> tuple[str, dict[str, str]]:
     """``PATH_OR_ID[,key=value...]`` → (location, settings); a whole-ARG path wins."""
     if not arg:
-        raise BenchError("the diffusers model needs a folder or a cached model id: "
-                         "--model diffusers:PATH_OR_ID (e.g. diffusers:./ddpm-cifar10-32)")
+        raise BenchError(
+            "the diffusers model needs a folder or a cached model id: "
+            "--model diffusers:PATH_OR_ID (e.g. diffusers:./ddpm-cifar10-32)"
+        )
     if os.path.exists(os.path.expanduser(arg)) or "," not in arg:
         return arg, {}
     location, *items = arg.split(",")
@@ -58,8 +62,10 @@ def parse_arg(arg: str | None) -> tuple[str, dict[str, str]]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key.strip() != "std" or value.strip() not in STD_CHOICES:
-            raise BenchError(f"diffusers model setting {item!r} is not understood: use "
-                             f"std={'|'.join(STD_CHOICES)} (VP models only)")
+            raise BenchError(
+                f"diffusers model setting {item!r} is not understood: use "
+                f"std={'|'.join(STD_CHOICES)} (VP models only)"
+            )
         settings[key.strip()] = value.strip()
     return location, settings
 
@@ -74,8 +80,10 @@ def check_bin_is_weights_only(path: Path) -> None:
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:
-        raise BenchError(f"{path}: cannot be loaded with torch.load(weights_only=True); only "
-                         f"plain tensors are accepted ({type(exc).__name__}: {exc})") from None
+        raise BenchError(
+            f"{path}: cannot be loaded with torch.load(weights_only=True); only "
+            f"plain tensors are accepted ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def load_unet(unet_dir: Path, device: torch.device, dtype: torch.dtype):
@@ -95,16 +103,24 @@ def load_unet(unet_dir: Path, device: torch.device, dtype: torch.dtype):
             check_bin_is_weights_only(path)
     try:
         unet, info = diffusers.UNet2DModel.from_pretrained(
-            str(unet_dir), local_files_only=True, use_safetensors=bool(safe),
-            torch_dtype=dtype, low_cpu_mem_usage=False, output_loading_info=True)
+            str(unet_dir),
+            local_files_only=True,
+            use_safetensors=bool(safe),
+            torch_dtype=dtype,
+            low_cpu_mem_usage=False,
+            output_loading_info=True,
+        )
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
         message = " ".join(str(exc).split())
         message = message if len(message) <= 300 else message[:300] + " …"
         raise BenchError(f"{unet_dir}: diffusers could not load the UNet ({message})") from None
     bad = {k: v for k, v in info.items() if v and k != "unexpected_keys"}
     if info.get("unexpected_keys"):
-        warnings.warn(f"{unet_dir}: {len(info['unexpected_keys'])} weights the config does not use "
-                      f"were ignored ({', '.join(info['unexpected_keys'][:5])} …)", stacklevel=2)
+        warnings.warn(
+            f"{unet_dir}: {len(info['unexpected_keys'])} weights the config does not use "
+            f"were ignored ({', '.join(info['unexpected_keys'][:5])} …)",
+            stacklevel=2,
+        )
     if bad:
         found = "; ".join(f"{k}: {', '.join(map(str, v))[:200]}" for k, v in bad.items())
         raise BenchError(f"{unet_dir}: weights do not match the config ({found})")
@@ -116,8 +132,15 @@ class DiffusersUNet(ScoreModel):
 
     name = "diffusers"
 
-    def __init__(self, unet: torch.nn.Module, checkpoint: Checkpoint, spec: str, std: str,
-                 device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        checkpoint: Checkpoint,
+        spec: str,
+        std: str,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
         self.unet = unet
         self.checkpoint = checkpoint
         self.schedule = checkpoint.schedule
@@ -141,8 +164,9 @@ class DiffusersUNet(ScoreModel):
         checkpoint = folder.read_checkpoint(location)
         std = settings.get("std", "discrete")
         if "std" in settings and checkpoint.schedule.sde != "vp":
-            raise BenchError(f"std={std} applies to VP (DDPM) models only; {location!r} is a VE "
-                             "model")
+            raise BenchError(
+                f"std={std} applies to VP (DDPM) models only; {location!r} is a VE model"
+            )
         unet = load_unet(checkpoint.unet_dir, device, dtype)
         return cls(unet, checkpoint, f"diffusers:{arg}", std, device, dtype)
 
@@ -230,10 +254,15 @@ class DiffusersUNet(ScoreModel):
     def describe(self) -> dict[str, Any]:
         c, s = self.checkpoint, self.schedule
         out = {
-            **super().describe(), "folder": str(c.root), "repo_id": c.repo_id,
-            "unet": str(c.unet_dir), "scheduler_config": str(c.scheduler_file),
-            "scheduler": s.scheduler, "prediction_type": s.prediction_type,
-            "sde_options": s.sde_options(), "data_range": list(c.data_range),
+            **super().describe(),
+            "folder": str(c.root),
+            "repo_id": c.repo_id,
+            "unet": str(c.unet_dir),
+            "scheduler_config": str(c.scheduler_file),
+            "scheduler": s.scheduler,
+            "prediction_type": s.prediction_type,
+            "sde_options": s.sde_options(),
+            "data_range": list(c.data_range),
             "center_input_sample": bool(c.unet_config.get("center_input_sample", False)),
             "time_embedding_type": c.unet_config.get("time_embedding_type", "positional"),
             "weights_sha256": self.weights_sha256(),

@@ -41,16 +41,22 @@ class Mixture:
             stds = torch.as_tensor(spec["stds"], dtype=torch.float64)
         except KeyError as exc:
             raise BenchError(
-                f"{source}: missing key {exc.args[0]!r} (need weights, means, stds)") from None
+                f"{source}: missing key {exc.args[0]!r} (need weights, means, stds)"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise BenchError(
-                f"{source}: weights, means and stds must be numeric arrays ({exc})") from None
+                f"{source}: weights, means and stds must be numeric arrays ({exc})"
+            ) from None
         K = weights.numel()
         if weights.ndim != 1 or K == 0 or means.ndim != 2 or means.shape[0] != K:
-            raise BenchError(f"{source}: need K weights and a K×D list of means (got {K} weights, "
-                             f"means of shape {tuple(means.shape)})")
+            raise BenchError(
+                f"{source}: need K weights and a K×D list of means (got {K} weights, "
+                f"means of shape {tuple(means.shape)})"
+            )
         if stds.shape != (K,):
-            raise BenchError(f"{source}: need one isotropic std per component ({K}), got {tuple(stds.shape)}")
+            raise BenchError(
+                f"{source}: need one isotropic std per component ({K}), got {tuple(stds.shape)}"
+            )
         if not bool((weights > 0).all()) or not bool((stds > 0).all()):
             raise BenchError(f"{source}: weights and stds must be positive")
         if not bool(torch.isfinite(means).all()):
@@ -90,8 +96,15 @@ class GaussianMixtureModel(ScoreModel):
     preferred_threads = 1
     default_metrics = ORACLE_METRICS
 
-    def __init__(self, mixture: Mixture, spec: str, shape: tuple[int, ...] | None,
-                 device: torch.device, dtype: torch.dtype, description: str = "") -> None:
+    def __init__(
+        self,
+        mixture: Mixture,
+        spec: str,
+        shape: tuple[int, ...] | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        description: str = "",
+    ) -> None:
         self.mixture = mixture
         self.spec = spec
         self.description = description
@@ -107,13 +120,16 @@ class GaussianMixtureModel(ScoreModel):
     @classmethod
     def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
         if not arg:
-            raise BenchError("the gmm model needs a JSON file: --model gmm:PATH "
-                             '(with {"weights": [...], "means": [[...], ...], "stds": [...]})')
+            raise BenchError(
+                "the gmm model needs a JSON file: --model gmm:PATH "
+                '(with {"weights": [...], "means": [[...], ...], "stds": [...]})'
+            )
         return cls.from_file(Path(arg), f"gmm:{arg}", device=device, dtype=dtype)
 
     @classmethod
-    def from_file(cls, path: Path, spec: str, *, device: torch.device,
-                  dtype: torch.dtype) -> GaussianMixtureModel:
+    def from_file(
+        cls, path: Path, spec: str, *, device: torch.device, dtype: torch.dtype
+    ) -> GaussianMixtureModel:
         if not path.is_file():
             raise BenchError(f"mixture file {str(path)!r} does not exist")
         try:
@@ -168,12 +184,19 @@ def _preset(name: str, summary: str) -> type[GaussianMixtureModel]:
         with resources.as_file(path) as file:
             return GaussianMixtureModel.from_file(file, name, device=device, dtype=dtype)
 
-    return type(f"Preset_{name}", (GaussianMixtureModel,),
-                {"name": name, "__doc__": summary, "load": classmethod(load)})
+    return type(
+        f"Preset_{name}",
+        (GaussianMixtureModel,),
+        {"name": name, "__doc__": summary, "load": classmethod(load)},
+    )
 
 
-Gauss1D = _preset("gauss1d", "Exact-score 1-D Gaussian N(0.5, 0.2²), the reference doc's test case.")
+Gauss1D = _preset(
+    "gauss1d", "Exact-score 1-D Gaussian N(0.5, 0.2²), the reference doc's test case."
+)
 Ring8 = _preset("ring8", "Exact-score 2-D ring of eight Gaussians (radius 2, std 0.1).")
-Mixture64 = _preset("gmm64", "Exact-score 64-D mixture of ten 8×8 'digit' Gaussians, unequal weights and stds.")
+Mixture64 = _preset(
+    "gmm64", "Exact-score 64-D mixture of ten 8×8 'digit' Gaussians, unequal weights and stds."
+)
 
 MODELS = (GaussianMixtureModel, Gauss1D, Ring8, Mixture64)

@@ -104,16 +104,18 @@ class Metadata:
         except json.JSONDecodeError as exc:
             raise BenchError(f"{source}: not valid JSON ({exc})") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise BenchError(f"{source}: not an sde-bench model metadata file "
-                             f"(expected \"format\": \"{FORMAT}\")")
+            raise BenchError(
+                f'{source}: not an sde-bench model metadata file (expected "format": "{FORMAT}")'
+            )
         try:
             sde, data = raw["sde"], raw["data"]
             name, options = sde["name"], {k: float(v) for k, v in sde["options"].items()}
             shape = tuple(int(s) for s in data["shape"])
             p = Parameterisation(**raw["parameterisation"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BenchError(f"{source}: malformed metadata "
-                             f"({type(exc).__name__}: {exc})") from None
+            raise BenchError(
+                f"{source}: malformed metadata ({type(exc).__name__}: {exc})"
+            ) from None
         if p != PARAMETERISATIONS.get(name):
             raise BenchError(f"{source}: unsupported SDE/parameterisation {name!r} {p}")
         architecture = UNetConfig.from_dict(raw.get("architecture"), source)
@@ -154,9 +156,11 @@ def build_network(meta: Metadata, weights: dict[str, Tensor], source: str) -> UN
     extra = sorted(set(weights) - set(expected))
     wrong = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
     if missing or extra or wrong:
-        detail = "; ".join(f"{what}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
-                           for what, keys in (("missing", missing), ("unexpected", extra),
-                                              ("wrong shape", wrong)) if keys)
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
+            if keys
+        )
         raise BenchError(f"{source}: weights do not fit the architecture ({detail})")
     net.load_state_dict(weights)
     return net.eval().requires_grad_(False)
@@ -169,8 +173,9 @@ class TrainedScoreModel(ScoreModel):
     name = "score"
     default_metrics = IMAGE_METRICS
 
-    def __init__(self, meta: Metadata, net: UNet, spec: str, *, device: torch.device,
-                 dtype: torch.dtype) -> None:
+    def __init__(
+        self, meta: Metadata, net: UNet, spec: str, *, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self.meta = meta
         self.spec = spec
         self.net = net.to(device, dtype)
@@ -183,13 +188,15 @@ class TrainedScoreModel(ScoreModel):
     @classmethod
     def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
         if not arg:
-            raise BenchError("the score model needs a folder written by bench train: "
-                             "--model score:PATH")
+            raise BenchError(
+                "the score model needs a folder written by bench train: --model score:PATH"
+            )
         return cls.from_folder(Path(arg), f"score:{arg}", device=device, dtype=dtype)
 
     @classmethod
-    def from_folder(cls, folder: Traversable, spec: str, *, device: torch.device,
-                    dtype: torch.dtype) -> TrainedScoreModel:
+    def from_folder(
+        cls, folder: Traversable, spec: str, *, device: torch.device, dtype: torch.dtype
+    ) -> TrainedScoreModel:
         source = spec.partition(":")[2] or spec
         meta, weights = read_folder(folder, source)
         return cls(meta, build_network(meta, weights, source), spec, device=device, dtype=dtype)
@@ -200,9 +207,11 @@ class TrainedScoreModel(ScoreModel):
         for key, trained in self.meta.sde_options.items():
             value = getattr(sde, key, None)
             if value is None or not math.isclose(value, trained, rel_tol=1e-9):
-                raise Unsupported(f"model {self.spec!r} was trained with "
-                                  f"{sde.name}.{key}={trained:g}, not {value}; "
-                                  f"run with -o {sde.name}.{key}={trained:g}")
+                raise Unsupported(
+                    f"model {self.spec!r} was trained with "
+                    f"{sde.name}.{key}={trained:g}, not {value}; "
+                    f"run with -o {sde.name}.{key}={trained:g}"
+                )
 
     def score_fn(self, sde: SDE) -> ScoreFn:
         """s(x, t): VE f(x, log σ)/σ; VP and sub-VP −ε̂(x, t)/std(t) (score_sde.md §2.6)."""
@@ -228,9 +237,13 @@ class TrainedScoreModel(ScoreModel):
 
     def describe(self) -> dict[str, Any]:
         raw = self.meta.raw
-        return {**super().describe(), "sde_options": self.meta.sde_options,
-                "dataset": self.dataset, "dataset_hash": raw["data"].get("content_hash"),
-                **{k: raw.get(k) for k in ("steps", "final_loss", "ema_rate", "seed", "command")}}
+        return {
+            **super().describe(),
+            "sde_options": self.meta.sde_options,
+            "dataset": self.dataset,
+            "dataset_hash": raw["data"].get("content_hash"),
+            **{k: raw.get(k) for k in ("steps", "final_loss", "ema_rate", "seed", "command")},
+        }
 
 
 def _preset(name: str, summary: str) -> type[TrainedScoreModel]:
@@ -243,14 +256,19 @@ def _preset(name: str, summary: str) -> type[TrainedScoreModel]:
         return TrainedScoreModel.from_folder(folder, name, device=device, dtype=dtype)
 
     cls_name = "Preset_" + name.replace("-", "_")
-    return type(cls_name, (TrainedScoreModel,), {"name": name, "__doc__": summary,
-                                                 "load": classmethod(load)})
+    return type(
+        cls_name,
+        (TrainedScoreModel,),
+        {"name": name, "__doc__": summary, "load": classmethod(load)},
+    )
 
 
 DigitsVE = _preset("digits-ve", "Conv UNet score model for 8×8 digits, VE SDE (σ 0.01–5), shipped.")
-DigitsVP = _preset("digits-vp",
-                   "Conv UNet noise predictor for 8×8 digits, VP SDE (β 0.1–20), shipped.")
-DigitsSubVP = _preset("digits-subvp",
-                      "Conv UNet noise predictor for 8×8 digits, sub-VP SDE (β 0.1–20), shipped.")
+DigitsVP = _preset(
+    "digits-vp", "Conv UNet noise predictor for 8×8 digits, VP SDE (β 0.1–20), shipped."
+)
+DigitsSubVP = _preset(
+    "digits-subvp", "Conv UNet noise predictor for 8×8 digits, sub-VP SDE (β 0.1–20), shipped."
+)
 
 MODELS = (TrainedScoreModel, DigitsVE, DigitsVP, DigitsSubVP)

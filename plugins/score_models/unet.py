@@ -95,8 +95,9 @@ class UNet(nn.Module):
         c1, c2 = config.channels
         e, g = config.embed_dim, config.groups
         if c1 % g or c2 % g or e % 2:
-            raise ValueError(f"channels {config.channels} must be multiples of groups {g}, "
-                             f"embed_dim even")
+            raise ValueError(
+                f"channels {config.channels} must be multiples of groups {g}, embed_dim even"
+            )
         self.fourier = GaussianFourierProjection(e, config.fourier_scale)
         self.embed = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.conv_in = nn.Conv2d(config.in_channels, c1, 3, padding=1)

@@ -51,8 +51,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn, x: torch.Tensor, ts: list[float], warmup: int,
-               device: torch.device) -> list[float]:
+def time_calls(
+    fn, x: torch.Tensor, ts: list[float], warmup: int, device: torch.device
+) -> list[float]:
     """Seconds per call of fn(x, t), each call synchronised, after ``warmup`` untimed calls."""
     for t in ts[:warmup]:
         fn(x, t)
@@ -74,27 +75,47 @@ def measure(model, sde, batch: int, repeats: int, warmup: int) -> dict[str, Any]
     times = time_calls(model.score_fn(sde), x, ts, warmup, device)
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     median = statistics.median(times)
-    return {"batch": batch, "s_per_nfe": median, "q1": q[0], "q3": q[2],
-            "images_per_s": batch / median, "repeats": len(times), "warmup": warmup}
+    return {
+        "batch": batch,
+        "s_per_nfe": median,
+        "q1": q[0],
+        "q3": q[2],
+        "images_per_s": batch / median,
+        "repeats": len(times),
+        "warmup": warmup,
+    }
 
 
 def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     import diffusers
 
-    info = {"torch": torch.__version__, "diffusers": diffusers.__version__,
-            "python": sys.version.split()[0], "platform": platform.platform(),
-            "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads()}
+    info = {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
-        info |= {"gpu": torch.cuda.get_device_name(device),
-                 "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-                 "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-                 "cudnn_benchmark": torch.backends.cudnn.benchmark}
+        info |= {
+            "gpu": torch.cuda.get_device_name(device),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        }
     return info
 
 
-def run(config: str, device: torch.device, dtype: torch.dtype, batches: list[int], repeats: int,
-        warmup: int) -> dict[str, Any]:
+def run(
+    config: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    batches: list[int],
+    repeats: int,
+    warmup: int,
+) -> dict[str, Any]:
     """Build the folder, load it through the plugin and time each batch size."""
     from bench_plugins.score_models.diffusers_unet import DiffusersUNet
     from bench_plugins.sdes import VPSDE
@@ -105,20 +126,33 @@ def run(config: str, device: torch.device, dtype: torch.dtype, batches: list[int
     sde = VPSDE(1000)
     params = sum(p.numel() for p in model.unet.parameters())
     rows = [measure(model, sde, b, repeats, warmup) for b in batches]
-    return {"config": config, "parameters": params, "data_shape": list(model.data_shape),
-            "environment": environment(device, dtype), "rows": rows}
+    return {
+        "config": config,
+        "parameters": params,
+        "data_shape": list(model.data_shape),
+        "environment": environment(device, dtype),
+        "rows": rows,
+    }
 
 
 def table(result: dict[str, Any]) -> str:
     env = result["environment"]
-    head = (f"{result['config']} ({result['parameters'] / 1e6:.1f}M params, "
-            f"{'×'.join(map(str, result['data_shape']))}) on {env.get('gpu', env['device'])}, "
-            f"{env['dtype']}, torch {env['torch']}, diffusers {env['diffusers']}")
-    lines = [head, "", "| batch | s/NFE (median) | IQR | images/s per NFE | repeats |",
-             "|---:|---:|---:|---:|---:|"]
+    head = (
+        f"{result['config']} ({result['parameters'] / 1e6:.1f}M params, "
+        f"{'×'.join(map(str, result['data_shape']))}) on {env.get('gpu', env['device'])}, "
+        f"{env['dtype']}, torch {env['torch']}, diffusers {env['diffusers']}"
+    )
+    lines = [
+        head,
+        "",
+        "| batch | s/NFE (median) | IQR | images/s per NFE | repeats |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['batch']} | {r['s_per_nfe']:.4g} | {r['q1']:.4g}–{r['q3']:.4g} | "
-                     f"{r['images_per_s']:.1f} | {r['repeats']} |")
+        lines.append(
+            f"| {r['batch']} | {r['s_per_nfe']:.4g} | {r['q1']:.4g}–{r['q3']:.4g} | "
+            f"{r['images_per_s']:.1f} | {r['repeats']} |"
+        )
     return "\n".join(lines)
 
 
@@ -132,9 +166,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads [torch default]")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
-    parser.add_argument("--write-folder", type=Path, default=None, metavar="DIR",
-                        help="only write the random-weight model folder to DIR (for bench run "
-                             "or bench profile --model diffusers:DIR) and exit")
+    parser.add_argument(
+        "--write-folder",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="only write the random-weight model folder to DIR (for bench run "
+        "or bench profile --model diffusers:DIR) and exit",
+    )
     args = parser.parse_args(argv)
     if args.write_folder is not None:
         print(build_folder(args.write_folder, args.config))
@@ -142,8 +181,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batches = [int(b) for b in args.batch.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args.config, torch.device(args.device), DTYPES[args.dtype], batches,
-                 args.repeats, args.warmup)
+    result = run(
+        args.config,
+        torch.device(args.device),
+        DTYPES[args.dtype],
+        batches,
+        args.repeats,
+        args.warmup,
+    )
     print(table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
