@@ -29,3 +29,6 @@ run digits-ve ve reverse_diffusion langevin
 run digits-ve ve euler_maruyama none
 run digits-vp vp euler_maruyama none
 run digits-subvp subvp euler_maruyama none
+python docs/digits_grids.py "$out" --out docs/img
+bench report "$out" --metric fid,kid --out "$out/report"
+for m in ve vp subvp; do cp "$out/report/plots/fid_vs_nfe_digits-$m.png" "docs/img/fid-vs-nfe-digits-$m.png"; done
