@@ -14,6 +14,8 @@ common=(--samples 360 --batch-size 360 --metrics fid,kid --threads 2 --no-progre
 
 mkdir -p "$out"
 bench fid-floor --split test --against train --n 360 --json > "$out/floor.json"
+# The split-half floor at the same n: 360 real digits vs the disjoint other 1,437 (5 random splits).
+bench fid-floor --n 360 --repeats 5 --json > "$out/floor-split-half.json"
 
 # The paper's default samplers: VE reverse diffusion + Langevin (snr 0.16); VP and sub-VP
 # Euler–Maruyama (score_sde.md §2.5). VE also with Euler–Maruyama (digits_training.md's best).
