@@ -12,6 +12,7 @@ import torch
 
 import bench
 from bench import profile
+from bench.errors import BenchError, Unsupported
 from bench.options import apply_sde_defaults
 from bench.runner import (
     DTYPES,
@@ -46,7 +47,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
     apply_sde_defaults(options.values, model.sde_defaults, (sde_name,))
     sde_entry = registry.get("sdes", sde_name)
     sde = sde_entry.obj(kw["steps"], options.build("sdes", sde_name, sde_entry.obj))
-    model.check_sde(sde)
+    _check_pairing(registry, model, sde, predictor, corrector)
     score = with_autocast(model.score_fn(sde), device, kw["dtype"])
     setup = profile.Setup(
         sde,
@@ -62,7 +63,10 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         f"profiling {model.spec} · {sde_name} · {predictor}+{corrector} · N={kw['steps']} · "
         f"batch {kw['batch_size']} · {device} · threads {threads} · {kw['repeats']} repeats"
     )
-    measurements = profile.profile(setup, registry, kw["repeats"], kw["calls"])
+    try:
+        measurements = profile.profile(setup, registry, kw["repeats"], kw["calls"])
+    except Unsupported as exc:  # e.g. the VP chain's beta_k >= 1 at small N
+        raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
     agreement = None
     if kw["compile_mode"]:
         eager = load_model(registry, kw["model"], device, dtype)
@@ -104,6 +108,16 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
             store.append(row)
         say(f"rows: {store.csv_path}")
     return rows
+
+
+def _check_pairing(registry: Any, model: Any, sde: Any, predictor: str, corrector: str) -> None:
+    """Refuse, as one message, a configuration the sweep would record as ``unsupported``."""
+    try:
+        model.check_sde(sde)
+        registry.get("predictors", predictor).obj.supports(sde, False)
+        registry.get("correctors", corrector).obj.supports(sde)
+    except Unsupported as exc:
+        raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

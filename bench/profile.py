@@ -137,8 +137,9 @@ def minimal_loop(setup: Setup) -> Loop:
             pred = tuple(sde.ancestral_coefficients(t))
         else:
             pred = None
+        alpha = sde.langevin_alpha(t) if setup.corrector != "none" else 1.0
         std = sde.marginal_coef(t)[1]
-        steps.append((t, pred, sde.langevin_alpha(t), 2 * sde.langevin_alpha(t) * (snr * std) ** 2))
+        steps.append((t, pred, alpha, 2 * alpha * (snr * std) ** 2))
     batch = setup.x_T.shape[0]
 
     def run(x: Tensor) -> Tensor:
@@ -182,7 +183,8 @@ def reference_loop(setup: Setup) -> Loop:
     N, T = sde.N, sde.T
     timesteps = torch.linspace(T, sde.eps, N, device=device)
     float_t = sde.timesteps()
-    tables = _reference_tables(sde, device, setup.x_T.dtype)
+    uses_tables = setup.predictor == "reverse_diffusion" or setup.corrector != "none"
+    tables = _reference_tables(sde, device, setup.x_T.dtype) if uses_tables else {}
     batch = setup.x_T.shape[0]
     view = (-1,) + (1,) * (setup.x_T.dim() - 1)
 

@@ -61,3 +61,27 @@ def test_profile_command_writes_rows(tmp_path):
     assert set(frame.index) == {"bare_forward", "sde_bench", "minimal", "reference"}
     assert frame.loc["sde_bench", "nfe"] == 40 and frame.loc["minimal", "ratio_vs_minimal"] == 1
     assert (frame["wall_s"] > 0).all()
+
+
+def test_profile_vp_predictor_only_at_few_steps(tmp_path):
+    """N <= beta_max breaks only the discrete VP chain; Euler–Maruyama alone must still profile."""
+    args = ["profile", "--model", "gauss1d", "--sde", "vp", "--predictor", "euler"]
+    args += ["--corrector", "none", "--steps", "20", "--repeats", "1", "--calls", "5"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "sde_bench" in result.output
+
+
+@pytest.mark.parametrize(
+    "args,reason",
+    [
+        (["--sde", "vp", "--corrector", "langevin", "--steps", "20"], "N > beta_max"),
+        (["--sde", "subvp", "--predictor", "ancestral", "--steps", "20"], "ancestral"),
+        (["--model", "digits-vp", "--sde", "ve", "--steps", "5"], "trained for"),
+    ],
+)
+def test_profile_refuses_unsupported_configurations(args, reason):
+    result = CliRunner().invoke(cli, ["profile", "--repeats", "1", "--calls", "2", *args])
+    assert result.exit_code == 2, result.output
+    assert "cannot profile this configuration" in result.output and reason in result.output
+    assert "Traceback" not in result.output
