@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,51 +14,70 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
-def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Tensors of a weights file; a clear :class:`BenchError` for anything unsafe or broken.
+def load_state_dict(path: str | os.PathLike[str], what: str = "weights") -> dict[str, Any]:
+    """Tensors of a weights file; a one-line :class:`BenchError` for anything unsafe or broken.
 
     ``.safetensors`` files are read with safetensors. PyTorch files are read with
-    ``torch.load(weights_only=True)``, which refuses pickled code and arbitrary objects.
+    ``torch.load(weights_only=True)``, which refuses pickled code and arbitrary objects; the
+    refusal never suggests the unsafe load. Every value must be a tensor.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise BenchError(f"weights file {str(path)!r} does not exist")
+        raise BenchError(f"{what} file {str(path)!r} does not exist")
     if path.suffix in SAFETENSORS_SUFFIXES:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        state = _read_safetensors(path, what)
+    elif path.suffix in TORCH_SUFFIXES:
+        state = _read_torch(path, what)
+    else:
+        raise BenchError(
+            f"{path}: unknown {what} format {path.suffix!r}; use .safetensors "
+            f"(or a PyTorch state dict {', '.join(TORCH_SUFFIXES)})"
+        )
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BenchError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
 
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise BenchError(
-                f"{path}: not a valid safetensors file (corrupt or truncated?): {exc}"
-            ) from None
-    if path.suffix in TORCH_SUFFIXES:
-        import pickle
 
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _read_safetensors(path: Path, what: str) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BenchError(
+            f"{path}: not a valid safetensors {what} file (corrupt or truncated?): {_first(exc)}"
+        ) from None
+
+
+def _read_torch(path: Path, what: str) -> Any:
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": noise here
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable file gets one clear line
+        text = str(exc)
+        blocked = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln]
+        if "Weights only load failed" in text and blocked:
+            why = f" ({blocked[0]})"
             raise BenchError(
-                f"{path}: refused to load: the file holds more than tensors and "
-                f"would need an unsafe unpickle ({first})"
+                f"{path}: refused to load: the {what} file holds more than plain tensors, "
+                f"and loading it would unpickle arbitrary objects or code{why}"
             ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise BenchError(
-                f"{path}: not a readable PyTorch file (corrupt or truncated?): {exc}"
-            ) from None
-        if not isinstance(state, dict):
-            raise BenchError(
-                f"{path}: expected a state dict of tensors, got {type(state).__name__}"
-            )
-        return state
-    raise BenchError(
-        f"{path}: unknown weights format {path.suffix!r}; use .safetensors "
-        f"(or a PyTorch state dict {', '.join(TORCH_SUFFIXES)})"
-    )
+        raise BenchError(
+            f"{path}: not a readable PyTorch {what} file (corrupt or truncated?): {_first(exc)}"
+        ) from None
+
+
+def _first(exc: BaseException) -> str:
+    """The first sentence of an exception's message (library messages run to paragraphs)."""
+    text = " ".join(str(exc).split())
+    head = text.split(". ")[0].rstrip(".")
+    return head if " " in head else f"{type(exc).__name__}: {head}".rstrip(": ")
 
 
 def read_json(path: str | os.PathLike[str], what: str = "metadata") -> dict[str, Any]:

@@ -65,12 +65,9 @@ def to_model_input(images: Tensor) -> Tensor:
 
 def load_state(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a safetensors file, or a tensor-only ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from bench.checkpoints import load_state_dict
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_state_dict(path, what="classifier weights")
 
 
 def load_net(path: str | Path) -> DigitsNet:

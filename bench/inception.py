@@ -181,17 +181,9 @@ def resolve_weights(user_path: str | None, cache: Path) -> tuple[Path, str]:
 
 def load_state(path: Path) -> dict[str, Tensor]:
     """A state dict from safetensors or a tensor-only ``.pth`` (never an arbitrary pickle)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from bench.checkpoints import load_state_dict
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (any unreadable file gets the same clear message)
-        raise BenchError(f"cannot read Inception weights {path}: {exc}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise BenchError(f"{path} is not a state dict of tensors")
-    return state
+    return load_state_dict(path, what="Inception weights")
 
 
 def has_logits(state: dict[str, Tensor]) -> bool:

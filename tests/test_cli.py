@@ -347,3 +347,84 @@ def test_bf16_autocast_keeps_the_state_in_float32(tmp_path):
 def test_compile_is_refused_for_models_without_a_network(tmp_path):
     result = invoke("run", *FAST, "--compile", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "has no network to compile" in result.stderr
+
+
+# -- bad weights files through the CLI: one line, exit 2, nothing run ----------------------------
+def _copy_of_digits_vp(tmp_path):
+    import shutil
+    from importlib import resources
+
+    folder = tmp_path / "model"
+    shipped = resources.files("bench_plugins") / "weights" / "digits-vp"
+    shutil.copytree(str(shipped), folder)
+    return folder
+
+
+def _truncate(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+
+
+def _misfit(folder):
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    name = next(k for k, v in state.items() if v.dim() == 4 and v.shape[1] > 1)
+    state[name] = state[name][:, :1].contiguous()  # input channels cut to one
+    save_file(state, weights)
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [(_truncate, "corrupt or truncated"), (_misfit, "do not fit the architecture")],
+    ids=["truncated", "misfit"],
+)
+def test_bad_score_weights_through_the_cli(tmp_path, damage, message):
+    folder = _copy_of_digits_vp(tmp_path)
+    damage(folder)
+    out = tmp_path / "r"
+    result = invoke("run", *FAST, "--model", f"score:{folder}", "--metrics", "none", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and not (out / "rows.jsonl").exists()
+
+
+def test_missing_score_path_through_the_cli(tmp_path):
+    result = invoke("run", *FAST, "--model", f"score:{tmp_path / 'nope'}", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["exploit", "truncated", "garbage"])
+def test_bad_fid_weights_through_the_cli(tmp_path, kind):
+    path = tmp_path / "inception.pth"
+    marker = tmp_path / "pwned"
+    if kind == "exploit":
+        import torch
+
+        torch.save({"fc.weight": _Exploit(str(marker))}, path)
+    elif kind == "truncated":
+        import torch
+
+        torch.save({"fc.weight": torch.zeros(10, 10)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(b"not a checkpoint at all")
+    out = tmp_path / "r"
+    args = ["--model", "digits-vp", "--sdes", "vp", "--steps", "25", "--samples", "16"]
+    result = invoke("run", *args, "--fid-weights", path, "--out", out)
+    assert result.exit_code == 2, result.output
+    expected = "refused to load" if kind == "exploit" else "corrupt or truncated"
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "weights_only" not in result.output and not marker.exists()
+    assert not (out / "rows.jsonl").exists()

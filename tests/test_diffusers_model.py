@@ -328,6 +328,51 @@ def test_missing_diffusers_through_the_cli(folders, monkeypatch, tmp_path):
     assert len(lines) == 1 and "optional diffusers package" in lines[0]
 
 
+class _Exploit:
+    """Unpickling this runs code (creates a marker file)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _run_cli(*args):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    return CliRunner().invoke(cli, ["run", *map(str, args)])
+
+
+@pytest.mark.parametrize("kind", ["exploit", "truncated"])
+def test_bad_bin_weights_through_the_cli(tmp_path, kind):
+    """A .bin that would run code is refused before it runs; a cut one is called corrupt."""
+    folder = dm.write_pipeline(tmp_path / "bin", dm.TINY_DDPM_UNET, dm.DDPM_SCHEDULER, safe=False)
+    (weights,) = (folder / "unet").glob("*.bin")
+    marker = tmp_path / "pwned"
+    if kind == "exploit":
+        torch.save({"conv_out.bias": _Exploit(str(marker))}, weights)
+    else:
+        weights.write_bytes(weights.read_bytes()[:1000])
+    result = _run_cli("--model", f"diffusers:{folder}", "--out", tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    expected = "refused to load" if kind == "exploit" else "corrupt or truncated"
+    assert len(lines) == 1 and expected in lines[0], result.output
+    assert "weights_only" not in result.output  # never advise the unsafe load
+    assert not marker.exists() and not (tmp_path / "r" / "rows.jsonl").exists()
+
+
+def test_missing_diffusers_folder_through_the_cli(tmp_path):
+    result = _run_cli("--model", f"diffusers:{tmp_path / 'nope'}", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 # -- bench run ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_bench_run_five_step_sweep(folders, tmp_path):

@@ -19,7 +19,6 @@ import hashlib
 import math
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +76,9 @@ def weight_files(unet_dir: Path) -> tuple[list[Path], list[Path]]:
 
 def check_bin_is_weights_only(path: Path) -> None:
     """Refuse a pickled .bin that ``torch.load(weights_only=True)`` rejects (code, not tensors)."""
-    try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as exc:
-        raise BenchError(
-            f"{path}: cannot be loaded with torch.load(weights_only=True); only "
-            f"plain tensors are accepted ({type(exc).__name__}: {exc})"
-        ) from None
+    from bench.checkpoints import load_state_dict
+
+    load_state_dict(path, what="UNet weights")
 
 
 def load_unet(unet_dir: Path, device: torch.device, dtype: torch.dtype):

@@ -145,7 +145,9 @@ def read_weights(data: bytes, source: str) -> dict[str, Tensor]:
     try:
         return load(data)
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
-        raise BenchError(f"{source}: not a readable safetensors file ({exc})") from None
+        raise BenchError(
+            f"{source}: not a readable safetensors file (corrupt or truncated?): {exc}"
+        ) from None
 
 
 def build_network(meta: Metadata, weights: dict[str, Tensor], source: str) -> UNet:
