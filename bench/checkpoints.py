@@ -61,16 +61,25 @@ def _read_torch(path: Path, what: str) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable file gets one clear line
         text = str(exc)
-        blocked = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln]
-        if "Weights only load failed" in text and blocked:
-            why = f" ({blocked[0]})"
+        if "Weights only load failed" in text:  # the safe unpickler stopped: nothing was run
             raise BenchError(
-                f"{path}: refused to load: the {what} file holds more than plain tensors, "
-                f"and loading it would unpickle arbitrary objects or code{why}"
+                f"{path}: refused to load: the {what} file is not plain tensors (it pickles "
+                f"other objects or code, or it is damaged); nothing in it was run "
+                f"({_unpickler_detail(text)})"
             ) from None
         raise BenchError(
             f"{path}: not a readable PyTorch {what} file (corrupt or truncated?): {_first(exc)}"
         ) from None
+
+
+def _unpickler_detail(text: str) -> str:
+    """The one informative line of torch's weights-only refusal (what it would not load)."""
+    lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
+    for key in ("GLOBAL", "Unsupported"):
+        for line in lines:
+            if key in line:
+                return line
+    return "rejected by the weights-only unpickler"
 
 
 def _first(exc: BaseException) -> str:

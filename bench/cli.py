@@ -42,7 +42,7 @@ class Session:
 
 
 class BenchGroup(click.Group):
-    """Turns :class:`BenchError` into one clear line on stderr and exit status 2."""
+    """:class:`BenchError` → one clear line on stderr and exit 2; Ctrl-C → exit 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -51,6 +51,9 @@ class BenchGroup(click.Group):
             error = click.ClickException(str(exc))
             error.exit_code = 2
             raise error from None
+        except KeyboardInterrupt:  # Ctrl-C outside a sweep's cells (they handle their own)
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(130) from None
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})

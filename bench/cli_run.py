@@ -108,6 +108,8 @@ DEFAULTS = {
     "--fid-weights",
     default=None,
     metavar="PATH",
+    envvar="BENCH_FID_WEIGHTS",
+    show_envvar=True,
     help="Inception weights file: FID/KID with the standard inception-v3-compat "
     "extractor instead of the digits classifier.",
 )
@@ -200,7 +202,11 @@ def run_command(ctx: click.Context, **kwargs) -> None:
     }
     if kwargs["resume"]:
         _add_stored_plugins(ctx.obj, kwargs["resume"])
-    Sweep.from_cli(ctx.obj, kwargs, given).run()
+    try:
+        Sweep.from_cli(ctx.obj, kwargs, given).run()
+    except KeyboardInterrupt:  # before the first cell (loading, reference statistics)
+        click.echo("\ninterrupted before any cell ran: nothing to lose", err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 def _add_stored_plugins(session, folder: str) -> None:

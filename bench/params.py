@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -39,6 +40,8 @@ class NumberList(click.ParamType):
                 number = self.kind(text.strip())
             except ValueError:
                 self.fail(f"{text.strip()!r} is not a valid {self.kind.__name__}", param, ctx)
+            if not math.isfinite(number):
+                self.fail(f"{text.strip()!r} is not a finite number", param, ctx)
             ok = number >= self.minimum if self.inclusive else number > self.minimum
             if not ok:
                 op = ">=" if self.inclusive else ">"

@@ -24,7 +24,7 @@ import pluggy
 
 from bench import PROJECT, hookspecs
 from bench.errors import BenchError
-from bench.registry import HOOKS, KINDS, Entry, Provider, Registry
+from bench.registry import HOOKS, KINDS, DuplicateName, Entry, Provider, Registry
 
 DIST = "sde-bench"
 LOCAL_PACKAGE = "bench_local_plugins"
@@ -212,9 +212,9 @@ class _Loader:
         record.status = "failed"
         record.error = message
         if fatal:
-            if self.strict and not isinstance(exc, BenchError):
+            if os.environ.get("BENCH_DEBUG") and not isinstance(exc, BenchError):
                 traceback.print_exception(exc, file=sys.stderr)
-            raise BenchError(f'Error loading plugin "{record.name}": {message}') from exc
+            raise BenchError(f'plugin "{record.name}" failed to load: {message}') from None
         self.warn(
             f"warning: skipped plugin {record.name!r} ({record.dist or record.source}): {message}"
         )
@@ -233,7 +233,10 @@ class _Loader:
             except Exception as exc:  # noqa: BLE001
                 for entry in entries:
                     _remove(registry, entry)
-                self._fail(record, exc, fatal=record.source != "entrypoint" or self.strict)
+                fatal = (
+                    record.source != "entrypoint" or self.strict or isinstance(exc, DuplicateName)
+                )
+                self._fail(record, exc, fatal=fatal)
         return registry
 
     def _entries_of(self, record: PluginRecord) -> list[Entry]:

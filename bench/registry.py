@@ -9,6 +9,11 @@ from typing import Any
 
 from bench.errors import BenchError
 
+
+class DuplicateName(BenchError):
+    """Two plugins claim one component name: always an error, naming both providers."""
+
+
 KINDS = ("sdes", "predictors", "correctors", "score-models", "metrics", "datasets")
 HOOKS = {kind: "register_" + kind.replace("-", "_") for kind in KINDS}
 SINGULAR = {
@@ -105,7 +110,7 @@ class Registry:
     def add(self, entry: Entry) -> None:
         problems = self.conflicts(entry)
         if problems:
-            raise BenchError("; ".join(problems))
+            raise DuplicateName("; ".join(problems))
         self.entries[entry.kind][entry.name] = entry
         for n in (entry.name, *entry.aliases):
             self.lookup[entry.kind][n] = entry.name

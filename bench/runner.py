@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import platform
 import sys
 import time
@@ -196,7 +197,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "sde_bench": bench.__version__,
-        "cpu_count": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda
@@ -244,6 +246,7 @@ class CellContext:
     threads: int
     save_samples: Callable[[Cell, Tensor], None] | None = None
     compile: str | None = None
+    on_batch: Callable[[int], None] | None = None  # progress: called with each batch's size
 
 
 @dataclass
@@ -257,6 +260,7 @@ class Sampled:
     diverged_step: int | None = None
     diverged_t: float | None = None
     peak_memory_mb: float | None = None
+    peak_rss_mb: float | None = None
 
 
 class Components:
@@ -320,7 +324,12 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
             **row,
             "status": "error",
             "error_plugin": plugin,
-            "reason": f"in {plugin} ({where}): {type(exc).__name__}: {exc}",
+            "reason": "; ".join(
+                [
+                    f"in {plugin} ({where}): {type(exc).__name__}: {exc}",
+                    *getattr(exc, "__notes__", []),
+                ]
+            ),
         }
 
 
@@ -341,8 +350,10 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
         try:
             sampled = sample_cell(cell, ctx, sde, predictor_cls, corrector_cls, metrics, batch_size)
             break
-        except (torch.OutOfMemoryError, MemoryError):
+        except (torch.OutOfMemoryError, MemoryError) as exc:
             if batch_size == 1:
+                if notes:
+                    exc.add_note("; ".join(notes) + "; gave up at batch size 1")
                 raise
             notes.append(f"out of memory at batch size {batch_size}")
             batch_size = max(1, batch_size // 2)
@@ -351,6 +362,7 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
         **timing_columns(sampled),
         "batch_size_used": batch_size,
         "peak_memory_mb": sampled.peak_memory_mb,
+        "peak_rss_mb": sampled.peak_rss_mb,
     }
     if notes:
         out["reason"] = "; ".join(notes) + f"; retried with batch size {batch_size}"
@@ -370,6 +382,27 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
         out[f"{metric.name}_n"] = cell.samples
     out["metrics_s"] = time.perf_counter() - start
     return {**out, "status": "ok"}
+
+
+def reset_peak_rss() -> None:
+    """Reset the process's resident-memory high-water mark (Linux ``clear_refs``; else no-op)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory since :func:`reset_peak_rss` (``VmHWM``), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _free_memory(device: torch.device) -> None:
@@ -424,6 +457,7 @@ def sample_cell(
     kept: list[Tensor] = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_rss()
     for b, (start, size) in enumerate(batches(cell.samples, batch_size or cell.batch_size)):
         x_T = sde.prior_sampling(
             prior_noise(cell.seed, start, size, model.data_shape).to(device, dtype)
@@ -445,9 +479,12 @@ def sample_cell(
             metric.update(data)
         if ctx.save_samples is not None:
             kept.append(data.cpu())
+        if ctx.on_batch is not None:
+            ctx.on_batch(size)
     out.score_calls = score.calls
     if device.type == "cuda":
         out.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    out.peak_rss_mb = peak_rss_mb()
     if ctx.save_samples is not None and kept:
         ctx.save_samples(cell, torch.cat(kept))
     return out
@@ -513,7 +550,7 @@ def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
     )
     row["tf32"] = tf32_enabled(ctx.device)
     row["compile"] = ctx.compile
-    row["threads"] = ctx.threads if ctx.device.type == "cpu" else None
+    row["threads"] = ctx.threads  # CPU intra-op threads (also used beside a GPU)
     row["torch"] = torch.__version__
     row["sde_bench"] = bench.__version__
     for kind, name in (

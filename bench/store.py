@@ -22,9 +22,13 @@ CSV = "results.csv"
 META = "run.json"
 
 
+LOCK = ".lock"
+
+
 class RunStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._lock_file: Any = None
 
     @property
     def rows_path(self) -> Path:
@@ -51,6 +55,32 @@ class RunStore:
             raise BenchError(
                 f"results directory {str(self.path)!r} is not writable: {exc.strerror or exc}"
             ) from None
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the folder for this process's lifetime (one writer per run).
+
+        A second ``bench run`` on the same folder is refused instead of interleaving rows. The
+        lock (``flock``) is released by the kernel when the process ends, even on ``kill -9``.
+        """
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            return
+        handle = open(self.path / LOCK, "a+")  # noqa: SIM115 - held until the process exits
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise BenchError(
+                f"{self.path} is in use by another bench run; wait for it to finish, "
+                f"or use another --out"
+            ) from None
+        self._lock_file = handle
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the descriptor releases the flock
+            self._lock_file = None
 
     def read_meta(self) -> dict[str, Any]:
         try:
@@ -81,10 +111,13 @@ class RunStore:
         """Durably append one row, then refresh results.csv."""
         line = json.dumps(_jsonable(row), default=str) + "\n"
         self._repair_tail()
+        created = not self.rows_path.exists()
         with open(self.rows_path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        if created:
+            fsync_dir(self.path)  # the new file's directory entry is durable too
         self.write_csv()
 
     def _repair_tail(self) -> None:
@@ -115,6 +148,21 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

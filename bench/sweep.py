@@ -89,6 +89,47 @@ def resume_options(kw: dict[str, Any], given: set[str]) -> dict[str, Any]:
     return merged
 
 
+class Progress:
+    """Two bars on long runs: cells, and the samples of the cell in flight."""
+
+    def __init__(self, cells: list[Cell], enabled: bool) -> None:
+        self.cells, self.enabled = cells, enabled
+        self.cell_bar = self.sample_bar = None
+        self.index = 0
+
+    def __enter__(self) -> Progress:
+        if self.enabled and self.cells:
+            from tqdm.auto import tqdm
+
+            self.cell_bar = tqdm(total=len(self.cells), desc="cells", unit="cell", file=sys.stderr)
+            self.sample_bar = tqdm(desc="samples", unit="sample", file=sys.stderr, leave=False)
+            self._start_cell()
+        return self
+
+    def _start_cell(self) -> None:
+        if self.sample_bar is not None and self.index < len(self.cells):
+            cell = self.cells[self.index]
+            self.sample_bar.reset(total=cell.samples)
+            self.sample_bar.set_description(
+                f"{cell.sde} {cell.predictor}+{cell.corrector} N={cell.steps}"
+            )
+
+    def samples(self, n: int) -> None:
+        if self.sample_bar is not None:
+            self.sample_bar.update(n)
+
+    def cell_done(self) -> None:
+        self.index += 1
+        if self.cell_bar is not None:
+            self.cell_bar.update(1)
+            self._start_cell()
+
+    def __exit__(self, *exc: Any) -> None:
+        for bar in (self.sample_bar, self.cell_bar):
+            if bar is not None:
+                bar.close()
+
+
 @dataclass
 class Sweep:
     session: Any
@@ -114,7 +155,7 @@ class Sweep:
         seeds = grid_mod.parse_seeds(kw["seeds"])
         device = resolve_device(kw["device"])
         options = OptionSet.parse(list(kw["options"]), registry)
-        if kw.get("fid_weights"):
+        if kw.get("fid_weights"):  # also from $BENCH_FID_WEIGHTS (the option's envvar)
             for metric in ("fid", "kid"):
                 values = options.values.setdefault(("metrics", metric), {})
                 values.setdefault("extractor", "inception-v3-compat")
@@ -176,6 +217,14 @@ class Sweep:
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         torch.set_num_threads(self.threads)
+        self.store.prepare()  # a results folder we cannot write fails before any work
+        self.store.lock()
+        try:
+            return self._run()
+        finally:
+            self.store.unlock()
+
+    def _run(self) -> list[dict[str, Any]]:
         ctx = self.context()
         cells = grid_mod.expand(self.spec, Components(ctx).resolved_options)
         self.prepare_metrics()
@@ -185,12 +234,15 @@ class Sweep:
         self.header(len(cells), len(cells) - len(todo))
         finished = 0
         try:
-            for cell in self._progress(todo):
-                row = run_cell(cell, ctx)
-                self.store.append(row)
-                finished += 1
-                if row["status"] == "error" and self.fail_fast:
-                    raise BenchError(f"--fail-fast: cell {cell.id} failed: {row['reason']}")
+            with self._progress(todo) as bars:
+                ctx.on_batch = bars.samples
+                for cell in todo:
+                    row = run_cell(cell, ctx)
+                    self.store.append(row)
+                    finished += 1
+                    bars.cell_done()
+                    if row["status"] == "error" and self.fail_fast:
+                        raise BenchError(f"--fail-fast: cell {cell.id} failed: {row['reason']}")
         except KeyboardInterrupt:
             say(
                 f"\ninterrupted: {finished} of {len(todo)} cells finished in this session are "
@@ -281,12 +333,8 @@ class Sweep:
         resumed = f" ({n_done} already done)" if n_done else ""
         say(f"{n_cells} cells{resumed} → {self.store.path}")
 
-    def _progress(self, cells: list[Cell]):
-        if not self.progress:
-            return cells
-        from tqdm.auto import tqdm
-
-        return tqdm(cells, desc="cells", unit="cell", file=sys.stderr)
+    def _progress(self, cells: list[Cell]) -> Progress:
+        return Progress(cells, self.progress)
 
     def metadata(self, n_cells: int) -> dict[str, Any]:
         report = self.session.report

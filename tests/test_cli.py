@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -64,11 +65,21 @@ class Greedy(EulerMaruyama):
         return super().update(x, t)
 
 
+class Hopeless(EulerMaruyama):
+    """Runs out of (simulated) memory at every batch size."""
+    name = "hopeless"
+    aliases = ()
+
+    def update(self, x, t):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
 @bench.hookimpl
 def register_predictors(register):
     register(Boom)
     register(Nan)
     register(Greedy)
+    register(Hopeless)
 '''
 
 
@@ -123,8 +134,11 @@ def test_default_style_sweep_writes_rows_and_metadata(tmp_path):
     ):
         assert ok[column].notna().all(), column
     assert (ok["swd_n"] == 64).all() and (ok["threads"] == 1).all()
+    if os.path.exists("/proc/self/status"):  # Linux: the process's resident peak per cell
+        assert (ok["peak_rss_mb"] > 10).all()
     meta = json.loads((out / "run.json").read_text())
     assert meta["machine"]["torch"] and meta["plugins"][0]["source"] == "builtin"
+    assert meta["machine"]["cpu_count"] == os.cpu_count()
     assert "sampler" in result.stdout and "unsupported" in result.stdout
 
 
@@ -247,6 +261,18 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path):
     )
 
 
+def test_out_of_memory_at_batch_size_one_is_an_error_row_with_its_history(tmp_path):
+    plugin = tmp_path / "faulty.py"
+    plugin.write_text(FAULTY)
+    args = ["-p", plugin, "run", *FAST, "--predictors", "hopeless", "--batch-size", "4"]
+    result = invoke(*args, "--out", tmp_path / "r")
+    assert result.exit_code == 0
+    row = rows_of(tmp_path / "r").iloc[0]
+    assert row["status"] == "error" and "OutOfMemoryError" in row["reason"]
+    assert "out of memory at batch size 4; out of memory at batch size 2" in row["reason"]
+    assert "gave up at batch size 1" in row["reason"]
+
+
 BAD_INPUTS = [
     (["--predictors", "eular"], "unknown predictor 'eular'. Did you mean 'euler'?"),
     (["--correctors", "langevn"], "Valid names: ald, annealed_langevin, langevin, none"),
@@ -256,12 +282,14 @@ BAD_INPUTS = [
     (["--steps", "0"], "must be >= 1"),
     (["--steps", "ten"], "'ten' is not a valid int"),
     (["--snr", "-0.1"], "must be >= 0"),
+    (["--snr", "inf"], "'inf' is not a finite number"),
+    (["--snr", "nan"], "'nan' is not a finite number"),
     (["--corrector-steps", "0"], "must be >= 1"),
     (["--samples", "0"], "0 is not in the range x>=1"),
     (["--batch-size", "0"], "0 is not in the range x>=1"),
     (["--seeds", "3-1"], "cannot parse seeds '3-1'"),
     (["--seeds", "a-b"], "cannot parse seeds 'a-b'"),
-    (["--device", "cuda"], "CUDA is not available"),
+    (["--device", "cuda:99"], "device 'cuda:99'"),  # not available, or no such index
     (["--device", "tpu"], "use auto, cpu, cuda or cuda:K"),
     (["--model", "gmm:/no/such/file.json"], "does not exist"),
     (["--model", "gauss1d:extra"], "takes no argument"),
@@ -284,6 +312,28 @@ def test_bad_input_is_one_clear_message_and_exit_2(tmp_path, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.output
     assert not (out / "rows.jsonl").exists()  # nothing ran
+
+
+def test_bench_fid_weights_env_is_the_fid_weights_option(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_FID_WEIGHTS", str(tmp_path / "nope.pth"))
+    args = ["--model", "digits-vp", "--sdes", "vp", "--steps", "25", "--samples", "16"]
+    result = invoke("run", *args, "--out", tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    assert "nope.pth" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_progress_bars_show_cells_and_samples(tmp_path):
+    result = invoke("run", *FAST, "--batch-size", "4", "--progress", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert "cells" in result.stderr and "sample" in result.stderr
+
+
+def test_cuda_requested_on_a_machine_without_one(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = invoke("run", *FAST, "--device", "cuda", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "CUDA is not available" in result.stderr
 
 
 def test_unwritable_results_directory(tmp_path):
@@ -424,7 +474,7 @@ def test_bad_fid_weights_through_the_cli(tmp_path, kind):
     args = ["--model", "digits-vp", "--sdes", "vp", "--steps", "25", "--samples", "16"]
     result = invoke("run", *args, "--fid-weights", path, "--out", out)
     assert result.exit_code == 2, result.output
-    expected = "refused to load" if kind == "exploit" else "corrupt or truncated"
+    expected = "corrupt or truncated" if kind == "truncated" else "refused to load"
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "weights_only" not in result.output and not marker.exists()
     assert not (out / "rows.jsonl").exists()

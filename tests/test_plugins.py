@@ -127,14 +127,19 @@ def test_strict_plugins_makes_a_failure_fatal(third_party):
     third_party("broken", "raise ImportError('missing dependency foo')")
     result = invoke("--strict-plugins", "list", "predictors")
     assert result.exit_code == 2
-    assert 'Error loading plugin "broken"' in result.stderr
+    assert 'plugin "broken" failed to load' in result.stderr and "foo" in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_duplicate_names_are_refused_naming_both_providers(third_party, tmp_path):
     third_party("dup", PREDICTOR_PLUGIN.format(cls="Dup", name="reverse_diffusion"))
     result = invoke("list", "predictors")
-    assert result.exit_code == 0  # a third-party duplicate is skipped
+    assert result.exit_code == 2  # a duplicate is an error, even from an installed package
+    assert "duplicate predictor name 'reverse_diffusion'" in result.stderr
     assert "builtin-predictors" in result.stderr and "dup (sde-bench-extra 1.0)" in result.stderr
+
+
+def test_duplicate_names_from_local_files_are_refused(tmp_path):
     local = write_module(tmp_path, "twin", PREDICTOR_PLUGIN.format(cls="Twin", name="rd"))
     result = invoke("-p", str(local), "list", "predictors")
     assert result.exit_code == 2

@@ -34,7 +34,15 @@ GRID = [
     "0",
     "--no-progress",
 ]
-TIMING = ["wall_clock_s", "samples_per_s", "s_per_nfe", "metrics_s", "started_at", "peak_memory_mb"]
+TIMING = [
+    "wall_clock_s",
+    "samples_per_s",
+    "s_per_nfe",
+    "metrics_s",
+    "started_at",
+    "peak_memory_mb",
+    "peak_rss_mb",
+]
 
 
 def bench(*args, **kwargs):
@@ -65,6 +73,11 @@ def test_sigkill_at_random_moments_then_resume_equals_a_clean_run(tmp_path):
     rng = random.Random(20261122)
     killed = tmp_path / "killed"
     kills = 0
+    # one kill during start-up (imports, model, run folder), before any cell can finish
+    proc = bench("--out", killed)
+    time.sleep(rng.uniform(0.2, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
     for _ in range(4):
         before = finished_cells(killed)
         proc = bench("--out", killed)
@@ -129,3 +142,94 @@ def test_rows_with_different_columns_share_one_csv(tmp_path):
     frame = pd.read_csv(store.csv_path)
     assert list(frame.columns) == ["cell_id", "status", "reason", "swd", "nan"]
     assert frame["nan"].isna().all()
+
+
+# -- the meaning of a run folder: refusals, --new-run, --resume, error cells ----------------------
+SMALL = ["--model", "gauss1d", "--sdes", "vp", "--predictors", "euler", "--correctors", "none"]
+SMALL += ["--steps", "25", "--samples", "16", "--no-progress"]
+
+
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize(
+    "change,what",
+    [(["--samples", "32"], "samples: 16 → 32"), (["--model", "ring8"], "model: 'gauss1d'")],
+)
+def test_changed_meaning_of_an_existing_run_is_refused(tmp_path, change, what):
+    out = tmp_path / "r"
+    assert invoke("run", *SMALL, "--out", out).exit_code == 0
+    before = (out / "rows.jsonl").read_text()
+    result = invoke("run", *SMALL, *change, "--out", out)
+    assert result.exit_code == 2 and "rows mean something else" in result.stderr
+    assert what in result.stderr and "--new-run" in result.stderr
+    assert (out / "rows.jsonl").read_text() == before  # untouched
+
+
+def test_new_run_archives_the_old_results(tmp_path):
+    out = tmp_path / "r"
+    assert invoke("run", *SMALL, "--out", out).exit_code == 0
+    old = (out / "rows.jsonl").read_text()
+    result = invoke("run", *SMALL, "--samples", "32", "--new-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    (archive,) = out.glob("previous-*")
+    assert (archive / "rows.jsonl").read_text() == old and (archive / "run.json").is_file()
+    assert pd.read_csv(out / "results.csv")["samples"].tolist() == [32]
+
+
+def test_resume_refuses_options_that_change_the_rows(tmp_path):
+    out = tmp_path / "r"
+    assert invoke("run", *SMALL, "--out", out).exit_code == 0
+    result = invoke("run", "--resume", out, "--samples", "8")
+    assert result.exit_code == 2 and "drop --samples" in result.stderr
+
+
+def test_resume_reruns_error_cells_and_skips_finished_ones(tmp_path):
+    out = tmp_path / "r"
+    assert invoke("run", *SMALL, "--steps", "25,30", "--out", out).exit_code == 0
+    store = RunStore(out)
+    rows = store.rows()
+    broken = {**rows[0], "status": "error", "reason": "in someone: RuntimeError: flaky"}
+    store.append(broken)  # as if the first cell had failed
+    result = invoke("run", "--resume", out)
+    assert result.exit_code == 0, result.output
+    assert "2 cells (1 already done)" in result.stderr
+    final = pd.read_csv(out / "results.csv")
+    assert len(final) == 2 and (final["status"] == "ok").all()
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
+    out = tmp_path / "r"
+    holder = RunStore(out)
+    holder.prepare()
+    holder.lock()
+    try:
+        result = invoke("run", *SMALL, "--out", out)
+        assert result.exit_code == 2 and "in use by another bench run" in result.stderr
+    finally:
+        holder.unlock()
+    assert invoke("run", *SMALL, "--out", out).exit_code == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_cell_exits_130(tmp_path):
+    """SIGINT during start-up (imports, plugins, FID reference statistics): no cell has run."""
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["--model", "digits-vp", "--sdes", "vp", "--steps", "25", "--samples", "16"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", *args, "--no-progress", "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    stderr = proc.stderr.read()
+    assert "interrupted" in stderr and "Traceback" not in stderr and "Aborted" not in stderr
