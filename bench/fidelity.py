@@ -9,8 +9,9 @@ Pieces:
   a missing file is a :class:`BenchError` before any work starts, never a download.
 * **Streaming.** :class:`Featurizer` quantises [0, 1] float batches with
   :func:`bench.images.to_uint8` and runs the extractor in chunks; FID keeps running sums
-  (:class:`bench.metrics.GaussianStats`, memory D² whatever n), KID keeps the n × D features
-  (the unbiased estimator needs them). No sample image is stored or written.
+  (:class:`bench.metrics.GaussianStats`, memory D² whatever n), KID keeps every feature up to
+  a cap and then a seeded uniform random subset of them (:class:`FeatureReservoir`, memory
+  cap × D whatever n). No sample image is stored or written.
 * **References.** :func:`reference` computes a dataset split's features and Gaussian statistics
   once and caches them under ``$BENCH_CACHE_DIR/fidelity`` keyed by the split's content hash,
   the split, the extractor name, the weights' sha256, the feature layer and n (torch-fidelity's
@@ -48,6 +49,8 @@ CACHE_VERSION = 1
 REFERENCE_SEED = 2021
 """Seed of the subset drawn when a reference uses fewer images (``ref_n``) than its split has."""
 KID_MAX_SUBSET = 1000
+KID_MAX_FEATURES = 10_000
+"""How many sample features KID keeps at most (a uniform random subset beyond that)."""
 IMAGE_METRICS = ("fid", "kid")
 """The default metrics of image score models."""
 
@@ -447,6 +450,70 @@ def clear_memory_caches() -> None:
     Featurizer._last = None
 
 
+# -- a bounded, uniform random subset of streamed features ----------------------------------------
+class FeatureReservoir:
+    """At most ``cap`` rows of a stream of (B, D) feature batches: all of them while they fit,
+    then a uniform random subset (reservoir sampling, Vitter's Algorithm R, vectorised per batch).
+
+    Row ``i`` of the stream (0-based) past the first ``cap`` draws ``j`` uniformly from
+    0..i and replaces slot ``j`` if ``j < cap``, so every row seen is held with probability
+    cap / seen. The draws come from a generator seeded with ``seed``: the same stream gives the
+    same subset. Up to ``cap`` rows the held features are exactly the stream, in order. Memory is
+    cap × D whatever the stream's length.
+    """
+
+    def __init__(self, cap: int, seed: int) -> None:
+        if cap < 1:
+            raise ValueError(f"the reservoir needs room for at least one row, not {cap}")
+        self.cap = cap
+        self.seen = 0
+        self._parts: list[Tensor] = []
+        self._pool: Tensor | None = None
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def held(self) -> int:
+        """Rows held now (at most ``cap``)."""
+        if self._pool is not None:
+            return int(self._pool.shape[0])
+        return sum(int(p.shape[0]) for p in self._parts)
+
+    def add(self, batch: Tensor) -> None:
+        """Offer one (B, D) batch of rows to the reservoir."""
+        batch = batch.detach()
+        if self._pool is None:
+            room = self.cap - self.seen
+            if batch.shape[0] <= room:
+                self._parts.append(batch)
+                self.seen += int(batch.shape[0])
+                return
+            self._parts.append(batch[:room])
+            self._pool = torch.cat(self._parts)
+            self._parts = []
+            self.seen = self.cap
+            batch = batch[room:]
+        m = int(batch.shape[0])
+        if m == 0:
+            return
+        index = torch.arange(self.seen, self.seen + m, dtype=torch.float64)
+        u = torch.rand(m, generator=self._generator, dtype=torch.float64)
+        slot = torch.minimum((u * (index + 1)).floor(), index).long()  # uniform on 0..i
+        rows = torch.nonzero(slot < self.cap).squeeze(1)
+        if rows.numel():
+            # Sequential replacement: of several rows drawing one slot, the last one stays.
+            last = torch.full((self.cap,), -1, dtype=torch.long)
+            last.scatter_reduce_(0, slot[rows], rows, reduce="amax")
+            hit = torch.nonzero(last >= 0).squeeze(1)
+            self._pool[hit] = batch[last[hit]].to(self._pool.dtype)
+        self.seen += m
+
+    def features(self) -> Tensor:
+        """The held rows: (min(seen, cap), D), in stream order while nothing was dropped."""
+        if self._pool is not None:
+            return self._pool
+        return torch.cat(self._parts) if self._parts else torch.empty(0)
+
+
 # -- metric values through torch-fidelity ----------------------------------------------------------
 def fid_from_stats(stats_1: dict[str, Any], stats_2: dict[str, Any]) -> float:
     """FID of two ``{"mu", "sigma"}`` fits (torch-fidelity's ``fid_statistics_to_metric``)."""
@@ -559,7 +626,7 @@ def setup(
     extractor: str,
     weights: str | None,
     dataset: str | None = None,
-    split: str = "train",
+    split: str | None = None,
     ref_n: int | None = None,
     device: torch.device,
     with_reference: bool = True,
@@ -567,8 +634,9 @@ def setup(
 ) -> Setup:
     """Resolve the extractor and compute or load the reference once (memoised per process).
 
-    ``dataset`` defaults to the model's own (``model.dataset``). Every problem (weights
-    missing, no dataset, shapes that differ) is a :class:`BenchError` naming the fix.
+    ``dataset`` defaults to the model's own (``model.dataset``), ``split`` to
+    :func:`default_split` of it. Every problem (weights missing, no dataset, shapes that differ)
+    is a :class:`BenchError` naming the fix.
     """
     spec_text = dataset or getattr(model, "dataset", None)
     key = (
@@ -593,6 +661,7 @@ def setup(
             f"reference dataset; pass -o {metric}.dataset=NAME[:ARG]"
         )
     data = resolve_dataset(spec_text)
+    split = split or default_split(data, metric)
     shape = tuple(data.data(split).shape[1:])
     if shape != tuple(model.data_shape):
         raise BenchError(
@@ -601,6 +670,23 @@ def setup(
         )
     ref = reference(data, split, spec, ref_n, device)
     return _setups.setdefault(key, Setup(spec, ref, f"{data.spec}:{split}"))
+
+
+def default_split(dataset: Any, metric: str = "fid") -> str:
+    """The default reference split: ``train`` if the dataset has one, else ``all``.
+
+    The same rule ``bench train`` uses to pick its training data, so a model trained on
+    ``folder:DIR`` or an ``npz:`` file of ``images`` (split ``all`` only) is measured against
+    the data it learnt, as a digits model is against ``digits:train``.
+    """
+    splits = tuple(dataset.splits)
+    for split in ("train", "all"):
+        if split in splits:
+            return split
+    raise BenchError(
+        f"metric {metric!r}: dataset {dataset.spec!r} has neither a 'train' nor an 'all' split "
+        f"(splits: {', '.join(splits)}); pass -o {metric}.split=NAME"
+    )
 
 
 def _signature(spec: str | None) -> tuple[int, int] | None:

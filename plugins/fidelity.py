@@ -3,7 +3,8 @@
 Every column names its extractor (``name@sha8`` of the weights), reference (``dataset:split``)
 and the reference size; the runner adds ``<metric>_n``. FID is biased upward at small n:
 compare FID values only at equal n (and equal reference), and read KID (unbiased) beside it.
-Memory: FID keeps D + D² running sums whatever n; KID keeps the n × D features.
+Memory: FID keeps D + D² running sums whatever n; KID keeps at most ``max_features`` × D
+features (all of them up to that cap, then a seeded uniform random subset: reservoir sampling).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ class ExtractorOptions:
 
 @dataclasses.dataclass
 class ReferenceOptions(ExtractorOptions):
-    """Extractor plus the reference: ``dataset`` (default: the model's), ``split``, ``ref_n``."""
+    """Extractor plus the reference: ``dataset`` (default: the model's), ``split`` (default:
+    ``train`` if the dataset has one, else ``all``), ``ref_n``."""
 
     dataset: str | None = None
-    split: str = "train"
+    split: str | None = None
     ref_n: int | None = None
 
     def __post_init__(self) -> None:
@@ -129,10 +131,14 @@ class FID(_ImageMetric):
 
 @dataclasses.dataclass
 class KIDOptions(ReferenceOptions):
-    """Reference options plus ``subset_size`` (default min(n, ref_n, 1000)) and ``subsets``."""
+    """Reference options plus ``subset_size`` (default min(n, ref_n, 1000)), ``subsets``,
+    ``max_features`` (how many sample features are kept at most: beyond it, a uniform random
+    subset drawn by reservoir sampling) and ``pool_seed`` (the seed of that draw)."""
 
     subset_size: int | None = None
     subsets: int = 100
+    max_features: int = fidelity.KID_MAX_FEATURES
+    pool_seed: int = fidelity.REFERENCE_SEED
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,6 +146,8 @@ class KIDOptions(ReferenceOptions):
             raise ValueError(f"subset_size must be at least 2, not {self.subset_size}")
         if self.subsets < 1:
             raise ValueError(f"subsets must be at least 1, not {self.subsets}")
+        if self.max_features < 2:
+            raise ValueError(f"max_features must be at least 2, not {self.max_features}")
 
 
 class KID(_ImageMetric):
@@ -147,18 +155,18 @@ class KID(_ImageMetric):
 
     name = "kid"
     Options = KIDOptions
-    column_directions = {"kid_subset_size": "info", "kid_subsets": "info"}
+    column_directions = {"kid_subset_size": "info", "kid_subsets": "info", "kid_pool_n": "info"}
 
     def __init__(self, model, n, *, device, options=None):
         super().__init__(model, n, device=device, options=options)
-        self.features: list[Tensor] = []
+        self.pool = fidelity.FeatureReservoir(self.options.max_features, self.options.pool_seed)
 
     def update(self, samples: Tensor) -> None:
-        self.features.append(self.featurize(samples)[self.state.spec.fid_layer])
+        self.pool.add(self.featurize(samples)[self.state.spec.fid_layer])
 
     def compute(self) -> dict[str, Any]:
         ref = self.state.reference
-        ours = torch.cat(self.features) if self.features else torch.empty(0)
+        ours = self.pool.features()
         # A requested size above n or ref_n is clamped; the column records what was used.
         size = min(self.options.subset_size or fidelity.KID_MAX_SUBSET, len(ours), ref.n)
         mean = std = math.nan
@@ -169,6 +177,7 @@ class KID(_ImageMetric):
             "kid_std": std,
             "kid_subset_size": size,
             "kid_subsets": self.options.subsets,
+            "kid_pool_n": len(ours),
             **self.columns(),
         }
 

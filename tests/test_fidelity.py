@@ -352,3 +352,152 @@ def test_tf32_is_off_during_extraction_and_restored(monkeypatch):
     with fidelity.exact_fp32():
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+# -- bounded memory: FID keeps running sums, KID a capped reservoir --------------------------------
+def state_size(obj, seen=None) -> int:
+    """Tensor elements plus container entries reachable from ``obj`` (its per-sample state)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    if isinstance(obj, torch.nn.Module):
+        return 0  # the extractor network: fixed, shared between metrics
+    if isinstance(obj, dict):
+        return len(obj) + sum(state_size(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return len(obj) + sum(state_size(v, seen) for v in obj)
+    return state_size(getattr(obj, "__dict__", {}), seen)
+
+
+def fake_images(n, seed=0):
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fid_state_does_not_grow_with_n(registry, fake_model):
+    fid = make_metric(registry, "fid", fake_model, 5000)
+    images = fake_images(5000)
+    fid.update(images[:100])
+    fid.update(images[100:200])
+    size = state_size(fid)
+    sums = (fid.stats.sum.shape, fid.stats.outer.shape)
+    for start in range(200, 5000, 100):
+        fid.update(images[start : start + 100])
+    assert state_size(fid) == size  # no per-sample state: only D + D² running sums
+    assert (fid.stats.sum.shape, fid.stats.outer.shape) == sums == ((128,), (128, 128))
+    assert fid.stats.n == 5000 and math.isfinite(fid.compute()["fid"])
+
+
+def test_kid_holds_at_most_max_features(registry, fake_model):
+    cap = 300
+    kid = make_metric(registry, "kid", fake_model, 3000, max_features=cap, subsets=5)
+    images = fake_images(3000)
+    sizes = []
+    for start in range(0, 3000, 64):  # 64 does not divide the cap: one batch straddles it
+        kid.update(images[start : start + 64])
+        assert kid.pool.held <= cap
+        sizes.append(state_size(kid))
+    assert kid.pool.held == cap and kid.pool.seen == 3000
+    assert len(set(sizes[cap // 64 + 1 :])) == 1  # full: the state no longer grows
+    out = kid.compute()
+    assert out["kid_pool_n"] == cap and out["kid_subset_size"] == cap
+    assert math.isfinite(out["kid"])
+    # The held rows are real sample features, each at most once.
+    layer = kid.state.spec.fid_layer
+    everything = torch.cat(
+        [kid.featurize(images[start : start + 64])[layer] for start in range(0, 3000, 64)]
+    )
+    rows = {tuple(f.tolist()): i for i, f in enumerate(everything)}
+    found = [rows.get(tuple(f.tolist())) for f in kid.pool.features()]
+    assert None not in found and len(set(found)) == cap
+
+
+def test_kid_below_the_cap_is_unchanged(registry, fake_model, digits):
+    """Up to max_features, KID sees every feature in order: the value KID had before the cap."""
+    test = digits.data("test")
+    spec = fidelity.resolve_extractor(fidelity.DIGITS)
+    ref = fidelity.reference(digits, "train", spec, None, CPU)
+    featurize = fidelity.Featurizer(spec, CPU)
+    chunks = [featurize(test[start : start + 100]) for start in range(0, len(test), 100)]
+    features = torch.cat([c[spec.fid_layer] for c in chunks])  # what KID kept before the cap
+    expected = fidelity.kid_from_features(features, ref.features, 360, 20)
+    for cap in (fidelity.KID_MAX_FEATURES, len(test)):
+        kid = make_metric(registry, "kid", fake_model, len(test), subsets=20, max_features=cap)
+        out = feed(kid, test)
+        assert torch.equal(kid.pool.features(), features)
+        assert (out["kid"], out["kid_std"]) == expected
+        assert out["kid_pool_n"] == len(test) and out["kid_subset_size"] == 360
+    with pytest.raises(ValueError, match="max_features"):
+        metric_class(registry, "kid").Options(max_features=1)
+
+
+def test_reservoir_is_a_uniform_seeded_subset():
+    cap, batches, size = 2000, 20, 1000
+
+    def fill(seed):
+        pool = fidelity.FeatureReservoir(cap, seed)
+        for b in range(batches):
+            rows = torch.arange(b * size, (b + 1) * size, dtype=torch.float32)
+            pool.add(torch.stack([rows, torch.full_like(rows, b)], 1))
+            assert pool.held <= cap
+        return pool.features()
+
+    held = fill(7)
+    assert held.shape == (cap, 2) and len(set(held[:, 0].tolist())) == cap
+    assert torch.equal(fill(7), held)  # seeded: reproducible
+    assert not torch.equal(fill(8), held)
+    # Every batch is represented in proportion: cap / batches = 100 rows each (chi² test,
+    # 19 degrees of freedom, 43.8 is the 0.1 % quantile).
+    counts = torch.bincount(held[:, 1].long(), minlength=batches).double()
+    expected = cap / batches
+    assert float(((counts - expected) ** 2 / expected).sum()) < 43.8
+    assert counts.min() > 0
+
+
+def test_reservoir_keeps_every_row_with_equal_probability():
+    """Inclusion frequency of each stream position over many seeds is cap / n (Algorithm R)."""
+    cap, n, trials = 5, 50, 2000
+    hits = torch.zeros(n)
+    for seed in range(trials):
+        pool = fidelity.FeatureReservoir(cap, seed)
+        for start in range(0, n, 7):
+            pool.add(torch.arange(start, min(start + 7, n), dtype=torch.float32)[:, None])
+        hits[pool.features()[:, 0].long()] += 1
+    frequency = hits / trials
+    # Binomial sd of each frequency: sqrt(0.1 · 0.9 / 2000) ≈ 0.0067.
+    assert (frequency - cap / n).abs().max() < 0.03
+    assert abs(float(frequency[:25].mean() - frequency[25:].mean())) < 0.01
+
+
+# -- the default reference split -------------------------------------------------------------------
+def test_reference_split_defaults_to_train_else_all(registry, fake_model, digits, tmp_path):
+    from bench_plugins.datasets import NpzImages
+
+    images = digits.data("test")[:64]
+    only_all = write_npz(tmp_path / "images.npz", images)
+    with_train = tmp_path / "train.npz"
+    np.savez(with_train, train=to_uint8(images[:40]).numpy(), test=to_uint8(images[40:]).numpy())
+    assert fidelity.default_split(digits) == "train"
+    assert fidelity.default_split(NpzImages.load(only_all[4:])) == "all"
+    assert fidelity.default_split(NpzImages.load(str(with_train))) == "train"
+
+    class OnNpz(type(fake_model)):
+        dataset = only_all
+
+    out = feed(make_metric(registry, "fid", OnNpz(), 64), images, batch=32)
+    assert out["fid_ref"] == f"{only_all}:all" and out["fid_ref_n"] == 64
+    assert abs(out["fid"]) < 1e-3  # the same images as the reference
+    out = feed(make_metric(registry, "kid", OnNpz(), 64, subsets=5), images, batch=32)
+    assert out["kid_ref"] == f"{only_all}:all"
+    out = feed(make_metric(registry, "fid", fake_model, 64, dataset=f"npz:{with_train}"), images)
+    assert (out["fid_ref"], out["fid_ref_n"]) == (f"npz:{with_train}:train", 40)
+    out = feed(make_metric(registry, "fid", fake_model, 64, split="test"), images)
+    assert out["fid_ref"] == "digits:test"  # an explicit split still wins
+
+    class TestOnly:
+        spec, splits = "testonly", ("test",)
+
+    with pytest.raises(BenchError, match="-o kid.split=NAME"):
+        fidelity.default_split(TestOnly(), "kid")

@@ -124,11 +124,13 @@ def test_check_sde_refuses_other_sdes_and_hyperparameters(registry, make_sde):
     assert ve.sde_defaults == {"ve": {"sigma_min": 0.01, "sigma_max": 5.0}}
 
 
-def run(tmp_path, *args: str):
+def run(tmp_path, *args: str, metrics: str | None = "none"):
+    """Rows of a ``bench run`` (``metrics=None``: the model's default metrics)."""
     out = tmp_path / "run"
+    chosen = ["--metrics", metrics] if metrics is not None else []
     result = CliRunner().invoke(
         cli,
-        ["run", "--metrics", "none", "--out", str(out), "--threads", "1", "--no-progress", *args],
+        ["run", *chosen, "--out", str(out), "--threads", "1", "--no-progress", *args],
     )
     assert result.exit_code == 0, result.output
     with open(out / "results.csv", newline="") as f:
@@ -168,11 +170,107 @@ def test_digits_ve_end_to_end(tmp_path):
         "10",
         "--samples",
         "64",
-        "-o",
-        "ve.sigma_max=5",
     )
     assert rows and all(r["status"] == "ok" for r in rows)
     assert {r["steps"] for r in rows} == {"10"}
+
+
+def test_digits_ve_with_its_default_metrics(tmp_path):
+    """No -o and no --metrics: the model's σ_max = 5 and its fid,kid apply by themselves."""
+    rows = run(
+        tmp_path,
+        "--model",
+        "digits-ve",
+        "--predictors",
+        "euler",
+        "--correctors",
+        "none",
+        "--steps",
+        "10",
+        "--samples",
+        "64",
+        metrics=None,
+    )
+    assert len(rows) == 1
+    (row,) = rows
+    assert row["status"] == "ok", row["reason"]
+    assert (row["sde"], row["metrics"]) == ("ve", "fid,kid")
+    assert "sigma_max=5.0" in row["sde_options"].split(",")
+    assert math.isfinite(float(row["fid"])) and math.isfinite(float(row["kid"]))
+    assert row["fid_n"] == row["kid_n"] == row["kid_pool_n"] == "64"
+    assert row["fid_extractor"].startswith("digits-classifier@")
+    assert row["kid_extractor"] == row["fid_extractor"]
+    assert row["fid_ref"] == row["kid_ref"] == "digits:train"
+
+
+def _write_dataset(tmp_path: Path, kind: str) -> str:
+    """64 digits as a dataset with one split, ``all``: an .npz of ``images`` or a PNG folder."""
+    import numpy as np
+    from bench_plugins.datasets import Digits
+
+    from bench.images import to_uint8
+
+    images = to_uint8(Digits().data("test")[:64]).numpy()[:, 0]  # (64, 8, 8) uint8
+    if kind == "npz":
+        path = tmp_path / "digits.npz"
+        np.savez(path, images=images)
+        return f"npz:{path}"
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return f"folder:{folder}"
+
+
+@pytest.mark.parametrize("kind", ["npz", "folder"])
+def test_model_trained_on_a_split_all_dataset_gets_fid(tmp_path, kind):
+    """A dataset without a train split: the metrics' reference defaults to its split all."""
+    dataset = _write_dataset(tmp_path, kind)
+    model = tmp_path / "model"
+    train = [
+        "train",
+        "--dataset",
+        dataset,
+        "--sde",
+        "vp",
+        "--steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(model),
+    ]
+    result = CliRunner().invoke(cli, train)
+    assert result.exit_code == 0, result.output
+    assert json.loads((model / "metadata.json").read_text())["data"]["split"] == "all"
+    rows = run(
+        tmp_path,
+        "--model",
+        f"score:{model}",
+        "--predictors",
+        "euler",
+        "--correctors",
+        "none",
+        "--steps",
+        "2",
+        "--samples",
+        "16",
+        metrics=None,
+    )
+    (row,) = rows
+    assert row["status"] == "ok", row["reason"]
+    assert row["fid_ref"] == row["kid_ref"] == f"{dataset}:all"
+    assert row["fid_ref_n"] == "64" and row["fid_n"] == "16"
+    assert math.isfinite(float(row["fid"])) and math.isfinite(float(row["kid"]))
 
 
 # -- load errors: one BenchError, exit status 2 ---------------------------------------------------
