@@ -67,14 +67,19 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         measurements = profile.profile(setup, registry, kw["repeats"], kw["calls"])
     except Unsupported as exc:  # e.g. the VP chain's beta_k >= 1 at small N
         raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
-    agreement = None
+    agreement = matches = None
     if kw["compile_mode"]:
         eager = load_model(registry, kw["model"], device, dtype)
         eager_setup = dataclasses.replace(
             setup, score=with_autocast(eager.score_fn(sde), device, kw["dtype"])
         )
         agreement = profile.agreement(setup, eager_setup, registry)
-        say(f"compiled vs eager samples: relative difference {agreement:.3g} (same noise)")
+        tolerance = profile.COMPILE_TOLERANCE[kw["dtype"]]
+        matches = agreement <= tolerance
+        say(
+            f"compiled vs eager samples: relative difference {agreement:.3g} (same noise; "
+            f"tolerance {tolerance:g} for {kw['dtype']}): {'ok' if matches else 'MISMATCH'}"
+        )
     base = {
         "kind": "profile",
         "model": model.spec,
@@ -91,6 +96,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         "compile": kw["compile_mode"],
         "tf32": tf32_enabled(device),
         "compiled_vs_eager_rel_diff": agreement,
+        "compiled_matches_eager": matches if kw["compile_mode"] else None,
         "torch": torch.__version__,
         "sde_bench": bench.__version__,
         "syncs_per_step": profile.count_syncs(setup, registry),
@@ -107,6 +113,9 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         for row in rows:
             store.append(row)
         say(f"rows: {store.csv_path}")
+    if matches is False:
+        say("error: the compiled network's samples differ from the eager run's beyond tolerance")
+        raise click.exceptions.Exit(1)
     return rows
 
 

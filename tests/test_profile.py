@@ -85,3 +85,31 @@ def test_profile_refuses_unsupported_configurations(args, reason):
     assert result.exit_code == 2, result.output
     assert "cannot profile this configuration" in result.output and reason in result.output
     assert "Traceback" not in result.output
+
+
+class _Scaled(torch.nn.Module):
+    """A stand-in for a compiled network whose outputs are off by a relative ``error``."""
+
+    def __init__(self, net, error):
+        super().__init__()
+        self.net, self.error = net, error
+
+    def forward(self, *args, **kwargs):
+        return self.net(*args, **kwargs) * (1 + self.error)
+
+
+@pytest.mark.parametrize("error,exit_code", [(0.0, 0), (0.05, 1)])
+def test_compile_is_checked_against_the_eager_samples(tmp_path, monkeypatch, error, exit_code):
+    """`bench profile --compile` compares with eager on the same noise and fails on a mismatch."""
+    monkeypatch.setattr(torch, "compile", lambda net, mode=None: _Scaled(net, error))
+    args = ["profile", "--model", "digits-vp", "--sde", "vp", "--predictor", "euler"]
+    args += ["--corrector", "none", "--steps", "30", "--batch-size", "4", "--repeats", "1"]
+    args += ["--calls", "2", "--compile", "--out", str(tmp_path / "p")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == exit_code, result.output
+    import pandas as pd
+
+    row = pd.read_csv(tmp_path / "p" / "results.csv").iloc[0]
+    assert bool(row["compiled_matches_eager"]) is (error == 0.0)
+    assert bool(row["compiled_vs_eager_rel_diff"] == 0.0) is (error == 0.0)
+    assert ("MISMATCH" in result.output) is (error != 0.0)
