@@ -367,6 +367,19 @@ def test_bad_bin_weights_through_the_cli(tmp_path, kind):
     assert not marker.exists() and not (tmp_path / "r" / "rows.jsonl").exists()
 
 
+def test_loading_sets_the_hub_offline_and_never_fetches(folders, monkeypatch):
+    """The hub is switched offline before diffusers is used, and no HTTP request is made."""
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: calls.append(a))
+    du.DiffusersUNet.load(str(folders["ddpm"]), device=CPU, dtype=torch.float32)
+    import os
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and calls == []
+
+
 def test_missing_diffusers_folder_through_the_cli(tmp_path):
     result = _run_cli("--model", f"diffusers:{tmp_path / 'nope'}", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "does not exist" in result.output
