@@ -97,9 +97,12 @@ def report_command(
       bench report results/my-run --metric swd,fd --baseline-sampler euler_maruyama+none
       bench report results/my-run --format markdown --no-save >> "$GITHUB_STEP_SUMMARY"
     """
-    from bench.frame import Directions, load_frame
+    from bench.frame import Directions, holds_profile, load_frame
     from bench.report import build_report, render
 
+    if holds_profile(run_dir):
+        _profile_report(run_dir, fmt, out, save)
+        return
     frame = load_frame(run_dir)
     report = build_report(
         frame,
@@ -116,11 +119,43 @@ def report_command(
     }[fmt]()
     click.echo(text, nl=False)
     if save:
-        folder = out or (run_dir if run_dir.is_dir() else run_dir.parent) / "report"
-        written = write_report_files(report, folder, parquet=parquet)
+        folder = _folder(run_dir, out)
+        written = write_report_files(report, folder)
         if plots:
             written += _plots(session, report, run_dir, folder / "plots")
-        click.echo(f"wrote {len(written)} files to {folder}", err=True)
+        try:  # last, so that a missing pyarrow costs nothing else
+            written += (
+                [write_parquet(report.summary, folder / "summary.parquet")] if parquet else []
+            )
+        finally:
+            click.echo(f"wrote {len(written)} files to {folder}", err=True)
+
+
+def _folder(run_dir: Path, out: Path | None) -> Path:
+    return out or (run_dir if run_dir.is_dir() else run_dir.parent) / "report"
+
+
+def _profile_report(run_dir: Path, fmt: str, out: Path | None, save: bool) -> None:
+    """``bench report`` of a ``bench profile`` folder: its timing tables, no plots."""
+    from bench.frame import load_profile_frame
+    from bench.report import render_profile
+
+    frame = load_profile_frame(run_dir)
+    title = f"sde-bench profile: {run_dir}"
+    click.echo(
+        frame.to_csv(index=False)
+        if fmt == "csv"
+        else render_profile(frame, title, markdown=fmt == "markdown"),
+        nl=False,
+    )
+    if save:
+        folder = _folder(run_dir, out)
+        _write(folder / "report.txt", render_profile(frame, title))
+        _write(folder / "report.md", render_profile(frame, title, markdown=True))
+        click.echo(
+            f"wrote 2 files to {folder} (a `bench profile` folder: timing tables, no plots)",
+            err=True,
+        )
 
 
 def write_report_files(report: Any, folder: Path, *, parquet: bool = False) -> list[Path]:
@@ -144,10 +179,26 @@ def write_parquet(frame: Any, path: Path) -> Path:
     from bench.errors import BenchError
 
     try:
-        frame.to_parquet(path, index=False)
+        _parquet_safe(frame).to_parquet(path, index=False)
     except ImportError as exc:
-        raise BenchError(f"parquet output needs pyarrow (pip install pyarrow): {exc}") from None
+        raise BenchError(
+            f"summary.parquet not written: parquet output needs pyarrow "
+            f"(pip install 'sde-bench[parquet]', or pip install pyarrow): {exc}"
+        ) from None
     return path
+
+
+def _parquet_safe(frame: Any) -> Any:
+    """Columns mixing numbers and text (``fid_n`` = ``64`` in one group, ``64–360`` in
+    another) as text, since a parquet column has one type."""
+    from pandas.api.types import is_object_dtype
+
+    out = frame.copy()
+    for col in out.columns:
+        kinds = {type(v) for v in out[col].dropna()} if is_object_dtype(out[col]) else set()
+        if len(kinds) > 1:
+            out[col] = out[col].map(lambda v: v if v is None else str(v))
+    return out
 
 
 def _plots(session: Any, report: Any, run_dir: Path, folder: Path) -> list[Path]:

@@ -14,6 +14,7 @@ A *group* is a config minus the seed: the unit that tables average over seeds an
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from dataclasses import dataclass
@@ -111,16 +112,20 @@ def _is_run(path: Path) -> bool:
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
     """Every row of a run folder, a folder of run folders, or a ``results.csv`` file."""
+    return [r for _, rows in _rows_by_run(path) for r in rows]
+
+
+def _rows_by_run(path: str | Path) -> list[tuple[Path, list[dict[str, Any]]]]:
+    return [(run, _run_rows(run)) for run in run_folders(path)]
+
+
+def _run_rows(run: Path) -> list[dict[str, Any]]:
     from bench.store import RunStore
 
-    rows: list[dict[str, Any]] = []
-    for run in run_folders(path):
-        if run.is_file():
-            rows += _csv_rows(run)
-            continue
-        found = RunStore(run).rows()
-        rows += found if found else _csv_rows(run / "results.csv")
-    return rows
+    if run.is_file():
+        return _csv_rows(run)
+    found = RunStore(run).rows()
+    return found if found else _csv_rows(run / "results.csv")
 
 
 def _csv_rows(path: Path) -> list[dict[str, Any]]:
@@ -134,12 +139,70 @@ def _none_if_nan(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+PROFILE_KIND = "profile"
+"""The ``kind`` of the rows (and of ``run.json``) that ``bench profile --out`` writes: one row
+per timed variant (``variant``, ``nfe``, ``wall_s``, ...), no seed, status or metric."""
+
+
+def is_profile_run(run: Path, rows: list[dict[str, Any]] | None = None) -> bool:
+    """True for a run folder (or ``results.csv``) written by ``bench profile``: its rows, or
+    its ``run.json``, have ``kind == "profile"``."""
+    rows = _run_rows(run) if rows is None else rows
+    if any(r.get("kind") == PROFILE_KIND for r in rows):
+        return True
+    meta = run / "run.json" if run.is_dir() else run.parent / "run.json"
+    try:
+        return json.loads(meta.read_text()).get("kind") == PROFILE_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def holds_profile(path: str | Path) -> bool:
+    """True when every run under ``path`` was written by ``bench profile``."""
+    return all(is_profile_run(run, rows) for run, rows in _rows_by_run(path))
+
+
 def load_frame(path: str | Path) -> pd.DataFrame:
-    """The rows of ``path`` (see :func:`load_rows`) as a frame; an error if there are none."""
-    rows = load_rows(path)
+    """The sweep rows of ``path`` (see :func:`load_rows`) as a frame.
+
+    Raises a :class:`BenchError` when there are none, or when ``path`` holds ``bench profile``
+    rows (timings of one configuration, with no seed, status or metric: not a sweep).
+    """
+    by_run = _rows_by_run(path)
+    profiles = [run for run, rows in by_run if is_profile_run(run, rows)]
+    if profiles:
+        raise BenchError(_profile_message(Path(path), profiles, len(by_run)))
+    rows = [r for _, rows in by_run for r in rows]
     if not rows:
         raise BenchError(f"{str(path)!r} holds no result rows yet")
     return to_frame(rows)
+
+
+def load_profile_frame(path: str | Path) -> pd.DataFrame:
+    """The rows of a ``bench profile`` folder (or of a folder of them) as a frame."""
+    rows = [r for run, rows in _rows_by_run(path) if is_profile_run(run, rows) for r in rows]
+    if not rows:
+        raise BenchError(f"{str(path)!r} holds no `bench profile` rows yet")
+    return pd.DataFrame(rows)
+
+
+def _profile_message(path: Path, profiles: list[Path], runs: int) -> str:
+    if len(profiles) < runs:
+        names = ", ".join(str(p) for p in profiles)
+        return (
+            f"{str(path)!r} mixes `bench profile` runs ({names}) with sweep runs: "
+            "point at the sweep run folders instead"
+        )
+    if path.is_file():
+        where = str(path)
+    elif profiles == [path]:
+        where = str(path / "results.csv")
+    else:
+        where = ", ".join(str(p / "results.csv") for p in profiles)
+    return (
+        f"{str(path)!r} holds `bench profile` rows (timings per variant), not a sweep: "
+        f"read {where}, or `bench report {path}` for the timing table"
+    )
 
 
 def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:

@@ -140,8 +140,11 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
         fig, axes = _figure(len(parts))
         colors = _colors(list(dict.fromkeys(report.summary["sampler"])))
         for ax, (title, block) in zip(axes, parts):
-            _cost_panel(ax, block, metric, cost, higher, colors)
+            ok = _cost_panel(ax, block, metric, cost, higher, colors)
             _reference_line(ax, report.frame, metric, model)
+            if ok is not None:  # after the reference line, which may widen the limits
+                ci = ok.get(f"{metric}_ci")
+                _mark_clipped(ax, ok["x"], ok[metric], ci, [colors[s] for s in ok["sampler"]])
             ax.set_title(title, fontsize=10)
             ax.set_xlabel(COST_LABELS.get(cost, cost), fontsize=8)
             ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
@@ -154,11 +157,12 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
 
 def _cost_panel(
     ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bool, colors: dict[str, Any]
-) -> None:
+) -> pd.DataFrame | None:
+    """Draw one panel; return its points (``x``: the plotted, nudged cost), None if empty."""
     ok = block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()].copy()
     if ok.empty:
         ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes)
-        return
+        return None
     log = ok[cost].min() > 0 and ok[cost].max() / ok[cost].min() > 5
     ok["x"] = ok[cost] * _dodge(ok["sampler"]) if cost == "nfe" else ok[cost]
     for sampler, rows in ok.groupby("sampler", sort=False):
@@ -193,6 +197,7 @@ def _cost_panel(
         ax.set_xscale("log")
         _log_ticks(ax, sorted(ok[cost].unique()) if cost == "nfe" else None)
     ax.grid(alpha=0.3)
+    return ok
 
 
 def _dodge(samplers: pd.Series, spread: float = 0.06) -> np.ndarray:
@@ -221,9 +226,12 @@ def _reference_line(ax: Any, frame: pd.DataFrame, metric: str, model: str) -> No
     rows = frame[(frame["status"] == "ok") & (frame.get("model", model) == model)]
     values = pd.to_numeric(rows[ref], errors="coerce").dropna()
     if len(values):
-        ax.axhline(
-            float(values.mean()), color="0.4", ls=":", lw=1.2, label=f"{metric} of exact samples"
-        )
+        value = float(values.mean())
+        low, high = ax.get_ylim()
+        ax.axhline(value, color="0.4", ls=":", lw=1.2, label=f"{metric} of exact samples")
+        if not low <= value <= high:  # widen the limits set from the cells to show it
+            pad = 0.05 * (max(high, value) - min(low, value))
+            ax.set_ylim(min(low, value - pad), max(high, value + pad))
 
 
 def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
@@ -291,8 +299,56 @@ def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool, show_k: 
             lw=0.7,
             zorder=4,
         )
-    _clip_to_means(ax, ok, metric)
+    _fit_intervals(ax, ok, metric)
     ax.grid(alpha=0.3)
+
+
+def _fit_intervals(ax: Any, rows: pd.DataFrame, metric: str) -> None:
+    """Y limits that hold every mean and its whole interval (a wide interval squeezes the means
+    together rather than leaving the axes: differences inside the noise then look like it)."""
+    means = rows[metric].dropna()
+    if means.empty:
+        return
+    ci = rows.get(f"{metric}_ci", pd.Series(0.0, index=rows.index)).fillna(0)
+    low, high = float((rows[metric] - ci).min()), float((rows[metric] + ci).max())
+    pad = 0.05 * ((high - low) or abs(high) or 1.0)
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _mark_clipped(ax: Any, x: Any, means: Any, ci: Any, colors: Sequence[Any]) -> None:
+    """Where an interval leaves the axes, a triangle on the edge (▲ above, ▼ below) in the
+    line's colour, and a note in the panel, so that a cut interval is not read as a short one."""
+    if ci is None:
+        return
+    low, high = ax.get_ylim()
+    x, means, ci = (np.asarray(v, dtype=float) for v in (x, means, ci))
+    ci = np.nan_to_num(ci)
+    up, down = means + ci > high, means - ci < low
+    colors = np.asarray(colors, dtype=object)
+    for mask, y, marker in ((up, high, "^"), (down, low, "v")):
+        if mask.any():
+            ax.scatter(
+                x[mask],
+                np.full(mask.sum(), y),
+                marker=marker,
+                s=28,
+                c=list(colors[mask]),
+                edgecolors="black",
+                lw=0.5,
+                clip_on=False,
+                zorder=5,
+            )
+    if up.any() or down.any():
+        ax.text(
+            0.99,
+            0.01,
+            "▲▼ interval continues beyond the axes",
+            ha="right",
+            va="bottom",
+            fontsize=6,
+            color="0.3",
+            transform=ax.transAxes,
+        )
 
 
 def _clip_to_means(ax: Any, rows: pd.DataFrame, metric: str) -> None:
@@ -351,8 +407,17 @@ def plot_samples(
         if kind is None:
             continue
         ref = target(str(model), len(first)) if target and kind != "images" else None
-        paths += _sample_grid(rows, samples_dir, folder, kind, ref, f"{model} · {sde}")
+        status = _first_seed_statuses(report.frame, model, sde, rows["seed"].iloc[0])
+        paths += _sample_grid(rows, samples_dir, folder, kind, ref, f"{model} · {sde}", status)
     return paths
+
+
+def _first_seed_statuses(
+    frame: pd.DataFrame, model: Any, sde: Any, seed: Any
+) -> dict[tuple[str, Any], str]:
+    """(sampler, steps) → status of the cells of one model, SDE and seed."""
+    rows = frame[(frame["model"] == model) & (frame["sde"] == sde) & (frame["seed"] == seed)]
+    return {(s, n): str(st) for s, n, st in zip(rows["sampler"], rows["steps"], rows["status"])}
 
 
 def _sample_grid(
@@ -362,7 +427,10 @@ def _sample_grid(
     kind: str,
     ref: np.ndarray | None,
     title: str,
+    status: dict[tuple[str, Any], str] | None = None,
 ) -> list[Path]:
+    """Samplers (rows) × steps (columns); every row and column is labelled, also where its
+    first cell has no samples (such a cell says why: ``unsupported``, ``no samples``...)."""
     plt = _pyplot()
     samplers = list(dict.fromkeys(rows["sampler"]))[:MAX_SAMPLE_ROWS]
     steps = sorted(rows["steps"].unique())
@@ -379,10 +447,10 @@ def _sample_grid(
             ax = axes[i][j]
             cell = rows[(rows["sampler"] == sampler) & (rows["steps"] == n)]
             if cell.empty:
-                ax.axis("off")
-                continue
-            x = load_samples(samples_dir, cell["cell_id"].iloc[0])
-            {"scatter": _scatter, "hist": _hist, "images": _images}[kind](ax, x, ref, limits)
+                _empty_cell(ax, (status or {}).get((sampler, n), "no samples"))
+            else:
+                x = load_samples(samples_dir, cell["cell_id"].iloc[0])
+                {"scatter": _scatter, "hist": _hist, "images": _images}[kind](ax, x, ref, limits)
             if i == 0:
                 ax.set_title(f"N={fmt(n)}", fontsize=9)
             if j == 0:
@@ -402,6 +470,17 @@ def _sample_grid(
     lines = heading.count("\n") + 1
     fig.subplots_adjust(top=1 - (0.25 + 0.17 * lines) / fig.get_figheight())
     return save(fig, folder, slug(f"samples_{title.replace(' · ', '_')}"))
+
+
+def _empty_cell(ax: Any, status: str) -> None:
+    """A blank panel that keeps its axis labels, with the reason it is blank."""
+    _no_ticks(ax)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    text = status if status != "ok" else "no samples saved"
+    ax.text(
+        0.5, 0.5, text, ha="center", va="center", fontsize=8, color="0.4", transform=ax.transAxes
+    )
 
 
 def _limits(

@@ -17,6 +17,8 @@ from bench.frame import (
     SAMPLER_COLUMNS,
     Directions,
     group_columns,
+    is_numeric,
+    key_value,
     metric_columns,
     to_frame,
     varying,
@@ -108,7 +110,7 @@ def build_report(
     chosen = list(metrics) if metrics else metric_columns(frame, include_info=False)
     _check_columns(frame, chosen)
     columns = chosen + [c for c in TIME_COLUMNS if c in frame and c not in chosen]
-    summary = summarize(frame, columns, confidence)
+    summary = summarize(frame, columns, confidence, describe=provenance_columns(frame, chosen))
     report = Report(frame, summary, chosen, directions, confidence, title=title)
     if baseline:
         report.baseline = resolve_sampler(frame, baseline)
@@ -126,6 +128,83 @@ def _check_columns(frame: pd.DataFrame, wanted: Sequence[str]) -> None:
             f"no column {', '.join(map(repr, missing))} in these results; "
             f"metric columns: {', '.join(known) or '(none)'}"
         )
+
+
+# -- what each metric column was measured with ---------------------------------------------------
+PROVENANCE = ("extractor", "n", "ref", "ref_n")
+"""Columns ``<metric>_<suffix>`` that say how a metric was measured: its feature extractor, its
+number of samples, its reference set (a name, e.g. ``digits:train``) and that set's size."""
+
+
+def metric_owner(frame: pd.DataFrame, column: str) -> str | None:
+    """The requested metric (a name in the ``metrics`` column) that returns ``column``; without
+    a ``metrics`` column, ``column`` itself when the frame has provenance columns for it."""
+    names = {
+        n for m in frame.get("metrics", pd.Series(dtype=object)).dropna() for n in str(m).split(",")
+    }
+    owners = [n for n in names if n and (column == n or column.startswith(n + "_"))]
+    if not owners and any(f"{column}_{suffix}" in frame for suffix in PROVENANCE):
+        return column
+    return max(owners, key=len, default=None)
+
+
+def provenance_columns(frame: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+    """The provenance columns (:data:`PROVENANCE`) of the metrics' owners present in ``frame``;
+    a numeric ``<metric>_ref`` is a reference *value* (e.g. ``logp_ref``), not a set, and is left
+    out."""
+    out: list[str] = []
+    for metric in metrics:
+        owner = metric_owner(frame, metric)
+        for suffix in PROVENANCE if owner else ():
+            col = f"{owner}_{suffix}"
+            numeric_ref = suffix == "ref" and col in frame and is_numeric(frame[col])
+            if col in frame and col not in out and not numeric_ref:
+                out.append(col)
+    return out
+
+
+def provenance(rows: pd.DataFrame, metric: str) -> str:
+    """How ``metric`` was measured in ``rows`` (their ok cells), e.g.
+    ``digits-classifier@4fe071e4, n=64 vs digits:train n=1437``, or ``n=300`` for an oracle
+    metric; ``n=64–360 (varies)`` when the cells differ (such values only compare at equal n).
+    Empty when the rows carry no provenance column."""
+    owner = metric_owner(rows, metric)
+    if owner is None:
+        return ""
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    extractor = _distinct(ok, f"{owner}_extractor")
+    n = _span(ok, f"{owner}_n")
+    head = ", ".join(p for p in (extractor, f"n={n}" if n else "") if p)
+    ref_col = f"{owner}_ref"
+    ref = _distinct(ok, ref_col) if ref_col in ok and not is_numeric(ok[ref_col]) else ""
+    ref_n = _span(ok, f"{owner}_ref_n")
+    tail = f"vs {ref or 'reference'}" + (f" n={ref_n}" if ref_n else "") if ref or ref_n else ""
+    return " ".join(p for p in (head, tail) if p)
+
+
+def _distinct(rows: pd.DataFrame, col: str) -> str:
+    if col not in rows:
+        return ""
+    return " | ".join(str(v) for v in dict.fromkeys(rows[col].dropna()) if str(v))
+
+
+def _span(rows: pd.DataFrame, col: str) -> str:
+    if col not in rows:
+        return ""
+    values = pd.to_numeric(rows[col], errors="coerce").dropna()
+    if values.empty:
+        return ""
+    lo, hi = float(values.min()), float(values.max())
+    return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)} (varies)"
+
+
+def rows_of(frame: pd.DataFrame, block: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """The rows of ``frame`` that share ``block``'s values of ``columns`` (constant in a block)."""
+    mask = pd.Series(True, index=frame.index)
+    for col in columns:
+        if col in frame and col in block and len(block):
+            mask &= frame[col].map(key_value) == key_value(block[col].iloc[0])
+    return frame[mask]
 
 
 # -- blocks and pivots ----------------------------------------------------------------------------
@@ -249,8 +328,9 @@ def render(report: Report, markdown: bool = False) -> str:
     out = [heading(report.title, 1, markdown), _preamble(report)]
     for title, block in blocks(report.summary):
         out.append(heading(title or "all cells", 2, markdown))
+        cells = rows_of(report.frame, block, block_columns(report.summary))
         for metric in report.metrics:
-            out.append(heading(_metric_title(report, metric), 3, markdown))
+            out.append(heading(_metric_title(report, metric, cells), 3, markdown))
             out.append(table(pivot(block, metric, report.directions)))
     if report.baseline:
         out += _render_paired(report, markdown)
@@ -271,12 +351,16 @@ def _render_paired(report: Report, markdown: bool) -> list[str]:
     ]
     if report.paired.empty:
         return out + ["(no pairs: the baseline shares no seeds and config with other samplers)"]
+    cols = [c for c in block_columns(report.summary) if c in report.paired]
     for title, block in _paired_blocks(report):
         out.append(heading(title or "all cells", 3, markdown))
+        cells = rows_of(report.frame, block, cols)
         for metric in report.metrics:
             pivoted = paired_pivot(block, metric)
             if not pivoted.empty:
-                out += [f"{metric}{report.directions.arrow(metric)}", table(pivoted)]
+                how = provenance(cells, metric)
+                name = f"{metric}{report.directions.arrow(metric)}" + (f" ({how})" if how else "")
+                out += [name, table(pivoted)]
     return out
 
 
@@ -297,9 +381,11 @@ def heading(text: str, level: int, markdown: bool) -> str:
     return text + "\n" + ("=" if level == 1 else "-" if level == 2 else "·") * len(text)
 
 
-def _metric_title(report: Report, metric: str) -> str:
+def _metric_title(report: Report, metric: str, cells: pd.DataFrame | None = None) -> str:
+    """``fid (lower is better): digits-classifier@4fe071e4, n=64 vs digits:train n=1437``."""
     way = {"lower": "lower is better", "higher": "higher is better", "info": "informational"}
-    return f"{metric} ({way[report.directions(metric)]})"
+    how = provenance(report.frame if cells is None else cells, metric)
+    return f"{metric} ({way[report.directions(metric)]})" + (f": {how}" if how else "")
 
 
 def _preamble(report: Report) -> str:
@@ -347,13 +433,28 @@ def not_ok_lines(frame: pd.DataFrame) -> list[str]:
 
 
 # -- the short report printed by `bench run` ------------------------------------------------------
-def short_report(rows: list[dict[str, Any]], confidence: float = 0.95) -> str:
+def short_report(
+    rows: list[dict[str, Any]],
+    confidence: float = 0.95,
+    *,
+    registry: Any | None = None,
+    directions: Directions | None = None,
+) -> str:
     """The table ``bench run`` prints: one line per config (mean ± CI when there are several
-    seeds), then the cells that are not ok."""
+    seeds), how each metric was measured (extractor, n, reference), then the cells that are not
+    ok. It is the condensed form of ``bench report``.
+
+    Args:
+        rows: the run's rows.
+        confidence: level of the intervals.
+        registry: the plugin registry, so that a loaded metric's ``higher_is_better`` sets its
+            arrow (:meth:`bench.frame.Directions.from_registry`).
+        directions: the directions to use (overrides ``registry``).
+    """
     if not rows:
         return "(no results)"
     frame = to_frame(rows)
-    directions = Directions()
+    directions = directions or Directions.from_registry(registry)
     metrics = metric_columns(frame, include_info=False)
     summary = summarize(frame, metrics + [c for c in TIME_COLUMNS if c in frame], confidence)
     shown = [c for c in ("sde", "sampler", "steps") if c in summary]
@@ -371,11 +472,110 @@ def short_report(rows: list[dict[str, Any]], confidence: float = 0.95) -> str:
             table[head] = [
                 estimate(m, c) if n else "-" for m, c, n in zip(summary[col], ci, summary["n_ok"])
             ]
-    text = text_table(table)
     seeds = int(summary["seeds"].max())
-    if seeds > 1:
-        text += f"\n\nmean ± {confidence:.0%} CI over {seeds} seeds (Student t)"
-    note = _reference_note(frame)
-    text += f"\n{note}" if note else ""
+    footer = [f"mean ± {confidence:.0%} CI over {seeds} seeds (Student t)"] if seeds > 1 else []
+    footer += provenance_lines(frame, metrics, directions)
+    footer += [_reference_note(frame)]
+    text = text_table(table) + "\n\n" + "\n".join(line for line in footer if line)
+    text = text.rstrip()
     lines = not_ok_lines(frame)
     return text + ("\n\nnot ok:\n" + "\n".join(f"  {n}" for n in lines) if lines else "")
+
+
+def provenance_lines(
+    frame: pd.DataFrame, metrics: Sequence[str], directions: Directions
+) -> list[str]:
+    """One line per distinct provenance, naming the metrics measured that way, e.g.
+    ``fid↓, kid↓: digits-classifier@4fe071e4, n=360 vs digits:train n=1437``."""
+    by_text: dict[str, list[str]] = {}
+    for metric in metrics:
+        if directions(metric) == "info" and metric_owner(frame, metric) != metric:
+            continue  # kid_subsets and the like describe kid: they need no line of their own
+        how = provenance(frame, metric)
+        if how:
+            by_text.setdefault(how, []).append(f"{metric}{directions.arrow(metric)}")
+    return [f"{', '.join(names)}: {how}" for how, names in by_text.items()]
+
+
+# -- `bench profile` folders ----------------------------------------------------------------------
+PROFILE_RUN_COLUMNS = (
+    "model",
+    "sde",
+    "predictor",
+    "corrector",
+    "steps",
+    "snr",
+    "corrector_steps",
+    "batch_size",
+    "device",
+    "dtype",
+    "threads",
+    "compile",
+    "tf32",
+    "started_at",
+)
+"""What one ``bench profile`` invocation measured (its rows differ only in ``variant``)."""
+
+PROFILE_COLUMNS = {
+    "variant": "variant",
+    "nfe": "nfe",
+    "wall_s": "wall_s",
+    "wall_s_iqr": "wall_s_iqr",
+    "wall_s_min": "wall_s_min",
+    "repeats": "repeats",
+    "us_per_nfe": "us_per_nfe",
+    "ratio_vs_bare_forward": "×bare",
+    "ratio_vs_minimal": "×minimal",
+    "ratio_vs_minimal_min": "×minimal(min)",
+}
+
+
+def profile_tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, variant table) per ``bench profile`` invocation in ``frame``."""
+    frame = frame.copy()
+    if "s_per_nfe" in frame:
+        frame["us_per_nfe"] = pd.to_numeric(frame["s_per_nfe"], errors="coerce") * 1e6
+    keys = [c for c in PROFILE_RUN_COLUMNS if c in frame]
+    groups = frame.groupby(keys, sort=False, dropna=False) if keys else [((), frame)]
+    out = []
+    for values, rows in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        run = dict(zip(keys, values))
+        shown = [c for c in PROFILE_COLUMNS if c in rows]
+        table = rows[shown].rename(columns=PROFILE_COLUMNS).map(lambda v: fmt(v, 4))
+        out.append((_profile_title(run), table.reset_index(drop=True)))
+    return out
+
+
+def _profile_title(run: dict[str, Any]) -> str:
+    def given(key: str) -> bool:
+        v = run.get(key)
+        return v is not None and not (isinstance(v, float) and math.isnan(v)) and v != ""
+
+    parts = [str(run[k]) for k in ("model", "sde") if given(k)]
+    if given("predictor"):
+        parts.append(f"{run['predictor']}+{run.get('corrector', 'none')}")
+    parts += [
+        f"{label}{fmt(run[k])}"
+        for k, label in (("steps", "N="), ("batch_size", "batch "))
+        if given(k)
+    ]
+    parts += [str(run[k]) for k in ("device", "dtype") if given(k)]
+    parts += [f"{k} {fmt(run[k])}" for k in ("threads", "compile") if given(k)]
+    if given("started_at"):
+        parts.append(str(run["started_at"]))
+    return " · ".join(parts) or "bench profile"
+
+
+def render_profile(frame: pd.DataFrame, title: str, markdown: bool = False) -> str:
+    """The timing tables of ``bench profile`` rows, one per invocation, grouped by variant."""
+    table = markdown_table if markdown else text_table
+    out = [
+        heading(title, 1, markdown),
+        "`bench profile` rows: timings of one configuration per variant, not a sweep (no seeds, "
+        "statuses or metrics). wall_s: median of the repeats (wall_s_iqr its interquartile "
+        "range); wall_s_min: the fastest; ×: ratios of medians (min: of the fastest runs).",
+    ]
+    for name, variants in profile_tables(frame):
+        out += [heading(name, 2, markdown), table(variants)]
+    return "\n\n".join(out) + "\n"

@@ -62,7 +62,10 @@ def with_groups(frame: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
 
 
 def summarize(
-    frame: pd.DataFrame, columns: Sequence[str], confidence: float = 0.95
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    confidence: float = 0.95,
+    describe: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per group of seeds: config, status, and each column's mean and CI over ok seeds.
 
@@ -70,12 +73,15 @@ def summarize(
         frame: rows with a ``sampler`` column (see :func:`bench.frame.to_frame`).
         columns: numeric columns to average (metrics, ``nfe``, ``wall_clock_s``, ...).
         confidence: level of the intervals.
+        describe: columns that say how a metric was measured (``fid_extractor``, ``fid_n``,
+            ...): carried over as their value on the ok seeds (see :func:`describe_value`).
 
     Returns:
         The group's config columns and ``sampler``; ``seeds`` (rows in the group); ``n_ok``;
         ``status`` (``ok``, a status shared by every seed, or e.g. ``diverged 1/3``);
         ``reason`` (the first non-ok reason); then ``<col>`` (mean) and ``<col>_ci``
-        (half-width, NaN with fewer than two ok seeds) for every column.
+        (half-width, NaN with fewer than two ok seeds) for every column; then the
+        ``describe`` columns.
     """
     keys = group_columns(frame)
     framed = with_groups(frame, keys)
@@ -93,7 +99,26 @@ def summarize(
         mean = stats.get((col, "mean"))
         out[col] = mean if mean is not None else math.nan
         out[f"{col}_ci"] = _halfwidths(stats, col, confidence) if mean is not None else math.nan
+    described = ok.groupby(GROUP, sort=False)
+    for col in describe:
+        if col in ok:
+            out[col] = described[col].agg(describe_value)
     return out.reset_index(drop=True)
+
+
+def describe_value(values: pd.Series) -> object:
+    """The one value of a descriptive column over a group's seeds; ``64–360`` (numbers) or
+    ``a | b`` (text) when the seeds disagree; None when every value is missing."""
+    distinct = list(dict.fromkeys(values.dropna()))
+    if not distinct:
+        return None
+    if len(distinct) == 1:
+        return distinct[0]
+    numbers = pd.to_numeric(pd.Series(distinct), errors="coerce")
+    if numbers.notna().all():
+        lo, hi = numbers.min(), numbers.max()
+        return f"{lo:g}–{hi:g}"
+    return " | ".join(map(str, distinct))
 
 
 def _halfwidths(stats: pd.DataFrame, col: str, confidence: float) -> pd.Series:

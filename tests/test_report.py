@@ -203,6 +203,73 @@ def test_unknown_metric_and_baseline_are_clear_errors():
         build_report(synthetic_rows(), baseline="heun")
 
 
+def test_short_report_honours_the_registry_direction_of_a_third_party_metric():
+    class Sharpness:
+        name, higher_is_better = "sharp", True
+
+    class Registry:  # the two things Directions.from_registry reads
+        entries = {"metrics": {"sharp": type("Entry", (), {"obj": Sharpness})}}
+
+        def names(self, kind):
+            return ["sharp"]
+
+    rows = [row(metrics="sharp", sharp=0.5, seed=s) for s in (0, 1)]
+    assert "sharp↓" in short_report(rows)  # no registry: the fallback (lower is better)
+    assert "sharp↑" in short_report(rows, registry=Registry())
+    assert "sharp↑" in short_report(rows, directions=Directions((Sharpness,)))
+
+
+def fid_rows(n_by_steps=None):
+    """Rows with a feature-extractor metric and its provenance columns, as the runner writes."""
+    n_by_steps = n_by_steps or {10: 64, 20: 64}
+    return [
+        row(
+            seed=s,
+            steps=steps,
+            metrics="fid",
+            swd=None,
+            fid=10.0 + s,
+            fid_extractor="digits-classifier@4fe071e4",
+            fid_n=n,
+            fid_ref="digits:train",
+            fid_ref_n=1437,
+        )
+        for steps, n in n_by_steps.items()
+        for s in (0, 1)
+    ]
+
+
+def test_every_metric_states_its_extractor_and_n():
+    measured = "digits-classifier@4fe071e4, n=64 vs digits:train n=1437"
+    report = build_report(fid_rows())
+    assert f"fid (lower is better): {measured}" in render(report)
+    assert f"### fid (lower is better): {measured}" in render(report, markdown=True)
+    summary = report.summary
+    assert list(summary["fid_extractor"]) == ["digits-classifier@4fe071e4"] * 2
+    assert list(summary["fid_n"]) == [64, 64] and list(summary["fid_ref_n"]) == [1437] * 2
+    assert list(summary["fid_ref"]) == ["digits:train"] * 2
+    assert f"fid↓: {measured}" in short_report(fid_rows())
+    # oracle metrics: n only (coverage_min is measured by `coverage`, whose n is coverage_n)
+    oracle = build_report(synthetic_rows())
+    assert "swd (lower is better): n=100" in render(oracle)
+    assert "coverage_min (higher is better): n=100" in render(oracle)
+    assert "swd↓, coverage_min↑: n=100" in short_report(synthetic_rows())
+    logp = [row(metrics="logp", logp=-1.0, logp_ref=-0.5, logp_n=100, logp_gap=0.5)]
+    logp_summary = build_report(logp).summary  # a numeric *_ref is a value, not a reference set
+    assert "logp_n" in logp_summary and "logp_ref" not in logp_summary
+    assert "logp_gap (lower is better): n=100" in render(build_report(logp))
+
+
+def test_a_table_whose_cells_differ_in_n_says_so():
+    rows = fid_rows({10: 64, 20: 360})
+    text = render(build_report(rows, baseline="euler_maruyama+none"))
+    assert "fid (lower is better): digits-classifier@4fe071e4, n=64–360 (varies) vs" in text
+    assert "n=64–360 (varies)" in short_report(rows)
+    mixed = rows[:1] + [dict(rows[1], fid_n=128)]  # one group of seeds, two n
+    summary = build_report(mixed).summary
+    assert list(summary["fid_n"]) == ["64–128"]
+
+
 def test_short_report_aggregates_seeds_and_lists_non_ok_cells():
     text = short_report(synthetic_rows())
     assert "mean ± 95% CI over 3 seeds" in text
@@ -239,16 +306,38 @@ def test_report_command_csv_to_stdout_without_files(tmp_path):
     assert not (run / "report").exists()
 
 
+def test_report_parquet_without_pyarrow_writes_everything_else(tmp_path, monkeypatch):
+    def no_pyarrow(self, *args, **kwargs):
+        raise ImportError("Unable to find a usable engine; tried using: 'pyarrow'")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", no_pyarrow)
+    run = write_run(tmp_path / "run", synthetic_rows())
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["report", str(run), "--parquet", "--out", str(out)])
+    assert result.exit_code == 2 and "pip install 'sde-bench[parquet]'" in result.output
+    assert "Traceback" not in result.output
+    for name in ("report.txt", "report.md", "summary.csv"):
+        assert (out / name).is_file()
+    assert list((out / "plots").glob("*.png")), "the plots come before the parquet file"
+    assert not (out / "summary.parquet").exists()
+
+
 def test_report_parquet(tmp_path):
+    pytest.importorskip("pyarrow")
     run = write_run(tmp_path / "run", synthetic_rows())
     args = ["report", str(run), "--no-plots", "--parquet", "--out", str(tmp_path / "r")]
     result = CliRunner().invoke(cli, args)
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        assert result.exit_code == 2 and "pip install pyarrow" in result.output
-    else:
-        assert result.exit_code == 0 and (tmp_path / "r" / "summary.parquet").is_file()
+    assert result.exit_code == 0, result.output
+    parquet = pd.read_parquet(tmp_path / "r" / "summary.parquet")
+    csv = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert list(parquet.columns) == list(csv.columns) and len(parquet) == len(csv)
+    rows = fid_rows({10: 64, 20: 64})
+    rows[1]["fid_n"] = 128  # fid_n: 64 in one group, the text "64–128" in the other
+    run = write_run(tmp_path / "mixed", rows)
+    args = ["report", str(run), "--no-plots", "--parquet", "--out", str(tmp_path / "m")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_parquet(tmp_path / "m" / "summary.parquet")["fid_n"]) == ["64–128", "64"]
 
 
 def test_report_of_a_folder_of_runs(tmp_path):
@@ -302,3 +391,100 @@ def test_report_rows_from_a_real_run(tmp_path):
     }
     meta = json.loads((out / "run.json").read_text())
     assert meta["grid"]["snrs"] == [0.1, 0.2]
+
+
+# -- `bench profile` folders ----------------------------------------------------------------------
+def profile_rows(started_at="2026-01-01T00:00:00Z"):
+    base = {
+        "kind": "profile",
+        "model": "ring8",
+        "sde": "ve",
+        "predictor": "reverse_diffusion",
+        "corrector": "langevin",
+        "steps": 20,
+        "batch_size": 64,
+        "device": "cpu",
+        "dtype": "float32",
+        "threads": 1,
+        "started_at": started_at,
+        "repeats": 2,
+    }
+    variants = [("bare_forward", None, 0.0001), ("sde_bench", 40, 0.008), ("minimal", 40, 0.007)]
+    return [
+        {
+            **base,
+            "variant": v,
+            "nfe": nfe,
+            "wall_s": wall,
+            "wall_s_iqr": wall / 10,
+            "wall_s_min": wall * 0.9,
+            "s_per_nfe": wall / (nfe or 1),
+            "ratio_vs_bare_forward": wall / 0.0001,
+            "cell_id": f"profile-{v}-{started_at}",
+        }
+        for v, nfe, wall in variants
+    ]
+
+
+def write_profile(folder, rows):
+    from bench.store import RunStore
+
+    store = RunStore(folder)
+    store.prepare()
+    store.write_meta({"kind": "profile", "options": {}})
+    for r in rows:
+        store.append(r)
+    return folder
+
+
+def test_report_of_a_profile_folder_prints_its_timing_table(tmp_path):
+    prof = write_profile(tmp_path / "prof", profile_rows())
+    result = CliRunner().invoke(cli, ["report", str(prof), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "not a sweep" in result.output
+    assert "ring8 · ve · reverse_diffusion+langevin · N=20 · batch 64" in result.output
+    lines = [line.split() for line in result.output.splitlines()]
+    variants = [words[0] for words in lines if words and words[0] in ("sde_bench", "minimal")]
+    assert variants == ["sde_bench", "minimal"]
+    assert (tmp_path / "r" / "report.md").read_text().count("| bare_forward |") == 1
+    for fmt in ("markdown", "csv"):
+        args = ["report", str(prof / "results.csv"), "--format", fmt, "--no-save"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0 and "sde_bench" in result.output, result.output
+
+
+def test_compare_refuses_a_profile_folder_in_one_line(tmp_path):
+    prof = str(write_profile(tmp_path / "prof", profile_rows()))
+    sweep = str(write_run(tmp_path / "sweep", synthetic_rows()))
+    for args in ([prof, prof], [sweep, prof], [prof + "/results.csv", sweep]):
+        result = CliRunner().invoke(cli, ["compare", *args, "--no-config"])
+        assert result.exit_code == 2, result.output
+        assert isinstance(result.exception, SystemExit)  # a message, never a traceback
+        assert "holds `bench profile` rows (timings per variant), not a sweep" in result.output
+        assert "results.csv" in result.output
+    empty = tmp_path / "empty"  # run.json says profile, no rows yet
+    write_profile(empty, [])
+    result = CliRunner().invoke(cli, ["compare", str(empty), sweep, "--no-config"])
+    assert result.exit_code == 2 and "`bench profile`" in result.output
+
+
+def test_a_folder_mixing_profile_and_sweep_runs_is_refused(tmp_path):
+    write_profile(tmp_path / "all" / "prof", profile_rows())
+    write_run(tmp_path / "all" / "sweep", synthetic_rows())
+    for command in ("report", "compare"):
+        args = [command, str(tmp_path / "all")] + ([str(tmp_path / "all")] * (command == "compare"))
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and "mixes `bench profile` runs" in result.output
+
+
+@pytest.mark.slow
+def test_report_and_compare_of_a_real_profile_run(tmp_path):
+    out = tmp_path / "p"
+    args = ["profile", "--steps", "20", "--repeats", "2", "--calls", "5", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = CliRunner().invoke(cli, ["report", str(out), "--no-save"])
+    assert report.exit_code == 0, report.output
+    assert "sde_bench" in report.output and "minimal" in report.output
+    compare = CliRunner().invoke(cli, ["compare", str(out), str(out), "--no-config"])
+    assert compare.exit_code == 2 and "not a sweep" in compare.output
