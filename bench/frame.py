@@ -57,6 +57,10 @@ requested changes which columns exist, not the samples."""
 
 TIMING_COLUMNS = ("nfe", "wall_clock_s", "samples_per_s", "s_per_nfe")
 
+SETTING_COLUMNS = frozenset({"kid_subset_size", "kid_subsets", "kid_pool_n", "isc_splits"})
+"""Columns a metric reports about its own settings (subset sizes, pool size): kept in the rows,
+never shown as metric tables."""
+
 INFO_SUFFIXES = ("_ref", "_std", "_n")
 """Metric columns with these suffixes describe a metric (its reference value, its spread, its
 n) rather than rate the sampler: tables may show them, compare never gates them."""
@@ -239,7 +243,13 @@ def metric_columns(frame: pd.DataFrame, *, include_info: bool = True) -> list[st
         for name in filter(None, str(metrics).split(",")):
             for c in frame.columns:
                 owned = c == name or c.startswith(name + "_")
-                if owned and c not in cols and not c.endswith("_n") and is_numeric(frame[c]):
+                if (
+                    owned
+                    and c not in cols
+                    and c not in SETTING_COLUMNS
+                    and not c.endswith("_n")
+                    and is_numeric(frame[c])
+                ):
                     cols.append(c)
     if not include_info:
         cols = [c for c in cols if not c.endswith(INFO_SUFFIXES)]

@@ -94,7 +94,10 @@ def summarize(
     ok = framed[framed["status"] == "ok"]
     values = ok[[GROUP, *columns]].copy()
     values[list(columns)] = values[list(columns)].apply(pd.to_numeric, errors="coerce")
-    stats = values.groupby(GROUP, sort=False)[list(columns)].agg(["mean", "std", "count"])
+    if columns:
+        stats = values.groupby(GROUP, sort=False)[list(columns)].agg(["mean", "std", "count"])
+    else:  # e.g. every cell ended in error: no timings, no metrics
+        stats = pd.DataFrame()
     for col in columns:
         mean = stats.get((col, "mean"))
         out[col] = mean if mean is not None else math.nan

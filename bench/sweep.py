@@ -252,7 +252,7 @@ class Sweep:
             raise click.exceptions.Exit(130) from None
         from bench.report import short_report
 
-        click.echo(short_report(self.store.rows()))
+        click.echo(short_report(self.store.rows(), registry=self.session.registry))
         say(f"results: {self.store.csv_path}")
         return self.store.rows()
 

@@ -488,3 +488,24 @@ def test_report_and_compare_of_a_real_profile_run(tmp_path):
     assert "sde_bench" in report.output and "minimal" in report.output
     compare = CliRunner().invoke(cli, ["compare", str(out), str(out), "--no-config"])
     assert compare.exit_code == 2 and "not a sweep" in compare.output
+
+
+def test_metric_settings_are_not_metric_tables():
+    """kid_subset_size, kid_subsets, kid_pool_n describe how KID ran: rows keep them, tables don't."""
+    from bench.frame import metric_columns
+
+    frame = pd.DataFrame(
+        [
+            {
+                "metrics": "fid,kid",
+                "fid": 9.5,
+                "kid": 1.2,
+                "kid_std": 0.3,
+                "kid_subset_size": 64,
+                "kid_subsets": 100,
+                "kid_pool_n": 64,
+                "fid_n": 64,
+            }
+        ]
+    )
+    assert metric_columns(frame) == ["fid", "kid", "kid_std"]
