@@ -243,7 +243,7 @@ class Comparison:
     def regressions(self) -> pd.DataFrame:
         if self.table.empty:
             return self.table
-        return self.table[self.table["verdict"].isin(["regression", "missing"])]
+        return self.table[self.table["verdict"].isin(["regression", "missing", "not comparable"])]
 
     @property
     def status_failures(self) -> pd.DataFrame:
@@ -412,6 +412,16 @@ def _judge(
         }
     if old.empty:
         return {**head, "old": math.nan, "new": _mean(new), "verdict": "new", "tolerance": str(tol)}
+    measured = measured_differently(a, b, metric)
+    if measured:
+        return {
+            **head,
+            "old": _mean(old),
+            "new": _mean(new),
+            "verdict": "not comparable",
+            "tolerance": str(tol),
+            "reason": measured,
+        }
     old_mean, new_mean, noise, kind = change_and_noise(old, new, settings.confidence)
     change = new_mean - old_mean
     allowed = tol.allowed(old_mean)
@@ -427,6 +437,37 @@ def _judge(
         "allowed": allowed,
         "verdict": verdict_of(change, direction, allowed, noise),
     }
+
+
+MEASUREMENT_SUFFIXES = ("_extractor", "_ref", "_ref_n")
+"""Columns that say how a metric was measured (feature extractor and its weights hash, reference
+set and its size): values measured differently are not compared."""
+
+
+def measured_differently(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> str:
+    """``"fid_extractor: x → y"`` when the two sides measured ``metric`` differently, else ``""``.
+
+    The metric's own columns are found by its name and each prefix of it (``kid_std`` is
+    described by ``kid_extractor``); a numeric ``<metric>_ref`` is a reference value, not a set.
+    """
+    parts = metric.split("_")
+    bases = ["_".join(parts[:k]) for k in range(len(parts), 0, -1)]
+    changes = []
+    for base in bases:
+        for column in (base + suffix for suffix in MEASUREMENT_SUFFIXES):
+            if column not in a or column not in b:
+                continue
+            old = set(a.loc[a["status"] == "ok", column].dropna().astype(str))
+            new = set(b.loc[b["status"] == "ok", column].dropna().astype(str))
+            numeric = (
+                column.endswith("_ref")
+                and pd.to_numeric(pd.Series([*old, *new]), errors="coerce").notna().all()
+            )
+            if old and new and old != new and not numeric:
+                changes.append(f"{column}: {' | '.join(sorted(old))} → {' | '.join(sorted(new))}")
+        if changes:
+            break
+    return "; ".join(changes)
 
 
 def _mean(values: pd.Series) -> float:

@@ -10,7 +10,12 @@ import pandas as pd
 from bench.compare import Comparison, summary_counts
 from bench.report import fmt, heading, markdown_table, signed, text_table
 
-VERDICT_MARKS = {"regression": "❌ regression", "missing": "❌ missing", "improved": "✅ improved"}
+VERDICT_MARKS = {
+    "regression": "❌ regression",
+    "missing": "❌ missing",
+    "not comparable": "❌ not comparable",
+    "improved": "✅ improved",
+}
 
 
 def comparison_table(result: Comparison, rows: pd.DataFrame, markdown: bool) -> pd.DataFrame:
@@ -32,7 +37,10 @@ def comparison_table(result: Comparison, rows: pd.DataFrame, markdown: bool) -> 
         f"{fmt(a, 2)} ({t})" if not _nan(a) else t for a, t in zip(allowed, rows["tolerance"])
     ]
     marks = VERDICT_MARKS if markdown else {}
-    out["verdict"] = [marks.get(v, v) for v in rows["verdict"]]
+    reasons = rows.get("reason", pd.Series("", index=rows.index)).fillna("")
+    out["verdict"] = [
+        marks.get(v, v) + (f" ({r})" if r else "") for v, r in zip(rows["verdict"], reasons)
+    ]
     return out.reset_index(drop=True)
 
 

@@ -122,6 +122,17 @@ def test_regression_beyond_tolerance_and_noise_fails():
     assert verdicts(result, "coverage_min") == ["same"]
 
 
+def test_values_measured_differently_are_not_comparable():
+    """Another feature extractor (or reference set) makes equal configs incomparable: fail."""
+    old = seeds(BASE, swd_extractor="digits-classifier@4fe071e4", swd_ref="digits:train")
+    new = seeds(BASE, swd_extractor="digits-classifier@00000000", swd_ref="digits:train")
+    result = run(old, new)
+    assert verdicts(result) == ["not comparable"] and result.failed
+    reason = result.regressions.iloc[0]["reason"]
+    assert reason == "swd_extractor: digits-classifier@4fe071e4 → digits-classifier@00000000"
+    assert verdicts(run(old, old)) == ["same"]
+
+
 def test_change_inside_the_noise_passes_even_without_tolerance():
     result = run(seeds(BASE), seeds(with_swd([0.10, 0.20, 0.12])))
     assert verdicts(result) == ["within noise"] and not result.failed
