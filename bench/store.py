@@ -78,7 +78,9 @@ class RunStore:
         self._lock_file = handle
 
     def unlock(self) -> None:
+        """Release the lock and remove the lock file (a ``kill -9`` leaves it: harmless)."""
         if self._lock_file is not None:
+            (self.path / LOCK).unlink(missing_ok=True)
             self._lock_file.close()  # closing the descriptor releases the flock
             self._lock_file = None
 

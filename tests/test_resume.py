@@ -214,6 +214,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
     finally:
         holder.unlock()
     assert invoke("run", *SMALL, "--out", out).exit_code == 0
+    assert not (out / ".lock").exists()  # released and removed when the run ends
 
 
 @pytest.mark.slow
