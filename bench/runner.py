@@ -553,18 +553,28 @@ def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
     row["threads"] = ctx.threads  # CPU intra-op threads (also used beside a GPU)
     row["torch"] = torch.__version__
     row["sde_bench"] = bench.__version__
-    for kind, name in (
-        ("sdes", cell.sde),
-        ("predictors", cell.predictor),
-        ("correctors", cell.corrector),
-        ("score-models", ctx.model.name),
-    ):
-        row[f"{KIND_OF_COLUMN[kind]}_provider"] = str(parts.entry(kind, name).provider)
-    row["metric_providers"] = "; ".join(
-        f"{m}={parts.entry('metrics', m).provider}" for m in cell.metrics
-    )
+    row.update(provenance(cell, ctx, parts))
     row["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return row
+
+
+def provenance(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, str]:
+    """The plugin behind each component of a cell (name, distribution and version, or a
+    local file's hash): the ``*_provider`` columns. A resumed run reruns cells whose
+    provenance changed, e.g. after an edit of a ``-p`` file."""
+    out = {
+        f"{KIND_OF_COLUMN[kind]}_provider": str(parts.entry(kind, name).provider)
+        for kind, name in (
+            ("sdes", cell.sde),
+            ("predictors", cell.predictor),
+            ("correctors", cell.corrector),
+            ("score-models", ctx.model.name),
+        )
+    }
+    out["metric_providers"] = "; ".join(
+        f"{m}={parts.entry('metrics', m).provider}" for m in cell.metrics
+    )
+    return out
 
 
 KIND_OF_COLUMN = {

@@ -32,6 +32,7 @@ from bench.runner import (
     OptionSet,
     guard_cpu_autocast,
     machine_info,
+    provenance,
     resolve_device,
     resolve_threads,
     run_cell,
@@ -229,8 +230,7 @@ class Sweep:
         cells = grid_mod.expand(self.spec, Components(ctx).resolved_options)
         self.prepare_metrics()
         self.open_store(len(cells))
-        done = {r["cell_id"] for r in self.store.rows() if r.get("status") in DONE}
-        todo = [c for c in cells if c.id not in done]
+        todo = self.cells_to_run(cells, ctx)
         self.header(len(cells), len(cells) - len(todo))
         finished = 0
         try:
@@ -255,6 +255,30 @@ class Sweep:
         click.echo(short_report(self.store.rows(), registry=self.session.registry))
         say(f"results: {self.store.csv_path}")
         return self.store.rows()
+
+    def cells_to_run(self, cells: list[Cell], ctx: CellContext) -> list[Cell]:
+        """Cells without a finished row, and finished cells whose plugin code has changed since.
+
+        A finished row counts only if it was made by the same plugins (``*_provider``: name,
+        distribution and version, or a local file's hash); otherwise the cell runs again and
+        its new row replaces the old one.
+        """
+        finished = {r["cell_id"]: r for r in self.store.rows() if r.get("status") in DONE}
+        parts = Components(ctx)
+        stale = []
+        for cell in cells:
+            old = finished.get(cell.id)
+            if old is not None:
+                new = provenance(cell, ctx, parts)
+                if any(old.get(k) != v for k, v in new.items()):
+                    stale.append(cell)
+                    finished.pop(cell.id)
+        if stale:
+            say(
+                f"{len(stale)} finished cell(s) were made by other plugin code "
+                f"(a changed -p file or another version): running them again"
+            )
+        return [c for c in cells if c.id not in finished]
 
     def context(self) -> CellContext:
         saver = self._save_samples if self.save_samples else None

@@ -234,3 +234,39 @@ def test_ctrl_c_before_the_first_cell_exits_130(tmp_path):
     assert proc.wait(timeout=60) == 130
     stderr = proc.stderr.read()
     assert "interrupted" in stderr and "Traceback" not in stderr and "Aborted" not in stderr
+
+
+PLUGIN = """
+import bench
+from bench_plugins.predictors import EulerMaruyama
+
+
+class Mine(EulerMaruyama):
+    '''A researcher's predictor, edited between runs.'''
+    name = "mine"
+    aliases = ()
+
+
+@bench.hookimpl
+def register_predictors(register):
+    register(Mine)
+"""
+
+
+def test_cells_of_an_edited_plugin_file_run_again_on_resume(tmp_path):
+    plugin = tmp_path / "mine.py"
+    plugin.write_text(PLUGIN)
+    out = tmp_path / "r"
+    args = ["-p", plugin, "run", *SMALL, "--predictors", "mine,euler", "--out", out]
+    assert invoke(*args).exit_code == 0
+    before = {r["predictor"]: r for r in RunStore(out).rows()}
+    assert invoke(*args).exit_code == 0  # unchanged: nothing runs again
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 2
+    plugin.write_text(PLUGIN + "\n# a fix\n")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "1 finished cell(s) were made by other plugin code" in result.stderr
+    after = {r["predictor"]: r for r in RunStore(out).rows()}
+    assert after["mine"]["predictor_provider"] != before["mine"]["predictor_provider"]
+    assert after["euler_maruyama"] == before["euler_maruyama"]  # the built-in cell was kept
+    assert len(pd.read_csv(out / "results.csv")) == 2
