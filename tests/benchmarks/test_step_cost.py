@@ -1,4 +1,5 @@
-"""Per-step cost of every built-in predictor and corrector, and of the whole PC loop.
+"""Per-step cost of every built-in predictor (and its probability-flow variant) and corrector,
+and of the whole PC loop.
 
 Measured with pytest-benchmark on the exact-score ring (a batch of 1,000 2-D samples), on the
 CPU unless ``BENCH_BENCHMARK_DEVICE`` names another device (``cuda``), in which case every timed
@@ -83,16 +84,17 @@ def timed(fn):
     return call
 
 
+@pytest.mark.parametrize("probability_flow", [False, True], ids=["sde", "flow"])
 @pytest.mark.parametrize("sde_name", SDES)
 @pytest.mark.parametrize("name", builtin("predictors"))
-def test_predictor_step(benchmark, model, name, sde_name):
+def test_predictor_step(benchmark, model, name, sde_name, probability_flow):
     sde, score, noise, x, t = setup(model, sde_name)
     cls = REGISTRY.get("predictors", name).obj
     try:
-        cls.supports(sde, False)
+        cls.supports(sde, probability_flow)
     except Unsupported as exc:
         pytest.skip(exc.reason)
-    predictor = cls(sde, score, False, noise)
+    predictor = cls(sde, score, probability_flow, noise)
     benchmark.extra_info.update(batch=BATCH, device=str(DEVICE), nfe=nfe_of(score, predictor, x, t))
     x_next, _ = benchmark(timed(lambda: predictor.update(x, t)))
     assert x_next.shape == x.shape and bool(torch.isfinite(x_next).all())
