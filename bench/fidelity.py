@@ -577,10 +577,15 @@ def isc_from_logits(
 def resolve_dataset(spec: str, registry: Any = None) -> Any:
     """A :class:`bench.Dataset` from ``NAME[:ARG]``.
 
-    Uses ``registry`` when given; else the built-in datasets, then (for a third-party name) the
-    plugins the environment allows (``BENCH_LOAD_PLUGINS``).
+    Uses ``registry`` when given, else the registry the command loaded (``-p`` files included);
+    outside a command, the built-in datasets, then (for a third-party name) the plugins the
+    environment allows (``BENCH_LOAD_PLUGINS``).
     """
     name, _, arg = spec.partition(":")
+    if registry is None:
+        from bench.plugins import active_registry
+
+        registry = active_registry()
     if registry is None:
         cls = _builtin_datasets().get(name)
         if cls is None:

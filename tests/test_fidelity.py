@@ -501,3 +501,51 @@ def test_reference_split_defaults_to_train_else_all(registry, fake_model, digits
 
     with pytest.raises(BenchError, match="-o kid.split=NAME"):
         fidelity.default_split(TestOnly(), "kid")
+
+
+EVENS = '''
+import bench
+from bench.datasets import Dataset
+from bench_plugins.datasets import Digits
+
+
+class Evens(Dataset):
+    """The even digits of the digits data (a third party's dataset, from a -p file)."""
+
+    name = "evens"
+    splits = ("train", "all")
+    spec = "evens"
+
+    @classmethod
+    def load(cls, arg):
+        return cls()
+
+    def _data(self, split):
+        digits = Digits()
+        return digits.data(split)[digits.labels(split) % 2 == 0]
+
+
+@bench.hookimpl
+def register_datasets(register):
+    register(Evens)
+'''
+
+
+def test_a_dataset_from_a_plugin_file_is_a_reference(tmp_path, monkeypatch):
+    """`-p` datasets reach the metrics: `-o fid.dataset=evens` measures against them."""
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    plugin = tmp_path / "evens.py"
+    plugin.write_text(EVENS)
+    out = tmp_path / "r"
+    args = ["-p", str(plugin), "run", "--model", "digits-vp", "--sdes", "vp"]
+    args += ["--predictors", "euler", "--correctors", "none", "--steps", "25", "--samples", "16"]
+    args += ["--metrics", "fid", "-o", "fid.dataset=evens", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads("[" + ",".join((out / "rows.jsonl").read_text().splitlines()) + "]")
+    assert row["status"] == "ok" and row["fid_ref"] == "evens:train"
+    assert 500 < row["fid_ref_n"] < 1437 and math.isfinite(row["fid"])
