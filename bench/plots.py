@@ -133,14 +133,15 @@ COST_LABELS = {
 
 def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) -> list[Path]:
     """Per model: one panel per block, metric (± CI) against ``cost`` for each sampler, with the
-    Pareto frontier over every (sampler, steps) point of the panel ringed and joined."""
+    Pareto frontier over every (sampler, steps) point of the panel ringed and joined (not for
+    informational columns such as ``logp``, which have no better direction)."""
     paths: list[Path] = []
-    higher = report.directions(metric) == "higher"
+    direction = report.directions(metric)
     for model, parts in model_blocks(report.summary):
         fig, axes = _figure(len(parts))
         colors = _colors(list(dict.fromkeys(report.summary["sampler"])))
         for ax, (title, block) in zip(axes, parts):
-            ok = _cost_panel(ax, block, metric, cost, higher, colors)
+            ok = _cost_panel(ax, block, metric, cost, direction, colors)
             _reference_line(ax, report.frame, metric, model)
             if ok is not None:  # after the reference line, which may widen the limits
                 ci = ok.get(f"{metric}_ci")
@@ -148,7 +149,8 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
             ax.set_title(title, fontsize=10)
             ax.set_xlabel(COST_LABELS.get(cost, cost), fontsize=8)
             ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
-        fig.suptitle(f"{model}: {metric} vs {cost} (Pareto frontier ringed)", fontsize=11)
+        ringed = " (Pareto frontier ringed)" if direction != "info" else ""
+        fig.suptitle(f"{model}: {metric} vs {cost}{ringed}", fontsize=11)
         _legend(fig, axes)
         fig.tight_layout()
         paths += save(fig, folder, slug(f"{metric}_vs_{cost}_{model}"))
@@ -156,7 +158,7 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
 
 
 def _cost_panel(
-    ax: Any, block: pd.DataFrame, metric: str, cost: str, higher: bool, colors: dict[str, Any]
+    ax: Any, block: pd.DataFrame, metric: str, cost: str, direction: str, colors: dict[str, Any]
 ) -> pd.DataFrame | None:
     """Draw one panel; return its points (``x``: the plotted, nudged cost), None if empty."""
     ok = block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()].copy()
@@ -178,6 +180,18 @@ def _cost_panel(
             color=colors[sampler],
             label=sampler,
         )
+    if direction != "info":
+        _frontier(ax, ok, metric, cost, direction == "higher")
+    _clip_to_means(ax, ok, metric)
+    if log:
+        ax.set_xscale("log")
+        _log_ticks(ax, sorted(ok[cost].unique()) if cost == "nfe" else None)
+    ax.grid(alpha=0.3)
+    return ok
+
+
+def _frontier(ax: Any, ok: pd.DataFrame, metric: str, cost: str, higher: bool) -> None:
+    """The Pareto frontier (no point both cheaper and better), ringed and joined."""
     front = ok[pareto_mask(ok[cost], ok[metric], higher)].sort_values(cost)
     ax.plot(
         front["x"],
@@ -192,12 +206,6 @@ def _cost_panel(
     ax.scatter(
         front["x"], front[metric], s=110, facecolors="none", edgecolors="black", lw=1.2, zorder=3
     )
-    _clip_to_means(ax, ok, metric)
-    if log:
-        ax.set_xscale("log")
-        _log_ticks(ax, sorted(ok[cost].unique()) if cost == "nfe" else None)
-    ax.grid(alpha=0.3)
-    return ok
 
 
 def _dodge(samplers: pd.Series, spread: float = 0.06) -> np.ndarray:
@@ -248,7 +256,7 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
     summary = report.summary
     if "snr" not in summary or summary["snr"].dropna().nunique() < 2:
         return []
-    higher = report.directions(metric) == "higher"
+    direction = report.directions(metric)
     show_k = (
         summary["corrector_steps"].dropna().nunique() > 1 if "corrector_steps" in summary else False
     )
@@ -256,12 +264,13 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
     for model, parts in model_blocks(summary[summary["snr"].notna()]):
         fig, axes = _figure(len(parts), panel=(5.0, 5.0))
         for ax, (title, block) in zip(axes, parts):
-            _snr_panel(ax, block, metric, higher, show_k)
+            _snr_panel(ax, block, metric, direction, show_k)
             _reference_line(ax, report.frame, metric, model)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("corrector SNR r", fontsize=8)
             ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
-        fig.suptitle(f"{model}: {metric} vs SNR (★ best SNR per line)", fontsize=11)
+        starred = " (★ best SNR per line)" if direction != "info" else ""
+        fig.suptitle(f"{model}: {metric} vs SNR{starred}", fontsize=11)
         for ax in axes:  # per panel: the best SNR differs between panels
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
         fig.tight_layout()
@@ -269,7 +278,7 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
     return paths
 
 
-def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool, show_k: bool) -> None:
+def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, direction: str, show_k: bool) -> None:
     ok = block[(block["n_ok"] > 0) & block[metric].notna()].copy()
     ok["line"] = [
         f"{sampler_label(r, show_k=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()
@@ -277,7 +286,8 @@ def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool, show_k: 
     colors = _colors(list(dict.fromkeys(ok["line"])))
     for line, rows in ok.groupby("line", sort=False):
         rows = rows.sort_values("snr")
-        best = rows.loc[rows[metric].idxmax() if higher else rows[metric].idxmin()]
+        judged = direction != "info"
+        best = rows.loc[rows[metric].idxmax() if direction == "higher" else rows[metric].idxmin()]
         ax.errorbar(
             rows["snr"],
             rows[metric],
@@ -287,8 +297,10 @@ def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, higher: bool, show_k: 
             lw=1.2,
             capsize=2,
             color=colors[line],
-            label=f"{line} (best r={best['snr']:g})",
+            label=f"{line} (best r={best['snr']:g})" if judged else line,
         )
+        if not judged:
+            continue
         ax.scatter(
             [best["snr"]],
             [best[metric]],

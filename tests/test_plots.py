@@ -81,3 +81,24 @@ def test_cost_plot_marks_intervals_cut_by_the_axes(tmp_path, figures):
     assert (s["swd"] + s["swd_ci"]).max() > high  # the means stay readable ...
     notes = [t.get_text() for t in ax.texts]
     assert "▲▼ interval continues beyond the axes" in notes  # ... and the cut is visible
+
+
+@pytest.mark.parametrize("metric,judged", [("swd", True), ("logp", False)])
+def test_no_best_or_frontier_for_informational_metrics(tmp_path, figures, metric, judged):
+    """logp has no better direction (over-concentrated samples score high): no ★, no frontier."""
+    rows = []
+    for snr, values in ((0.1, [0.1, 0.2]), (0.2, [0.3, 0.35])):
+        rows += seeds({metric: values}, corrector="langevin", snr=snr, metrics=metric)
+    rows += seeds({metric: [0.5, 0.6]}, steps=20, metrics=metric)
+    report = build_report(rows)
+    plots.plot_metric_vs_snr(report, metric, tmp_path)
+    plots.plot_metric_vs_cost(report, metric, "nfe", tmp_path)
+    snr_fig, cost_fig = figures
+    stars = [
+        c
+        for c in snr_fig.axes[0].collections
+        if hasattr(c, "get_sizes") and c.get_sizes().tolist() == [180.0]
+    ]
+    assert bool(stars) is judged and ("best SNR" in snr_fig._suptitle.get_text()) is judged
+    labels = [line.get_label() for line in cost_fig.axes[0].get_lines()]
+    assert ("Pareto frontier" in labels) is judged
