@@ -124,6 +124,9 @@ def test_check_sde_refuses_other_sdes_and_hyperparameters(registry, make_sde):
     assert ve.sde_defaults == {"ve": {"sigma_min": 0.01, "sigma_max": 5.0}}
 
 
+EULER_2_STEPS = ("--predictors", "euler", "--correctors", "none", "--steps", "2")
+
+
 def run(tmp_path, *args: str, metrics: str | None = "none"):
     """Rows of a ``bench run`` (``metrics=None``: the model's default metrics)."""
     out = tmp_path / "run"
@@ -144,12 +147,7 @@ def test_vp_model_under_ve_is_an_unsupported_row(tmp_path):
         "digits-vp",
         "--sdes",
         "ve,vp",
-        "--predictors",
-        "euler",
-        "--correctors",
-        "none",
-        "--steps",
-        "2",
+        *EULER_2_STEPS,
         "--samples",
         "4",
     )
@@ -256,12 +254,7 @@ def test_model_trained_on_a_split_all_dataset_gets_fid(tmp_path, kind):
         tmp_path,
         "--model",
         f"score:{model}",
-        "--predictors",
-        "euler",
-        "--correctors",
-        "none",
-        "--steps",
-        "2",
+        *EULER_2_STEPS,
         "--samples",
         "16",
         metrics=None,
@@ -380,12 +373,7 @@ def test_digits_ve_runs_out_of_the_box(tmp_path):
         "digits-ve",
         "--sdes",
         "ve",
-        "--predictors",
-        "euler",
-        "--correctors",
-        "none",
-        "--steps",
-        "2",
+        *EULER_2_STEPS,
         "--samples",
         "4",
     )
@@ -407,12 +395,7 @@ def test_compile_flag_compiles_the_network(tmp_path, monkeypatch):
         tmp_path,
         "--model",
         "digits-vp",
-        "--predictors",
-        "euler",
-        "--correctors",
-        "none",
-        "--steps",
-        "2",
+        *EULER_2_STEPS,
         "--samples",
         "4",
         "--compile",
