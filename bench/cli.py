@@ -52,8 +52,21 @@ class BenchGroup(click.Group):
             error.exit_code = 2
             raise error from None
         except KeyboardInterrupt:  # Ctrl-C outside a sweep's cells (they handle their own)
-            click.echo("\ninterrupted", err=True)
-            raise click.exceptions.Exit(130) from None
+            self._interrupted()
+        except Exception:
+            from bench import interrupts
+
+            if interrupts.received():  # Ctrl-C that third-party code turned into another error
+                self._interrupted()
+            raise
+
+    @staticmethod
+    def _interrupted() -> None:
+        from bench.interrupts import forget_interrupt
+
+        forget_interrupt()
+        click.echo("\ninterrupted", err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,6 +103,9 @@ def cli(ctx: click.Context, modules: tuple[str, ...], dirs: tuple[str, ...], str
       bench list predictors
       bench plugins --json
     """
+    from bench import interrupts
+
+    interrupts.install()
     ctx.obj = Session(modules, dirs, strict)
 
 

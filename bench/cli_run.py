@@ -205,6 +205,9 @@ def run_command(ctx: click.Context, **kwargs) -> None:
     try:
         Sweep.from_cli(ctx.obj, kwargs, given).run()
     except KeyboardInterrupt:  # before the first cell (loading, reference statistics)
+        from bench.interrupts import forget_interrupt
+
+        forget_interrupt()
         click.echo("\ninterrupted before any cell ran: nothing to lose", err=True)
         raise click.exceptions.Exit(130) from None
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 import bench
+from bench import interrupts
 from bench import options as opts
 from bench.errors import BenchError, Unsupported
 from bench.grid import Cell, batches, derive_seed
@@ -319,6 +320,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
     except Unsupported as exc:
         return {**row, "status": "unsupported", "reason": exc.reason}
     except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the sweep
+        if interrupts.received():  # Ctrl-C that the plugin turned into another exception
+            raise KeyboardInterrupt from exc
         plugin, where = blame(exc, ctx.registry)
         return {
             **row,

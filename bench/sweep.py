@@ -24,6 +24,7 @@ from bench import options as opts
 from bench.errors import BenchError, Unsupported
 from bench.grid import Cell, GridSpec
 from bench.interfaces import ScoreModel
+from bench.interrupts import forget_interrupt
 from bench.registry import Registry
 from bench.runner import (
     DTYPES,
@@ -244,6 +245,7 @@ class Sweep:
                     if row["status"] == "error" and self.fail_fast:
                         raise BenchError(f"--fail-fast: cell {cell.id} failed: {row['reason']}")
         except KeyboardInterrupt:
+            forget_interrupt()
             say(
                 f"\ninterrupted: {finished} of {len(todo)} cells finished in this session are "
                 f"saved in {self.store.path}"

@@ -219,7 +219,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_before_the_first_cell_exits_130(tmp_path):
-    """SIGINT during start-up (imports, plugins, FID reference statistics): no cell has run."""
+    """SIGINT once the command runs but before any cell has finished (reference statistics)."""
     out = tmp_path / "r"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     args = ["--model", "digits-vp", "--sdes", "vp", "--steps", "25", "--samples", "16"]
@@ -229,7 +229,9 @@ def test_ctrl_c_before_the_first_cell_exits_130(tmp_path):
         text=True,
         env=env,
     )
-    time.sleep(2.0)
+    deadline = time.time() + 120
+    while not out.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # the run folder exists: the command is running, no cell has finished
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     stderr = proc.stderr.read()
@@ -270,3 +272,37 @@ def test_cells_of_an_edited_plugin_file_run_again_on_resume(tmp_path):
     assert after["mine"]["predictor_provider"] != before["mine"]["predictor_provider"]
     assert after["euler_maruyama"] == before["euler_maruyama"]  # the built-in cell was kept
     assert len(pd.read_csv(out / "results.csv")) == 2
+
+
+MANGLER = """
+import bench
+from bench import interrupts
+from bench_plugins.predictors import EulerMaruyama
+
+
+class Mangler(EulerMaruyama):
+    '''Ctrl-C arrives while this plugin runs, and it turns the interrupt into another error.'''
+    name = "mangler"
+    aliases = ()
+
+    def update(self, x, t):
+        interrupts._received = True  # what the SIGINT handler records
+        raise RuntimeError("a library swallowed KeyboardInterrupt and raised this")
+
+
+@bench.hookimpl
+def register_predictors(register):
+    register(Mangler)
+"""
+
+
+def test_an_interrupt_turned_into_another_error_still_stops_the_sweep(tmp_path):
+    plugin = tmp_path / "mangler.py"
+    plugin.write_text(MANGLER)
+    out = tmp_path / "r"
+    args = ["-p", plugin, "run", *SMALL, "--predictors", "euler,mangler", "--out", out]
+    result = invoke(*args)
+    assert result.exit_code == 130, result.output
+    assert "resume with: bench run --resume" in result.stderr
+    statuses = [r["status"] for r in RunStore(out).rows()]
+    assert statuses == ["ok"]  # no bogus error row for the interrupted cell
