@@ -238,28 +238,39 @@ def test_ctrl_c_before_the_first_cell_exits_130(tmp_path):
     assert "interrupted" in stderr and "Traceback" not in stderr and "Aborted" not in stderr
 
 
-PLUGIN = """
+def predictor_plugin(cls: str, doc: str, body: str = "") -> str:
+    """A ``-p`` plugin file registering one Euler–Maruyama subclass."""
+    return f"""
 import bench
+from bench import interrupts
 from bench_plugins.predictors import EulerMaruyama
 
 
-class Mine(EulerMaruyama):
-    '''A researcher's predictor, edited between runs.'''
-    name = "mine"
+class {cls}(EulerMaruyama):
+    '''{doc}'''
+    name = "{cls.lower()}"
     aliases = ()
-
+{body}
 
 @bench.hookimpl
 def register_predictors(register):
-    register(Mine)
+    register({cls})
 """
 
 
-def test_cells_of_an_edited_plugin_file_run_again_on_resume(tmp_path):
-    plugin = tmp_path / "mine.py"
-    plugin.write_text(PLUGIN)
+def plugin_run(tmp_path, text: str, predictors: str):
+    """(plugin file, run folder, ``bench -p FILE run ...`` arguments)."""
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(text)
     out = tmp_path / "r"
-    args = ["-p", plugin, "run", *SMALL, "--predictors", "mine,euler", "--out", out]
+    return plugin, out, ["-p", plugin, "run", *SMALL, "--predictors", predictors, "--out", out]
+
+
+PLUGIN = predictor_plugin("Mine", "A researcher's predictor, edited between runs.")
+
+
+def test_cells_of_an_edited_plugin_file_run_again_on_resume(tmp_path):
+    plugin, out, args = plugin_run(tmp_path, PLUGIN, "mine,euler")
     assert invoke(*args).exit_code == 0
     before = {r["predictor"]: r for r in RunStore(out).rows()}
     assert invoke(*args).exit_code == 0  # unchanged: nothing runs again
@@ -274,33 +285,19 @@ def test_cells_of_an_edited_plugin_file_run_again_on_resume(tmp_path):
     assert len(pd.read_csv(out / "results.csv")) == 2
 
 
-MANGLER = """
-import bench
-from bench import interrupts
-from bench_plugins.predictors import EulerMaruyama
-
-
-class Mangler(EulerMaruyama):
-    '''Ctrl-C arrives while this plugin runs, and it turns the interrupt into another error.'''
-    name = "mangler"
-    aliases = ()
-
+MANGLER = predictor_plugin(
+    "Mangler",
+    "Ctrl-C arrives while this plugin runs, and it turns the interrupt into another error.",
+    """
     def update(self, x, t):
         interrupts._received = True  # what the SIGINT handler records
         raise RuntimeError("a library swallowed KeyboardInterrupt and raised this")
-
-
-@bench.hookimpl
-def register_predictors(register):
-    register(Mangler)
-"""
+""",
+)
 
 
 def test_an_interrupt_turned_into_another_error_still_stops_the_sweep(tmp_path):
-    plugin = tmp_path / "mangler.py"
-    plugin.write_text(MANGLER)
-    out = tmp_path / "r"
-    args = ["-p", plugin, "run", *SMALL, "--predictors", "euler,mangler", "--out", out]
+    _, out, args = plugin_run(tmp_path, MANGLER, "euler,mangler")
     result = invoke(*args)
     assert result.exit_code == 130, result.output
     assert "resume with: bench run --resume" in result.stderr
