@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bench.params import ThreadsParam
+from bench.params import ThreadsParam, compile_option, dtype_option
 
 
 @click.command("profile")
@@ -31,22 +31,8 @@ from bench.params import ThreadsParam
     help="Score calls per bare-forward block.",
 )
 @click.option("--device", default="auto", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(["float32", "float64", "bf16", "fp16"]),
-    default="float32",
-    show_default=True,
-    help="bf16/fp16: the score function under autocast, sampler state in float32.",
-)
-@click.option(
-    "--compile",
-    "compile_mode",
-    default=None,
-    is_flag=False,
-    flag_value="default",
-    type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
-    help="torch.compile the network (bare flag: default; reduce-overhead: CUDA graphs).",
-)
+@dtype_option("bf16/fp16: the score function under autocast, sampler state in float32.")
+@compile_option("torch.compile the network (bare flag: default; reduce-overhead: CUDA graphs).")
 @click.option("--threads", type=ThreadsParam(), default="auto", show_default=True)
 @click.option("-o", "--option", "options", multiple=True, metavar="[KIND.]NAME.KEY=VALUE")
 @click.option("--out", default=None, metavar="DIR", help="Also write the rows to DIR/results.csv.")

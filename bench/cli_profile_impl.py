@@ -17,6 +17,7 @@ from bench.options import apply_sde_defaults
 from bench.runner import (
     DTYPES,
     OptionSet,
+    check_pairing,
     guard_cpu_autocast,
     machine_info,
     resolve_device,
@@ -47,7 +48,15 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
     apply_sde_defaults(options.values, model.sde_defaults, (sde_name,))
     sde_entry = registry.get("sdes", sde_name)
     sde = sde_entry.obj(kw["steps"], options.build("sdes", sde_name, sde_entry.obj))
-    _check_pairing(registry, model, sde, predictor, corrector)
+    try:
+        check_pairing(
+            model,
+            sde,
+            registry.get("predictors", predictor).obj,
+            registry.get("correctors", corrector).obj,
+        )
+    except Unsupported as exc:
+        raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
     score = with_autocast(model.score_fn(sde), device, kw["dtype"])
     setup = profile.Setup(
         sde,
@@ -117,16 +126,6 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         say("error: the compiled network's samples differ from the eager run's beyond tolerance")
         raise click.exceptions.Exit(1)
     return rows
-
-
-def _check_pairing(registry: Any, model: Any, sde: Any, predictor: str, corrector: str) -> None:
-    """Refuse, as one message, a configuration the sweep would record as ``unsupported``."""
-    try:
-        model.check_sde(sde)
-        registry.get("predictors", predictor).obj.supports(sde, False)
-        registry.get("correctors", corrector).obj.supports(sde)
-    except Unsupported as exc:
-        raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

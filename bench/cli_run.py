@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bench.params import CommaList, NumberList, ThreadsParam
+from bench.params import CommaList, NumberList, ThreadsParam, compile_option, dtype_option
 
 DEFAULTS = {
     "model": "ring8",
@@ -114,26 +114,14 @@ DEFAULTS = {
     "extractor instead of the digits classifier.",
 )
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:K]")
-@click.option(
-    "--dtype",
-    type=click.Choice(["float32", "float64", "bf16", "fp16"]),
-    default="float32",
-    show_default=True,
-    help="Sampler state dtype; bf16/fp16 run the network under autocast, state in float32.",
-)
+@dtype_option("Sampler state dtype; bf16/fp16 run the network under autocast, state in float32.")
 @click.option(
     "--tf32/--no-tf32",
     default=None,
     help="Allow TF32 matmuls/convolutions on CUDA [default: torch's setting]; recorded.",
 )
-@click.option(
-    "--compile",
-    "compile_mode",
-    default=None,
-    is_flag=False,
-    flag_value="default",
-    type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
-    help="torch.compile the score network (bare flag: default; reduce-overhead = CUDA graphs).",
+@compile_option(
+    "torch.compile the score network (bare flag: default; reduce-overhead = CUDA graphs)."
 )
 @click.option(
     "--threads",
@@ -202,14 +190,7 @@ def run_command(ctx: click.Context, **kwargs) -> None:
     }
     if kwargs["resume"]:
         _add_stored_plugins(ctx.obj, kwargs["resume"])
-    try:
-        Sweep.from_cli(ctx.obj, kwargs, given).run()
-    except KeyboardInterrupt:  # before the first cell (loading, reference statistics)
-        from bench.interrupts import forget_interrupt
-
-        forget_interrupt()
-        click.echo("\ninterrupted before any cell ran: nothing to lose", err=True)
-        raise click.exceptions.Exit(130) from None
+    Sweep.from_cli(ctx.obj, kwargs, given).run()  # Ctrl-C: exit 130 (bench.cli.BenchGroup)
 
 
 def _add_stored_plugins(session, folder: str) -> None:

@@ -60,3 +60,29 @@ class ThreadsParam(click.ParamType):
         if text == "auto" or (text.isdigit() and int(text) >= 1):
             return text
         self.fail(f"{text!r} is not 'auto' or a positive integer", param, ctx)
+
+
+DTYPE_NAMES = ("float32", "float64", "bf16", "fp16")
+"""``--dtype`` values (their torch dtypes: :data:`bench.runner.DTYPES`)."""
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def dtype_option(help: str) -> Any:
+    """``--dtype`` of ``bench run`` and ``bench profile``."""
+    return click.option(
+        "--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True, help=help
+    )
+
+
+def compile_option(help: str) -> Any:
+    """``--compile [MODE]`` (a bare flag means ``default``) of ``bench run`` and ``bench profile``."""
+    return click.option(
+        "--compile",
+        "compile_mode",
+        default=None,
+        is_flag=False,
+        flag_value="default",
+        type=click.Choice(COMPILE_MODES),
+        help=help,
+    )

@@ -169,17 +169,7 @@ def _cost_panel(
     ok["x"] = ok[cost] * _dodge(ok["sampler"]) if cost == "nfe" else ok[cost]
     for sampler, rows in ok.groupby("sampler", sort=False):
         rows = rows.sort_values(cost)
-        ax.errorbar(
-            rows["x"],
-            rows[metric],
-            yerr=_yerr(rows, metric),
-            marker="o",
-            ms=4,
-            lw=1.2,
-            capsize=2,
-            color=colors[sampler],
-            label=sampler,
-        )
+        _line(ax, rows["x"], rows, metric, colors[sampler], sampler)
     if direction != "info":
         _frontier(ax, ok, metric, cost, direction == "higher")
     _clip_to_means(ax, ok, metric)
@@ -188,6 +178,21 @@ def _cost_panel(
         _log_ticks(ax, sorted(ok[cost].unique()) if cost == "nfe" else None)
     ax.grid(alpha=0.3)
     return ok
+
+
+def _line(ax: Any, x: pd.Series, rows: pd.DataFrame, metric: str, color: Any, label: str) -> None:
+    """One line of a metric (± its CI over seeds) against ``x``, in the plots' common style."""
+    ax.errorbar(
+        x,
+        rows[metric],
+        yerr=_yerr(rows, metric),
+        marker="o",
+        ms=4,
+        lw=1.2,
+        capsize=2,
+        color=color,
+        label=label,
+    )
 
 
 def _frontier(ax: Any, ok: pd.DataFrame, metric: str, cost: str, higher: bool) -> None:
@@ -286,21 +291,11 @@ def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, direction: str, show_k
     colors = _colors(list(dict.fromkeys(ok["line"])))
     for line, rows in ok.groupby("line", sort=False):
         rows = rows.sort_values("snr")
-        judged = direction != "info"
-        best = rows.loc[rows[metric].idxmax() if direction == "higher" else rows[metric].idxmin()]
-        ax.errorbar(
-            rows["snr"],
-            rows[metric],
-            yerr=_yerr(rows, metric),
-            marker="o",
-            ms=4,
-            lw=1.2,
-            capsize=2,
-            color=colors[line],
-            label=f"{line} (best r={best['snr']:g})" if judged else line,
-        )
-        if not judged:
+        if direction == "info":  # no better direction: no best SNR
+            _line(ax, rows["snr"], rows, metric, colors[line], line)
             continue
+        best = rows.loc[rows[metric].idxmax() if direction == "higher" else rows[metric].idxmin()]
+        _line(ax, rows["snr"], rows, metric, colors[line], f"{line} (best r={best['snr']:g})")
         ax.scatter(
             [best["snr"]],
             [best[metric]],

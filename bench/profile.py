@@ -312,7 +312,7 @@ def profile(setup: Setup, registry: Any, repeats: int, calls: int = 100) -> list
     return out
 
 
-COMPILE_TOLERANCE = {"float64": 1e-9, "float32": 1e-3, "bf16": 5e-2, "fp16": 5e-2}
+COMPILE_TOLERANCE = {"float64": 1e-9, "float32": 1e-3, "bf16": 5e-2, "fp16": 5e-2}  # per --dtype
 """Largest ‖compiled − eager‖/‖eager‖ of whole-run samples accepted as "within float tolerance".
 
 Compiled kernels fuse and reorder floating-point operations, so the samples differ by rounding

@@ -298,13 +298,25 @@ class Components:
         """The component classes; raises :class:`Unsupported` for pairings that cannot run."""
         predictor = self.entry("predictors", cell.predictor).obj
         corrector = self.entry("correctors", cell.corrector).obj
-        self.ctx.model.check_sde(sde)  # the most fundamental reason first
-        predictor.supports(sde, cell.probability_flow)
-        corrector.supports(sde)
+        check_pairing(self.ctx.model, sde, predictor, corrector, cell.probability_flow)
         metrics = [self.entry("metrics", m).obj for m in cell.metrics]
         for metric in metrics:
             metric.supports(self.ctx.model)
         return predictor, corrector, metrics
+
+
+def check_pairing(
+    model: ScoreModel,
+    sde: SDE,
+    predictor: type[Predictor],
+    corrector: type[Corrector],
+    probability_flow: bool = False,
+) -> None:
+    """Raise :class:`Unsupported` (with the reason) if the model, SDE, predictor and corrector
+    cannot run together; the model's reason first, as the most fundamental."""
+    model.check_sde(sde)
+    predictor.supports(sde, probability_flow)
+    corrector.supports(sde)
 
 
 def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
