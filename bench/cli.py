@@ -51,7 +51,7 @@ class BenchGroup(click.Group):
             error = click.ClickException(str(exc))
             error.exit_code = 2
             raise error from None
-        except KeyboardInterrupt:  # Ctrl-C outside a sweep's cells (they handle their own)
+        except KeyboardInterrupt:
             self._interrupted()
         except Exception:
             from bench import interrupts

@@ -24,7 +24,6 @@ from bench import options as opts
 from bench.errors import BenchError, Unsupported
 from bench.grid import Cell, GridSpec
 from bench.interfaces import ScoreModel
-from bench.interrupts import forget_interrupt
 from bench.registry import Registry
 from bench.runner import (
     DTYPES,
@@ -235,7 +234,7 @@ class Sweep:
         self.header(len(cells), len(cells) - len(todo))
         finished = 0
         try:
-            with self._progress(todo) as bars:
+            with Progress(todo, self.progress) as bars:
                 ctx.on_batch = bars.samples
                 for cell in todo:
                     row = run_cell(cell, ctx)
@@ -244,14 +243,13 @@ class Sweep:
                     bars.cell_done()
                     if row["status"] == "error" and self.fail_fast:
                         raise BenchError(f"--fail-fast: cell {cell.id} failed: {row['reason']}")
-        except KeyboardInterrupt:
-            forget_interrupt()
+        except KeyboardInterrupt:  # say what is kept; bench.cli.BenchGroup exits with 130
             say(
-                f"\ninterrupted: {finished} of {len(todo)} cells finished in this session are "
-                f"saved in {self.store.path}"
+                f"\n{finished} of {len(todo)} cells finished in this session are saved in "
+                f"{self.store.path}"
             )
             say(f"resume with: bench run --resume {self.store.path}")
-            raise click.exceptions.Exit(130) from None
+            raise
         from bench.report import short_report
 
         click.echo(short_report(self.store.rows(), registry=self.session.registry))
@@ -325,8 +323,8 @@ class Sweep:
         )
 
     def open_store(self, n_cells: int) -> None:
-        """Create the run folder, or continue an existing run if its meaning is unchanged."""
-        self.store.prepare()
+        """Start the run folder (made by :meth:`RunStore.prepare`), or continue an existing run
+        if its meaning is unchanged."""
         if self.store.exists():
             old = self.store.read_meta().get("identity", {})
             new = self.identity()
@@ -358,9 +356,6 @@ class Sweep:
         say(self.session.report.header())
         resumed = f" ({n_done} already done)" if n_done else ""
         say(f"{n_cells} cells{resumed} → {self.store.path}")
-
-    def _progress(self, cells: list[Cell]) -> Progress:
-        return Progress(cells, self.progress)
 
     def metadata(self, n_cells: int) -> dict[str, Any]:
         report = self.session.report
