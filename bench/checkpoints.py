@@ -103,11 +103,18 @@ def read_json(path: str | os.PathLike[str], what: str = "metadata") -> dict[str,
     return data
 
 
-def load_into(module: Any, state: dict[str, Any], source: str) -> None:
-    """``module.load_state_dict(state)`` with shape/key mismatches as one clear message."""
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = "; ".join(lines[1:4]) if len(lines) > 1 else lines[0] if lines else ""
-        raise BenchError(f"{source}: weights do not fit the model ({detail})") from None
+def load_into(module: Any, state: dict[str, Any], source: str, what: str = "model") -> None:
+    """``module.load_state_dict(state, strict=True)``; missing, unexpected or wrongly shaped
+    tensors are one :class:`BenchError` naming the first few of each."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    if missing or extra or wrong:
+        detail = "; ".join(
+            f"{kind}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
+            for kind, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
+            if keys
+        )
+        raise BenchError(f"{source}: weights do not fit the {what} ({detail})")
+    module.load_state_dict(state, strict=True)

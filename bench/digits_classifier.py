@@ -72,8 +72,10 @@ def load_state(path: str | Path) -> dict[str, Tensor]:
 
 def load_net(path: str | Path) -> DigitsNet:
     """A :class:`DigitsNet` in eval mode with the weights of ``path`` (strict)."""
+    from bench.checkpoints import load_into
+
     net = DigitsNet()
-    net.load_state_dict(load_state(path))
+    load_into(net, load_state(path), str(path))
     return net.eval().requires_grad_(False)
 
 

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
+from tests.files import Exploit, copy_of_shipped
 
 FAST = [
     "--model",
@@ -400,16 +401,6 @@ def test_compile_is_refused_for_models_without_a_network(tmp_path):
 
 
 # -- bad weights files through the CLI: one line, exit 2, nothing run ----------------------------
-def _copy_of_digits_vp(tmp_path):
-    import shutil
-    from importlib import resources
-
-    folder = tmp_path / "model"
-    shipped = resources.files("bench_plugins") / "weights" / "digits-vp"
-    shutil.copytree(str(shipped), folder)
-    return folder
-
-
 def _truncate(folder):
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5000])
@@ -425,23 +416,13 @@ def _misfit(folder):
     save_file(state, weights)
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize(
     "damage,message",
     [(_truncate, "corrupt or truncated"), (_misfit, "do not fit the architecture")],
     ids=["truncated", "misfit"],
 )
 def test_bad_score_weights_through_the_cli(tmp_path, damage, message):
-    folder = _copy_of_digits_vp(tmp_path)
+    folder = copy_of_shipped("digits-vp", tmp_path / "model")
     damage(folder)
     out = tmp_path / "r"
     result = invoke("run", *FAST, "--model", f"score:{folder}", "--metrics", "none", "--out", out)
@@ -462,7 +443,7 @@ def test_bad_fid_weights_through_the_cli(tmp_path, kind):
     if kind == "exploit":
         import torch
 
-        torch.save({"fc.weight": _Exploit(str(marker))}, path)
+        torch.save({"fc.weight": Exploit(marker)}, path)
     elif kind == "truncated":
         import torch
 
@@ -478,3 +459,18 @@ def test_bad_fid_weights_through_the_cli(tmp_path, kind):
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "weights_only" not in result.output and not marker.exists()
     assert not (out / "rows.jsonl").exists()
+
+
+def test_classifier_weights_that_do_not_fit_through_the_cli(tmp_path):
+    """A user's feature-extractor file for another network: one line, exit 2, before any cell."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "classifier.safetensors"
+    save_file({"w": torch.zeros(2, 2)}, path)
+    out = tmp_path / "r"
+    args = ["--model", "digits-vp", "--sdes", "vp", "--steps", "25", "--samples", "16"]
+    result = invoke("run", *args, "--metrics", "fid", "-o", f"fid.weights={path}", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert "do not fit the model (missing: conv1.bias" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (out / "rows.jsonl").exists()

@@ -23,6 +23,7 @@ import torch
 from bench_plugins.score_models.unet import UNet, UNetConfig
 from torch import Tensor
 
+from bench.checkpoints import load_into
 from bench.errors import BenchError, Unsupported
 from bench.interfaces import ScoreModel
 from bench.sde import SDE, ScoreFn
@@ -153,18 +154,7 @@ def read_weights(data: bytes, source: str) -> dict[str, Tensor]:
 def build_network(meta: Metadata, weights: dict[str, Tensor], source: str) -> UNet:
     """The UNet of ``meta`` with ``weights`` loaded strictly (a misfit is a BenchError)."""
     net = UNet(meta.architecture)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
-    if missing or extra or wrong:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
-            if keys
-        )
-        raise BenchError(f"{source}: weights do not fit the architecture ({detail})")
-    net.load_state_dict(weights)
+    load_into(net, weights, source, what="architecture")
     return net.eval().requires_grad_(False)
 
 
