@@ -12,7 +12,8 @@ import torch
 def _isolated_env(monkeypatch, tmp_path_factory):
     """Installed third-party plugins and the user's environment never leak into tests."""
     monkeypatch.setenv("BENCH_LOAD_PLUGINS", "")
-    for var in ("BENCH_PLUGINS", "BENCH_PLUGINS_DIR", "BENCH_STRICT_PLUGINS"):
+    user_vars = ("BENCH_PLUGINS", "BENCH_PLUGINS_DIR", "BENCH_STRICT_PLUGINS", "BENCH_DEBUG")
+    for var in (*user_vars, "BENCH_FID_WEIGHTS"):  # BENCH_FID_WEIGHTS is --fid-weights
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
@@ -31,6 +32,15 @@ def make_sde(registry):
         return entry.obj(N, entry.obj.Options(**options))
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread (as `bench run` uses for small workloads): fast, steady timings."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

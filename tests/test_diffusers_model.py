@@ -23,17 +23,12 @@ from bench_plugins.score_models import diffusers_unet as du  # noqa: E402
 from bench.errors import BenchError, Unsupported  # noqa: E402
 from bench.sampling import CountingScore, pc_sample  # noqa: E402
 from tests import diffusers_models as dm  # noqa: E402
+from tests.files import Exploit  # noqa: E402
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on a shared CPU run fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: fastest on one thread
 
 
 @pytest.fixture(scope="module")
@@ -328,18 +323,6 @@ def test_missing_diffusers_through_the_cli(folders, monkeypatch, tmp_path):
     assert len(lines) == 1 and "optional diffusers package" in lines[0]
 
 
-class _Exploit:
-    """Unpickling this runs code (creates a marker file)."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _run_cli(*args):
     from click.testing import CliRunner
 
@@ -355,7 +338,7 @@ def test_bad_bin_weights_through_the_cli(tmp_path, kind):
     (weights,) = (folder / "unet").glob("*.bin")
     marker = tmp_path / "pwned"
     if kind == "exploit":
-        torch.save({"conv_out.bias": _Exploit(str(marker))}, weights)
+        torch.save({"conv_out.bias": Exploit(marker)}, weights)
     else:
         weights.write_bytes(weights.read_bytes()[:1000])
     result = _run_cli("--model", f"diffusers:{folder}", "--out", tmp_path / "r")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import pytest
@@ -11,24 +10,15 @@ from safetensors.torch import save_file
 
 from bench.checkpoints import load_into, load_state_dict, read_json
 from bench.errors import BenchError
-
-
-class Exploit:
-    """Unpickling this runs code (creates a marker file)."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from tests.files import Exploit
 
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "model.pt"
     with open(path, "wb") as f:
-        pickle.dump({"weight": Exploit(str(marker))}, f)
-    torch.save({"w": Exploit(str(marker))}, tmp_path / "model2.pth")
+        pickle.dump({"weight": Exploit(marker)}, f)
+    torch.save({"w": Exploit(marker)}, tmp_path / "model2.pth")
     for p in (path, tmp_path / "model2.pth"):
         with pytest.raises(BenchError, match="refused to load"):
             load_state_dict(p)

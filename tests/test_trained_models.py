@@ -6,8 +6,6 @@ import csv
 import json
 import math
 import pickle
-import shutil
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.errors import BenchError, Unsupported
+from tests.files import copy_of_shipped, shipped_folder
 
 SHIPPED = ("digits-ve", "digits-vp", "digits-subvp")
 CPU = torch.device("cpu")
@@ -23,10 +22,6 @@ CPU = torch.device("cpu")
 
 def load(registry, name: str, arg: str | None = None):
     return registry.get("score-models", name).obj.load(arg, device=CPU, dtype=torch.float32)
-
-
-def shipped_folder(name: str) -> Path:
-    return Path(str(resources.files("bench_plugins") / "weights" / name))
 
 
 @pytest.fixture
@@ -269,11 +264,7 @@ def test_model_trained_on_a_split_all_dataset_gets_fid(tmp_path, kind):
 # -- load errors: one BenchError, exit status 2 ---------------------------------------------------
 @pytest.fixture
 def copy_of_vp(tmp_path) -> Path:
-    folder = tmp_path / "model"
-    shutil.copytree(
-        shipped_folder("digits-vp"), folder, ignore=shutil.ignore_patterns("checkpoint")
-    )
-    return folder
+    return copy_of_shipped("digits-vp", tmp_path / "model")
 
 
 def test_missing_folder(registry, tmp_path):

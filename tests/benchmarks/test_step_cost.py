@@ -42,13 +42,7 @@ def model():
     return entry.obj.load(None, device=DEVICE, dtype=torch.float32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, as `bench run` uses for exact-score models: stable timings."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # as `bench run` for exact-score models
 
 
 def setup(model, sde_name: str, seed: int = 0):
