@@ -19,23 +19,23 @@ PROJECT = "sde_bench"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 _LAZY = {
-    "SDE": "bench.sde",
-    "ReverseSDE": "bench.sde",
-    "Predictor": "bench.interfaces",
-    "Corrector": "bench.interfaces",
-    "ScoreModel": "bench.interfaces",
-    "Metric": "bench.interfaces",
-    "Dataset": "bench.datasets",
-    "pc_sample": "bench.sampling",
+    "SDE": "bench.core.sde",
+    "ReverseSDE": "bench.core.sde",
+    "Predictor": "bench.core.components",
+    "Corrector": "bench.core.components",
+    "ScoreModel": "bench.core.components",
+    "Metric": "bench.core.components",
+    "Dataset": "bench.core.dataset",
+    "pc_sample": "bench.core.pc",
 }
 
 __all__ = ["BenchError", "Unsupported", "__version__", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:
-    from bench.datasets import Dataset
-    from bench.interfaces import Corrector, Metric, Predictor, ScoreModel
-    from bench.sampling import pc_sample
-    from bench.sde import SDE, ReverseSDE
+    from bench.core.components import Corrector, Metric, Predictor, ScoreModel
+    from bench.core.dataset import Dataset
+    from bench.core.pc import pc_sample
+    from bench.core.sde import SDE, ReverseSDE
 
 
 def __getattr__(name: str) -> Any:

@@ -31,10 +31,10 @@ from bench_plugins.score_models.unet import UNet, UNetConfig, count_parameters
 from torch import Tensor, nn
 
 import bench
-from bench.datasets import Dataset
+from bench.core.dataset import Dataset
+from bench.core.sde import SDE
 from bench.errors import BenchError
-from bench.grid import derive_seed
-from bench.sde import SDE
+from bench.run.grid import derive_seed
 
 CHECKPOINT_DIR = "checkpoint"
 LOSS_WINDOW = 250

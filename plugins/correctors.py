@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 import bench
-from bench.interfaces import Corrector
+from bench.core.components import Corrector
 
 
 def batch_mean_norm(v: Tensor) -> Tensor:

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 import bench
-from bench.datasets import Dataset
+from bench.core.dataset import Dataset
 from bench.errors import BenchError
-from bench.images import from_uint8
+from bench.fidelity.images import from_uint8
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0

@@ -18,9 +18,9 @@ from torch import Tensor
 
 import bench
 from bench import fidelity
+from bench.core.components import Metric, ScoreModel
 from bench.errors import BenchError, Unsupported
-from bench.interfaces import Metric, ScoreModel
-from bench.metrics import GaussianStats
+from bench.fidelity.gaussian import GaussianStats
 
 
 def _check_extractor(extractor: str) -> None:

@@ -8,9 +8,14 @@ import torch
 from torch import Tensor
 
 import bench
+from bench.core.components import Metric, ScoreModel
 from bench.errors import Unsupported
-from bench.interfaces import Metric, ScoreModel
-from bench.metrics import REFERENCE_SEED, GaussianStats, frechet_distance, reference_samples
+from bench.fidelity.gaussian import (
+    REFERENCE_SEED,
+    GaussianStats,
+    frechet_distance,
+    reference_samples,
+)
 
 
 class _ExactMetric(Metric):

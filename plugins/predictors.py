@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 import bench
+from bench.core.components import Predictor
+from bench.core.sde import SDE
 from bench.errors import Unsupported
-from bench.interfaces import Predictor
-from bench.sde import SDE
 
 
 class EulerMaruyama(Predictor):

@@ -9,14 +9,14 @@ import torch
 from torch import Tensor
 
 import bench
-from bench.errors import Unsupported
-from bench.sde import (
+from bench.core.sde import (
     SDE,
     AncestralCoefficients,
     ladder,
     standard_normal_logp,
     vp_log_mean_coeff,
 )
+from bench.errors import Unsupported
 
 
 class VESDE(SDE):

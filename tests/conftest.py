@@ -20,7 +20,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def registry():
-    from bench import plugins
+    from bench.plugin import loading as plugins
 
     return plugins.load(allow=[]).registry
 
@@ -54,6 +54,6 @@ IMAGE_PLUGIN_DIR = Path(__file__).parent / "image_plugin"
 @pytest.fixture(scope="session")
 def image_model():
     """A fake 1×8×8 image score model (tests/image_plugin/fake_images.py), reference: digits."""
-    from bench.plugins import _import_file
+    from bench.plugin.loading import _import_file
 
     return _import_file(IMAGE_PLUGIN_DIR / "fake_images.py").FakeImages()

@@ -84,7 +84,7 @@ def seeds(values: dict[str, list[float]], **kw: Any) -> list[dict[str, Any]]:
 
 def write_run(folder: Path, rows: Iterable[dict[str, Any]]) -> Path:
     """A run folder as the runner leaves it: run.json, rows.jsonl and results.csv."""
-    from bench.store import RunStore
+    from bench.run.store import RunStore
 
     store = RunStore(folder)
     store.prepare()

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.compare import (
+from bench.errors import BenchError
+from bench.results.compare import (
     Settings,
     Tolerance,
     change_and_noise,
@@ -19,8 +20,7 @@ from bench.compare import (
     settings_from,
     verdict_of,
 )
-from bench.errors import BenchError
-from bench.frame import to_frame
+from bench.results.frame import to_frame
 from tests.rows import row, seeds, write_run
 
 T_975_2 = 4.302652729911275

@@ -20,8 +20,8 @@ pytest.importorskip("diffusers")
 
 from bench_plugins.score_models import diffusers_unet as du  # noqa: E402
 
+from bench.core.pc import CountingScore, pc_sample  # noqa: E402
 from bench.errors import BenchError, Unsupported  # noqa: E402
-from bench.sampling import CountingScore, pc_sample  # noqa: E402
 from tests import diffusers_models as dm  # noqa: E402
 from tests.files import Exploit  # noqa: E402
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from bench import fidelity
 from bench.errors import BenchError, Unsupported
-from bench.images import to_uint8
+from bench.fidelity.images import to_uint8
 
 PLUGIN_DIR = str(Path(__file__).parent / "image_plugin")
 CPU = torch.device("cpu")
@@ -104,7 +104,7 @@ def test_extractor_registered_once_and_used_by_torch_fidelity(registry, fake_mod
 
 
 def test_shipped_classifier_accuracy_without_pickle(monkeypatch):
-    from bench import digits_classifier as dc
+    from bench.fidelity import digits_classifier as dc
 
     def no_pickle(*args, **kwargs):
         raise AssertionError("the shipped classifier must load from safetensors")
@@ -259,7 +259,7 @@ def test_reference_key_follows_dataset_content(tmp_path, digits):
 
 # -- errors before any work ------------------------------------------------------------------------
 def test_missing_inception_weights_fail_before_any_cell(tmp_path, monkeypatch):
-    from bench import inception
+    from bench.fidelity import inception
 
     monkeypatch.setattr(inception, "locate_fid_helper", lambda: None)
     monkeypatch.delenv(fidelity.WEIGHTS_ENV, raising=False)
@@ -505,7 +505,7 @@ def test_reference_split_defaults_to_train_else_all(registry, fake_model, digits
 
 EVENS = '''
 import bench
-from bench.datasets import Dataset
+from bench.core.dataset import Dataset
 from bench_plugins.datasets import Digits
 
 

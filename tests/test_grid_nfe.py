@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from bench.grid import GridSpec, expand
-from bench.runner import CellContext, Components, OptionSet, run_cell
+from bench.run.cells import CellContext, Components, OptionSet, run_cell
+from bench.run.grid import GridSpec, expand
 
 SDES = ("ve", "vp", "subvp")
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none")
@@ -91,7 +91,7 @@ def test_reported_nfe_is_the_number_of_score_calls(rows):
 
 def test_samplers_share_their_starting_points(registry):
     """Same seed → same prior noise, whatever the sampler or batch size."""
-    from bench.runner import prior_noise
+    from bench.run.cells import prior_noise
 
     a = prior_noise(3, 0, 10, (2,))
     b = torch.cat([prior_noise(3, 0, 4, (2,)), prior_noise(3, 4, 6, (2,))])

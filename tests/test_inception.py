@@ -13,9 +13,10 @@ import warnings
 import pytest
 import torch
 
-from bench import fidelity, inception
+from bench import fidelity
 from bench.errors import BenchError
-from bench.images import from_uint8
+from bench.fidelity import inception
+from bench.fidelity.images import from_uint8
 
 CPU = torch.device("cpu")
 TS_PATH = inception.locate_fid_helper()

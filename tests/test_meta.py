@@ -6,7 +6,8 @@ import inspect
 import textwrap
 from pathlib import Path
 
-from bench import hookspecs, plugins
+from bench.plugin import hookspecs
+from bench.plugin import loading as plugins
 
 ROOT = Path(__file__).parents[1]
 HOOKS = [

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from bench.core.pc import CountingScore, pc_sample
 from bench.errors import Unsupported
-from bench.runner import step_noise
-from bench.sampling import CountingScore, pc_sample
+from bench.run.cells import step_noise
 
 HOST_READS = {
     torch.Tensor.item,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.metrics import GaussianStats, reference_samples
+from bench.fidelity.gaussian import GaussianStats, reference_samples
 
 
 def model_of(registry, name, tmp_path=None):
@@ -71,8 +71,8 @@ def test_coverage_detects_a_dropped_mode(registry):
 
 
 def test_metrics_refuse_models_without_exact_density(registry):
+    from bench.core.components import ScoreModel
     from bench.errors import Unsupported
-    from bench.interfaces import ScoreModel
 
     class Net(ScoreModel):
         name = "net"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import bench.plots as plots
-from bench.report import build_report
+import bench.results.plots as plots
+from bench.results.report import build_report
 from tests.rows import row, seeds
 
 

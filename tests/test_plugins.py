@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench import plugins
 from bench.cli import cli
 from bench.errors import BenchError
+from bench.plugin import loading as plugins
 
 PREDICTOR_PLUGIN = '''
 import bench
@@ -243,7 +243,7 @@ def test_builtins_load_as_bench_plugins_not_plugins():
 
 
 def test_every_component_has_a_valid_name_and_summary(registry):
-    from bench.registry import KINDS, NAME_RE
+    from bench.plugin.registry import KINDS, NAME_RE
 
     for kind in KINDS:
         for name, entry in registry.entries[kind].items():

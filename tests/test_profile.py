@@ -6,8 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench import profile
 from bench.cli import cli
+from bench.run import profile
 
 CASES = [
     ("ve", "reverse_diffusion", "langevin"),

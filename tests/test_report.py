@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.frame import Directions, direction, load_frame, metric_columns, to_frame
-from bench.report import build_report, markdown_table, pivot, render, short_report
-from bench.stats import ci_halfwidth, paired_differences, summarize, welch_halfwidth
+from bench.results.frame import Directions, direction, load_frame, metric_columns, to_frame
+from bench.results.report import build_report, markdown_table, pivot, render, short_report
+from bench.results.stats import ci_halfwidth, paired_differences, summarize, welch_halfwidth
 from tests.rows import row, seeds, write_run
 
 T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
@@ -427,7 +427,7 @@ def profile_rows(started_at="2026-01-01T00:00:00Z"):
 
 
 def write_profile(folder, rows):
-    from bench.store import RunStore
+    from bench.run.store import RunStore
 
     store = RunStore(folder)
     store.prepare()
@@ -492,7 +492,7 @@ def test_report_and_compare_of_a_real_profile_run(tmp_path):
 
 def test_metric_settings_are_not_metric_tables():
     """kid_subset_size, kid_subsets, kid_pool_n describe how KID ran: rows keep them, tables don't."""
-    from bench.frame import metric_columns
+    from bench.results.frame import metric_columns
 
     frame = pd.DataFrame(
         [

@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from bench.store import RunStore
+from bench.run.store import RunStore
 
 GRID = [
     "--model",
@@ -242,7 +242,7 @@ def predictor_plugin(cls: str, doc: str, body: str = "") -> str:
     """A ``-p`` plugin file registering one Euler–Maruyama subclass."""
     return f"""
 import bench
-from bench import interrupts
+from bench.run import interrupts
 from bench_plugins.predictors import EulerMaruyama
 
 

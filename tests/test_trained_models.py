@@ -201,7 +201,7 @@ def _write_dataset(tmp_path: Path, kind: str) -> str:
     import numpy as np
     from bench_plugins.datasets import Digits
 
-    from bench.images import to_uint8
+    from bench.fidelity.images import to_uint8
 
     images = to_uint8(Digits().data("test")[:64]).numpy()[:, 0]  # (64, 8, 8) uint8
     if kind == "npz":
@@ -343,7 +343,7 @@ def test_presets_take_no_argument(registry):
 
 # -- model SDE defaults ------------------------------------------------------------------------
 def test_apply_sde_defaults_keeps_user_values():
-    from bench.options import apply_sde_defaults
+    from bench.core.options import apply_sde_defaults
 
     values = {("sdes", "ve"): {"sigma_max": 90.0}}
     defaults = {"ve": {"sigma_min": 0.01, "sigma_max": 5.0}, "vp": {"beta_max": 10.0}}

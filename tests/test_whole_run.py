@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.sampling import pc_sample
+from bench.core.pc import pc_sample
 from tests import reference as ref
 
 # §11.4 table: (sde, rule, N) -> (mean(x_mean), var(x_mean), mean(x), var(x)).

@@ -27,9 +27,9 @@ from bench_plugins.score_models import diffusers_folder as folder
 from bench_plugins.score_models.diffusers_folder import INSTALL_HINT, Checkpoint
 from torch import Tensor
 
+from bench.core.components import ScoreModel
+from bench.core.sde import SDE, ScoreFn
 from bench.errors import BenchError, Unsupported
-from bench.interfaces import ScoreModel
-from bench.sde import SDE, ScoreFn
 
 STD_CHOICES = ("discrete", "continuous")
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench.core.components import ScoreModel
+from bench.core.sde import SDE, ScoreFn
 from bench.errors import BenchError
-from bench.interfaces import ScoreModel
-from bench.sde import SDE, ScoreFn
 
 ORACLE_METRICS = ("swd", "fd", "logp", "coverage")
 

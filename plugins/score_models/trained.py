@@ -24,9 +24,9 @@ from bench_plugins.score_models.unet import UNet, UNetConfig
 from torch import Tensor
 
 from bench.checkpoints import load_into
+from bench.core.components import ScoreModel
+from bench.core.sde import SDE, ScoreFn
 from bench.errors import BenchError, Unsupported
-from bench.interfaces import ScoreModel
-from bench.sde import SDE, ScoreFn
 
 FORMAT = "sde-bench/score-model/1"
 WEIGHTS_FILE = "model.safetensors"

@@ -16,10 +16,10 @@ import os
 import pytest
 import torch
 
-from bench import plugins
+from bench.core.pc import CountingScore, pc_sample
 from bench.errors import Unsupported
-from bench.runner import synchronize
-from bench.sampling import CountingScore, pc_sample
+from bench.plugin import loading as plugins
+from bench.run.cells import synchronize
 
 REGISTRY = plugins.load(allow=[]).registry
 DEVICE = torch.device(os.environ.get("BENCH_BENCHMARK_DEVICE", "cpu"))

@@ -17,14 +17,14 @@ import torch
 from torch import Tensor
 
 import bench
-from bench import interrupts
-from bench import options as opts
+from bench.core import options as opts
+from bench.core.components import Corrector, Metric, Predictor, ScoreModel
+from bench.core.pc import CountingScore, pc_sample
+from bench.core.sde import SDE
 from bench.errors import BenchError, Unsupported
-from bench.grid import Cell, batches, derive_seed
-from bench.interfaces import Corrector, Metric, Predictor, ScoreModel
-from bench.registry import Registry
-from bench.sampling import CountingScore, pc_sample
-from bench.sde import SDE
+from bench.plugin.registry import Registry
+from bench.run import interrupts
+from bench.run.grid import Cell, batches, derive_seed
 
 KIND_OF = {
     "sde": "sdes",

@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 
 import bench
-from bench import profile
+from bench.core.options import apply_sde_defaults
 from bench.errors import BenchError, Unsupported
-from bench.options import apply_sde_defaults
-from bench.runner import (
+from bench.run import profile
+from bench.run.cells import (
     DTYPES,
     OptionSet,
     check_pairing,
@@ -25,8 +25,8 @@ from bench.runner import (
     tf32_enabled,
     with_autocast,
 )
-from bench.store import RunStore
-from bench.sweep import canonical, load_model, say
+from bench.run.store import RunStore
+from bench.run.sweep import canonical, load_model, say
 
 
 def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """``bench compare``: match the cells of two runs by config and flag regressions beyond the noise.
 
 Cells are matched on their config minus the seed (and minus the list of metrics requested), the
-*group* of :mod:`bench.frame`; seeds are replicates on each side. For every matched group and
+*group* of :mod:`bench.results.frame`; seeds are replicates on each side. For every matched group and
 gated metric the comparison reports the old mean, the new mean, the change, the noise of the
 change and a verdict. The rule (also in ``docs/reports.md``):
 
@@ -28,14 +28,14 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.frame import (
+from bench.results.frame import (
     SAMPLER_COLUMNS,
     Directions,
     group_columns,
     metric_columns,
     sampler_labels,
 )
-from bench.stats import GROUP, ci_halfwidth, status_summary, welch_halfwidth, with_groups
+from bench.results.stats import GROUP, ci_halfwidth, status_summary, welch_halfwidth, with_groups
 
 DEFAULT_EXTRA_GATED = ("nfe",)
 """Gated besides the metrics by default: the number of score evaluations is deterministic, and a

@@ -3,7 +3,7 @@
 For one model, SDE, sampler and batch size it times, in one process and on the same inputs:
 
 * ``bare_forward`` — one batched score evaluation (median over calls, after warm-up);
-* ``sde_bench`` — the suite's own :func:`bench.sampling.pc_sample` with NFE counting;
+* ``sde_bench`` — the suite's own :func:`bench.core.pc.pc_sample` with NFE counting;
 * ``minimal`` — a hand-written loop doing the same arithmetic with precomputed scalars
   (the floor for any eager implementation);
 * ``reference`` — the loop structure of the paper's reference code: per-step time vectors on the
@@ -24,10 +24,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from bench.interfaces import ScoreModel
-from bench.runner import step_noise, synchronize
-from bench.sampling import CountingScore, pc_sample
-from bench.sde import SDE
+from bench.core.components import ScoreModel
+from bench.core.pc import CountingScore, pc_sample
+from bench.core.sde import SDE
+from bench.run.cells import step_noise, synchronize
 
 Loop = Callable[[Tensor], Tensor]
 
@@ -376,6 +376,6 @@ def rows(measurements: list[Measurement], base: dict[str, Any]) -> list[dict[str
 def default_x(
     model: ScoreModel, sde: SDE, batch: int, device: torch.device, dtype: torch.dtype, seed: int = 0
 ) -> Tensor:
-    from bench.runner import prior_noise
+    from bench.run.cells import prior_noise
 
     return sde.prior_sampling(prior_noise(seed, 0, batch, model.data_shape).to(device, dtype))

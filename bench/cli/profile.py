@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bench.params import ThreadsParam, compile_option, dtype_option
+from bench.cli.params import ThreadsParam, compile_option, dtype_option
 
 
 @click.command("profile")
@@ -47,6 +47,6 @@ def profile_command(session, **kw) -> None:
     Example:
       bench profile --model ring8 --sde ve --batch-size 64 --steps 2000
     """
-    from bench.cli_profile_impl import run_profile
+    from bench.run.profile_command import run_profile
 
     run_profile(session, kw)

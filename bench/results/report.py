@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 
-from bench.frame import (
+from bench.results.frame import (
     CONFIG_COLUMNS,  # noqa: F401  (re-exported: older callers import it from here)
     SAMPLER_COLUMNS,
     Directions,
@@ -23,7 +23,7 @@ from bench.frame import (
     to_frame,
     varying,
 )
-from bench.stats import context_columns, paired_differences, resolve_sampler, summarize
+from bench.results.stats import context_columns, paired_differences, resolve_sampler, summarize
 
 TIME_COLUMNS = ("nfe", "wall_clock_s")
 BLOCK_BASE = ("model", "sde")
@@ -63,7 +63,7 @@ class Report:
     Attributes:
         frame: the rows (one per cell).
         summary: one row per group of seeds with means and CI half-widths
-            (see :func:`bench.stats.summarize`).
+            (see :func:`bench.results.stats.summarize`).
         metrics: the metric columns tabulated.
         directions: the direction of each column.
         confidence: level of every interval.
@@ -98,7 +98,7 @@ def build_report(
     """Summarise rows over seeds and, with a baseline sampler, pair every other sampler with it.
 
     Args:
-        rows: results rows, or a frame from :func:`bench.frame.to_frame`.
+        rows: results rows, or a frame from :func:`bench.results.frame.to_frame`.
         metrics: metric columns to tabulate (default: every non-informational metric column).
         baseline: a sampler label (or a unique prefix of one) for paired differences.
         confidence: level of the t-intervals.
@@ -448,7 +448,7 @@ def short_report(
         rows: the run's rows.
         confidence: level of the intervals.
         registry: the plugin registry, so that a loaded metric's ``higher_is_better`` sets its
-            arrow (:meth:`bench.frame.Directions.from_registry`).
+            arrow (:meth:`bench.results.frame.Directions.from_registry`).
         directions: the directions to use (overrides ``registry``).
     """
     if not rows:

@@ -19,7 +19,7 @@ class Session:
     """Plugin options from the group; plugins load on first use (so ``--help`` stays fast)."""
 
     def __init__(self, modules: tuple[str, ...], dirs: tuple[str, ...], strict: bool) -> None:
-        from bench.plugins import env_list
+        from bench.plugin.loading import env_list
 
         self.modules = list(modules) + (env_list("BENCH_PLUGINS") or [])
         self.dirs = list(dirs) + (env_list("BENCH_PLUGINS_DIR", os.pathsep) or [])
@@ -27,7 +27,7 @@ class Session:
 
     @cached_property
     def report(self):
-        from bench import plugins
+        from bench.plugin import loading as plugins
 
         return plugins.load(
             modules=self.modules,
@@ -54,7 +54,7 @@ class BenchGroup(click.Group):
         except KeyboardInterrupt:
             self._interrupted()
         except Exception:
-            from bench import interrupts
+            from bench.run import interrupts
 
             if interrupts.received():  # Ctrl-C that third-party code turned into another error
                 self._interrupted()
@@ -62,7 +62,7 @@ class BenchGroup(click.Group):
 
     @staticmethod
     def _interrupted() -> None:
-        from bench.interrupts import forget_interrupt
+        from bench.run.interrupts import forget_interrupt
 
         forget_interrupt()
         click.echo("\ninterrupted", err=True)
@@ -103,7 +103,7 @@ def cli(ctx: click.Context, modules: tuple[str, ...], dirs: tuple[str, ...], str
       bench list predictors
       bench plugins --json
     """
-    from bench import interrupts
+    from bench.run import interrupts
 
     interrupts.install()
     ctx.obj = Session(modules, dirs, strict)
@@ -116,7 +116,7 @@ def cli(ctx: click.Context, modules: tuple[str, ...], dirs: tuple[str, ...], str
 @click.pass_obj
 def plugins_command(session: Session, as_json: bool, hook: str | None, check: bool) -> None:
     """List every plugin with its source, distribution, version, hooks and status."""
-    from bench.textui import table
+    from bench.results.textui import table
 
     records = [p for p in session.report.plugins if hook is None or hook in p.hooks]
     rows = [p.as_dict() for p in records]
@@ -136,8 +136,8 @@ def plugins_command(session: Session, as_json: bool, hook: str | None, check: bo
 @click.pass_obj
 def list_command(session: Session, kind: str, as_json: bool) -> None:
     """List the registered components of one KIND with a one-line summary."""
-    from bench.interfaces import options_of
-    from bench.textui import table
+    from bench.core.components import options_of
+    from bench.results.textui import table
 
     registry = session.registry
     rows = []
@@ -159,15 +159,15 @@ def list_command(session: Session, kind: str, as_json: bool) -> None:
 
 
 # Subcommands live in their own modules; none imports torch at import time.
-from bench.cli_fidelity import (  # noqa: E402
+from bench.cli.fidelity import (  # noqa: E402
     fid_floor_command,
     fid_weights_command,
     train_classifier_command,
 )
-from bench.cli_profile import profile_command  # noqa: E402
-from bench.cli_report import compare_command, report_command  # noqa: E402
-from bench.cli_run import run_command  # noqa: E402
-from bench.cli_train import train_command  # noqa: E402
+from bench.cli.profile import profile_command  # noqa: E402
+from bench.cli.report import compare_command, report_command  # noqa: E402
+from bench.cli.run import run_command  # noqa: E402
+from bench.cli.train import train_command  # noqa: E402
 
 for command in (
     run_command,

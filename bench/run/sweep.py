@@ -19,13 +19,12 @@ import numpy as np
 import torch
 
 import bench
-from bench import grid as grid_mod
-from bench import options as opts
+from bench.core import options as opts
+from bench.core.components import ScoreModel
 from bench.errors import BenchError, Unsupported
-from bench.grid import Cell, GridSpec
-from bench.interfaces import ScoreModel
-from bench.registry import Registry
-from bench.runner import (
+from bench.plugin.registry import Registry
+from bench.run import grid as grid_mod
+from bench.run.cells import (
     DTYPES,
     CellContext,
     Components,
@@ -37,7 +36,8 @@ from bench.runner import (
     resolve_threads,
     run_cell,
 )
-from bench.store import RunStore
+from bench.run.grid import Cell, GridSpec
+from bench.run.store import RunStore
 
 IDENTITY_KEYS = ("model", "samples", "batch_size", "dtype", "denoise", "metrics", "options", "eps")
 """Options that change the meaning of existing rows: a run folder refuses a change of these."""
@@ -250,7 +250,7 @@ class Sweep:
             )
             say(f"resume with: bench run --resume {self.store.path}")
             raise
-        from bench.report import short_report
+        from bench.results.report import short_report
 
         click.echo(short_report(self.store.rows(), registry=self.session.registry))
         say(f"results: {self.store.csv_path}")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.compare import Comparison, summary_counts
-from bench.report import fmt, heading, markdown_table, signed, text_table
+from bench.results.compare import Comparison, summary_counts
+from bench.results.report import fmt, heading, markdown_table, signed, text_table
 
 VERDICT_MARKS = {
     "regression": "❌ regression",

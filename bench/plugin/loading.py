@@ -22,9 +22,10 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from bench import PROJECT, hookspecs
+from bench import PROJECT
 from bench.errors import BenchError
-from bench.registry import HOOKS, KINDS, DuplicateName, Entry, Provider, Registry
+from bench.plugin import hookspecs
+from bench.plugin.registry import HOOKS, KINDS, DuplicateName, Entry, Provider, Registry
 
 DIST = "sde-bench"
 LOCAL_PACKAGE = "bench_local_plugins"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bench.params import NumberList
+from bench.cli.params import NumberList
 
 DEFAULT_CLASSIFIER_DIR = "plugins/weights/digits-classifier"
 
@@ -36,7 +36,7 @@ def train_classifier_command(out: str, seed: int, epochs: int, threads: int) -> 
     """
     import torch
 
-    from bench import digits_classifier as dc
+    from bench.fidelity import digits_classifier as dc
 
     torch.set_num_threads(threads)
     config = dc.TrainConfig(seed=seed, epochs=epochs)
@@ -106,8 +106,8 @@ def fid_floor_command(
       bench fid-floor --split test --against train --n 360  # the default reference
     """
     from bench import fidelity
-    from bench.runner import resolve_device
-    from bench.textui import table
+    from bench.results.textui import table
+    from bench.run.cells import resolve_device
 
     data = fidelity.resolve_dataset(dataset, session.registry)
     settings = {

@@ -5,11 +5,11 @@ Pieces:
 * **Extractors.** ``digits-classifier`` (our small CNN, registered with torch-fidelity's
   ``register_feature_extractor`` once per process) and torch-fidelity's own
   ``inception-v3-compat`` (weights from the ``inception`` extra or a user file, see
-  :mod:`bench.inception`). :func:`resolve_extractor` finds the weights file and hashes it;
+  :mod:`bench.fidelity.inception`). :func:`resolve_extractor` finds the weights file and hashes it;
   a missing file is a :class:`BenchError` before any work starts, never a download.
 * **Streaming.** :class:`Featurizer` quantises [0, 1] float batches with
-  :func:`bench.images.to_uint8` and runs the extractor in chunks; FID keeps running sums
-  (:class:`bench.metrics.GaussianStats`, memory D² whatever n), KID keeps every feature up to
+  :func:`bench.fidelity.images.to_uint8` and runs the extractor in chunks; FID keeps running sums
+  (:class:`bench.fidelity.gaussian.GaussianStats`, memory D² whatever n), KID keeps every feature up to
   a cap and then a seeded uniform random subset of them (:class:`FeatureReservoir`, memory
   cap × D whatever n). No sample image is stored or written.
 * **References.** :func:`reference` computes a dataset split's features and Gaussian statistics
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.images import to_uint8
+from bench.fidelity.images import to_uint8
 
 DIGITS = "digits-classifier"
 INCEPTION = "inception-v3-compat"
@@ -94,7 +94,7 @@ def shipped_digits_weights() -> Path:
     """The shipped classifier weights (package data of ``bench_plugins.weights``)."""
     from importlib import resources
 
-    from bench.digits_classifier import WEIGHTS_FILE
+    from bench.fidelity.digits_classifier import WEIGHTS_FILE
 
     return Path(str(resources.files("bench_plugins.weights") / DIGITS / WEIGHTS_FILE))
 
@@ -103,7 +103,7 @@ def _digits_extractor_class() -> type:
     """Build the torch-fidelity extractor class lazily (torch_fidelity imports in ~4 s)."""
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-    from bench import digits_classifier as dc
+    from bench.fidelity import digits_classifier as dc
 
     class DigitsClassifierExtractor(FeatureExtractorBase):
         """The digits CNN: ``'128'`` penultimate features (FID/KID/PRC), ``'logits'`` (ISC).
@@ -188,7 +188,7 @@ def resolve_extractor(name: str, weights: str | None = None) -> ExtractorSpec:
 
 
 def _digits_spec(weights: str | None) -> ExtractorSpec:
-    from bench import digits_classifier as dc
+    from bench.fidelity import digits_classifier as dc
 
     path = Path(weights).expanduser() if weights else shipped_digits_weights()
     if not path.is_file():
@@ -201,7 +201,7 @@ _logits_memo: dict[str, bool] = {}
 
 
 def _inception_spec(weights: str | None) -> ExtractorSpec:
-    from bench import inception
+    from bench.fidelity import inception
 
     path, source = inception.resolve_weights(weights, fidelity_cache())
     digest = sha256_file(path)
@@ -224,7 +224,7 @@ def load_extractor(spec: ExtractorSpec, device: torch.device) -> torch.nn.Module
         register_extractors()
         layers = [spec.fid_layer] + ([spec.isc_layer] if spec.has_logits else [])
         if spec.name == INCEPTION:
-            from bench import inception
+            from bench.fidelity import inception
 
             module = inception.build(inception.load_state(spec.weights), layers)
         else:
@@ -391,7 +391,7 @@ def reference_images(images: Tensor, n: int) -> Tensor:
 def _compute_reference(
     images: Tensor, spec: ExtractorSpec, device: torch.device, key: str, fields: dict[str, Any]
 ) -> Reference:
-    from bench.metrics import GaussianStats
+    from bench.fidelity.gaussian import GaussianStats
 
     COUNTS["reference"] += 1
     featurize = Featurizer(spec, device)
@@ -517,7 +517,7 @@ class FeatureReservoir:
 # -- metric values through torch-fidelity ----------------------------------------------------------
 def fid_from_stats(stats_1: dict[str, Any], stats_2: dict[str, Any]) -> float:
     """FID of two ``{"mu", "sigma"}`` fits (torch-fidelity's ``fid_statistics_to_metric``)."""
-    from bench.metrics import frechet_distance
+    from bench.fidelity.gaussian import frechet_distance
 
     cast = {k: v.astype("float64") for k, v in stats_1.items()}
     return frechet_distance(cast, {k: v.astype("float64") for k, v in stats_2.items()})
@@ -583,13 +583,13 @@ def resolve_dataset(spec: str, registry: Any = None) -> Any:
     """
     name, _, arg = spec.partition(":")
     if registry is None:
-        from bench.plugins import active_registry
+        from bench.plugin.loading import active_registry
 
         registry = active_registry()
     if registry is None:
         cls = _builtin_datasets().get(name)
         if cls is None:
-            from bench import plugins
+            from bench.plugin import loading as plugins
 
             registry = plugins.load(
                 allow=plugins.env_list("BENCH_LOAD_PLUGINS"), warn=lambda _msg: None
@@ -790,7 +790,7 @@ def noise_floor(
 
 
 def _stats(features: Tensor) -> dict[str, Any]:
-    from bench.metrics import GaussianStats
+    from bench.fidelity.gaussian import GaussianStats
 
     stats = GaussianStats()
     stats.update(features)

@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.frame import Directions, sampler_label
-from bench.report import Report, block_columns, fmt
+from bench.results.frame import Directions, sampler_label
+from bench.results.report import Report, block_columns, fmt
 
 PANEL = (4.6, 3.5)
 MAX_PANELS_PER_ROW = 3

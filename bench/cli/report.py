@@ -97,8 +97,8 @@ def report_command(
       bench report results/my-run --metric swd,fd --baseline-sampler euler_maruyama+none
       bench report results/my-run --format markdown --no-save >> "$GITHUB_STEP_SUMMARY"
     """
-    from bench.frame import Directions, holds_profile, load_frame
-    from bench.report import build_report, render
+    from bench.results.frame import Directions, holds_profile, load_frame
+    from bench.results.report import build_report, render
 
     if holds_profile(run_dir):
         _profile_report(run_dir, fmt, out, save)
@@ -137,8 +137,8 @@ def _folder(run_dir: Path, out: Path | None) -> Path:
 
 def _profile_report(run_dir: Path, fmt: str, out: Path | None, save: bool) -> None:
     """``bench report`` of a ``bench profile`` folder: its timing tables, no plots."""
-    from bench.frame import load_profile_frame
-    from bench.report import render_profile
+    from bench.results.frame import load_profile_frame
+    from bench.results.report import render_profile
 
     frame = load_profile_frame(run_dir)
     title = f"sde-bench profile: {run_dir}"
@@ -160,7 +160,7 @@ def _profile_report(run_dir: Path, fmt: str, out: Path | None, save: bool) -> No
 
 def write_report_files(report: Any, folder: Path, *, parquet: bool = False) -> list[Path]:
     """report.txt, report.md, summary.csv, paired.csv (with a baseline), summary.parquet."""
-    from bench.report import render
+    from bench.results.report import render
 
     written = [
         _write(folder / "report.txt", render(report)),
@@ -202,7 +202,7 @@ def _parquet_safe(frame: Any) -> Any:
 
 
 def _plots(session: Any, report: Any, run_dir: Path, folder: Path) -> list[Path]:
-    from bench.plots import plot_report
+    from bench.results.plots import plot_report
 
     base = run_dir if run_dir.is_dir() else run_dir.parent
     samples = [p / "samples" for p in _runs(base) if (p / "samples").is_dir()]
@@ -212,7 +212,7 @@ def _plots(session: Any, report: Any, run_dir: Path, folder: Path) -> list[Path]
 
 
 def _runs(path: Path) -> list[Path]:
-    from bench.frame import run_folders
+    from bench.results.frame import run_folders
 
     return [p for p in run_folders(path) if p.is_dir()]
 
@@ -224,7 +224,7 @@ def _target_sampler(session: Any):
         import torch
 
         from bench.errors import BenchError, Unsupported
-        from bench.sweep import load_model
+        from bench.run.sweep import load_model
 
         try:
             model = load_model(session.registry, spec, torch.device("cpu"), torch.float64)
@@ -336,9 +336,9 @@ def compare_command(
       bench compare old new --metric fid --max-regression 5%
       bench compare old new --max-regression 2% --max-regression nfe=0 --format markdown
     """
-    from bench.compare import compare, find_pyproject, read_pyproject, settings_from
-    from bench.compare_text import render_comparison
-    from bench.frame import Directions, load_frame
+    from bench.results.compare import compare, find_pyproject, read_pyproject, settings_from
+    from bench.results.compare_text import render_comparison
+    from bench.results.frame import Directions, load_frame
 
     table = {} if no_config else read_pyproject(config or find_pyproject())
     settings = settings_from(

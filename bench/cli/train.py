@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from bench.cli.params import ThreadsParam
 from bench.errors import BenchError
-from bench.params import ThreadsParam
 
 
 @click.command("train")
@@ -112,7 +112,7 @@ def train_command(session: Any, **kw: Any) -> None:
     """
     import torch
 
-    from bench.runner import resolve_device
+    from bench.run.cells import resolve_device
     from bench.train import Trainer
 
     registry = session.registry
@@ -162,7 +162,7 @@ def load_dataset(registry: Any, spec: str) -> Any:
 
 def parse_sde_options(sde_cls: type, items: tuple[str, ...]) -> dict[str, Any]:
     """``SDE.KEY=VALUE`` (or ``sdes.SDE.KEY=VALUE``) items for the trained SDE, typed."""
-    from bench import options as opts
+    from bench.core import options as opts
 
     values: dict[str, Any] = {}
     names = {sde_cls.name, *sde_cls.aliases}
@@ -182,7 +182,7 @@ def parse_sde_options(sde_cls: type, items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def sde_options(sde_cls: type, values: dict[str, Any]) -> Any:
-    from bench import options as opts
+    from bench.core import options as opts
 
     return opts.build(sde_cls.Options, values, f"SDE {sde_cls.name!r}")
 

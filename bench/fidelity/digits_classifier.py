@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.images import from_uint8, to_uint8
+from bench.fidelity.images import from_uint8, to_uint8
 
 FEATURES = "128"
 LOGITS = "logits"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bench.params import CommaList, NumberList, ThreadsParam, compile_option, dtype_option
+from bench.cli.params import CommaList, NumberList, ThreadsParam, compile_option, dtype_option
 
 DEFAULTS = {
     "model": "ring8",
@@ -181,7 +181,7 @@ def run_command(ctx: click.Context, **kwargs) -> None:
       bench run --model gmm:my_mixture.json --snr 0.05,0.1,0.16,0.2 -o ve.sigma_max=10
       bench run --resume results/20261122-101500     # after a crash or Ctrl-C
     """
-    from bench.sweep import Sweep
+    from bench.run.sweep import Sweep
 
     given = {
         name

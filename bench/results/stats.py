@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.frame import SAMPLER_COLUMNS, Directions, group_columns, key_frame
+from bench.results.frame import SAMPLER_COLUMNS, Directions, group_columns, key_frame
 
 GROUP = "_group"
 
@@ -70,7 +70,7 @@ def summarize(
     """One row per group of seeds: config, status, and each column's mean and CI over ok seeds.
 
     Args:
-        frame: rows with a ``sampler`` column (see :func:`bench.frame.to_frame`).
+        frame: rows with a ``sampler`` column (see :func:`bench.results.frame.to_frame`).
         columns: numeric columns to average (metrics, ``nfe``, ``wall_clock_s``, ...).
         confidence: level of the intervals.
         describe: columns that say how a metric was measured (``fid_extractor``, ``fid_n``,

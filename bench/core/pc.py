@@ -7,8 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from bench.interfaces import Corrector, Predictor
-from bench.sde import SDE, ScoreFn
+from bench.core.components import Corrector, Predictor
+from bench.core.sde import SDE, ScoreFn
 
 Callback = Callable[[dict[str, Any]], None]
 

@@ -63,7 +63,7 @@ class ThreadsParam(click.ParamType):
 
 
 DTYPE_NAMES = ("float32", "float64", "bf16", "fp16")
-"""``--dtype`` values (their torch dtypes: :data:`bench.runner.DTYPES`)."""
+"""``--dtype`` values (their torch dtypes: :data:`bench.run.cells.DTYPES`)."""
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 

@@ -9,9 +9,9 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor
 
+from bench.core.options import NoOptions
+from bench.core.sde import SDE, ScoreFn
 from bench.errors import Unsupported
-from bench.options import NoOptions
-from bench.sde import SDE, ScoreFn
 
 Noise = Callable[[Tensor], Tensor]
 """Draws standard-normal noise shaped like its argument (from the cell's seeded generator)."""

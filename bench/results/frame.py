@@ -124,7 +124,7 @@ def _rows_by_run(path: str | Path) -> list[tuple[Path, list[dict[str, Any]]]]:
 
 
 def _run_rows(run: Path) -> list[dict[str, Any]]:
-    from bench.store import RunStore
+    from bench.run.store import RunStore
 
     if run.is_file():
         return _csv_rows(run)
