@@ -21,10 +21,15 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 _LAZY = {
     "SDE": "bench.core.sde",
     "ReverseSDE": "bench.core.sde",
-    "Predictor": "bench.core.components",
-    "Corrector": "bench.core.components",
-    "ScoreModel": "bench.core.components",
-    "Metric": "bench.core.components",
+    "Schedule": "bench.core.schedule",
+    "TimeGrid": "bench.core.schedule",
+    "Sampler": "bench.core.sampler",
+    "ModelView": "bench.core.views",
+    "Predictor": "bench.core.pc",
+    "Corrector": "bench.core.pc",
+    "PCSampler": "bench.core.pc",
+    "ScoreModel": "bench.core.model",
+    "Metric": "bench.core.metric",
     "Dataset": "bench.core.dataset",
     "pc_sample": "bench.core.pc",
 }
@@ -32,10 +37,14 @@ _LAZY = {
 __all__ = ["BenchError", "Unsupported", "__version__", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:
-    from bench.core.components import Corrector, Metric, Predictor, ScoreModel
     from bench.core.dataset import Dataset
-    from bench.core.pc import pc_sample
+    from bench.core.metric import Metric
+    from bench.core.model import ScoreModel
+    from bench.core.pc import Corrector, PCSampler, Predictor, pc_sample
+    from bench.core.sampler import Sampler
+    from bench.core.schedule import Schedule, TimeGrid
     from bench.core.sde import SDE, ReverseSDE
+    from bench.core.views import ModelView
 
 
 def __getattr__(name: str) -> Any:

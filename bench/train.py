@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 import bench
 from bench.core.dataset import Dataset
+from bench.core.noise import derive_seed
 from bench.core.sde import SDE
 from bench.errors import BenchError
-from bench.run.grid import derive_seed
 
 CHECKPOINT_DIR = "checkpoint"
 LOSS_WINDOW = 250

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 import bench
-from bench.core.components import Corrector
+from bench.core.pc import Corrector
 
 
 def batch_mean_norm(v: Tensor) -> Tensor:
@@ -24,8 +24,8 @@ class Langevin(Corrector):
 
     name = "langevin"
 
-    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        alpha = self.sde.langevin_alpha(t)
+    def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
+        alpha = self.sde.langevin_alpha(t, t_next)
         x_mean = x
         for _ in range(self.n_steps):
             grad = self.score_fn(x, t)
@@ -43,8 +43,8 @@ class AnnealedLangevin(Corrector):
     name = "ald"
     aliases = ("annealed_langevin",)
 
-    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        alpha = self.sde.langevin_alpha(t)
+    def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
+        alpha = self.sde.langevin_alpha(t, t_next)
         _, std = self.sde.marginal_coef(t)
         step = 2 * alpha * (self.snr * std) ** 2
         noise_scale = math.sqrt(2 * step)
@@ -60,8 +60,9 @@ class NoneCorrector(Corrector):
     """No corrector: returns x unchanged (predictor-only samplers)."""
 
     name = "none"
+    nfe_per_step = 0
 
-    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
         return x, x
 
 

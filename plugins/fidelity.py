@@ -18,7 +18,8 @@ from torch import Tensor
 
 import bench
 from bench import fidelity
-from bench.core.components import Metric, ScoreModel
+from bench.core.metric import Metric
+from bench.core.model import ScoreModel
 from bench.errors import BenchError, Unsupported
 from bench.fidelity.gaussian import GaussianStats
 

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 import bench
-from bench.core.components import Metric, ScoreModel
+from bench.core.metric import Metric
+from bench.core.model import ScoreModel
 from bench.errors import Unsupported
 from bench.fidelity.gaussian import (
     REFERENCE_SEED,

@@ -8,19 +8,19 @@ import torch
 from torch import Tensor
 
 import bench
-from bench.core.components import Predictor
+from bench.core.pc import Predictor
 from bench.core.sde import SDE
 from bench.errors import Unsupported
 
 
 class EulerMaruyama(Predictor):
-    """Euler–Maruyama step for the reverse-time SDE (Eq. 6), dt = −1/N."""
+    """Euler–Maruyama step for the reverse-time SDE (Eq. 6); dt = −1/N on the paper's grid."""
 
     name = "euler_maruyama"
     aliases = ("euler", "em")
 
-    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        dt = -1.0 / self.rsde.N
+    def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
+        dt = self.sde.step_dt(t, t_next)
         drift, diffusion = self.rsde.sde(x, t)
         x_mean = torch.add(x, drift, alpha=dt)
         if diffusion == 0.0:  # probability flow: no noise to add
@@ -34,8 +34,8 @@ class ReverseDiffusion(Predictor):
     name = "reverse_diffusion"
     aliases = ("rd",)
 
-    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        f, G = self.rsde.discretize(x, t)
+    def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
+        f, G = self.rsde.discretize(x, t, t_next)
         x_mean = x - f
         if G == 0.0:  # probability flow (App. D.3): deterministic
             return x_mean, x_mean
@@ -52,10 +52,11 @@ class AncestralSampling(Predictor):
     def supports(cls, sde: SDE, probability_flow: bool) -> None:
         if probability_flow:
             raise Unsupported("ancestral sampling has no probability-flow variant")
-        sde.ancestral_coefficients(sde.T)  # raises Unsupported for SDEs without the chain
+        # Raises Unsupported for SDEs without the chain (and, on the paper grid, N <= beta_max).
+        sde.ancestral_coefficients(sde.T, None if sde.discrete else 0.0)
 
-    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        a, b, c = self.sde.ancestral_coefficients(t)
+    def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
+        a, b, c = self.sde.ancestral_coefficients(t, t_next)
         x_mean = torch.add(x if a == 1.0 else a * x, self.score_fn(x, t), alpha=b)
         if c == 0.0:
             return x_mean, x_mean
@@ -66,8 +67,9 @@ class NonePredictor(Predictor):
     """No predictor: returns x unchanged (corrector-only samplers, e.g. NCSN's ALD)."""
 
     name = "none"
+    nfe_per_step = 0
 
-    def update(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
         return x, x
 
 

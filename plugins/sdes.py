@@ -15,6 +15,7 @@ from bench.core.sde import (
     ladder,
     standard_normal_logp,
     vp_log_mean_coeff,
+    vp_t_of_log_mean_coeff,
 )
 from bench.errors import Unsupported
 
@@ -48,6 +49,16 @@ class VESDE(SDE):
     def marginal_coef(self, t: float) -> tuple[float, float]:
         return 1.0, self.sigma(t)
 
+    def log_snr(self, t: float) -> float:
+        return -math.log(self.sigma(t))
+
+    def t_of_log_snr(self, lam: float) -> float:
+        return (-lam - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
+
+    def sigma_to(self, t_next: float) -> float:
+        """σ at the end of a step: σ(t_next), and 0 at the data end t_next = 0."""
+        return self.sigma(t_next) if t_next > 0 else 0.0
+
     def prior_sampling(self, z: Tensor) -> Tensor:
         return self.sigma_max * z
 
@@ -60,16 +71,24 @@ class VESDE(SDE):
             return 0.0
         return math.exp(ladder(math.log(self.sigma_min), math.log(self.sigma_max), k, self.N))
 
-    def discretize(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+    def step_sigmas(self, t: float, t_next: float | None) -> tuple[float, float]:
+        """(σ_k, σ_{k−1}) on the paper's grid, else (σ(t), σ(t_next))."""
+        if self.paper_step(t_next):
+            k = self.index(t)
+            return self.discrete_sigma(k), self.discrete_sigma(k - 1)
+        return self.sigma(t), self.sigma_to(t_next)
+
+    def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """SMLD chain: f_i = 0, G_i = sqrt(σ_k² − σ_{k−1}²) (App. B, Eq. 21)."""
-        k = self.index(t)
-        sigma, prev = self.discrete_sigma(k), self.discrete_sigma(k - 1)
+        sigma, prev = self.step_sigmas(t, t_next)
         return torch.zeros_like(x), math.sqrt(sigma**2 - prev**2)
 
-    def ancestral_coefficients(self, t: float) -> AncestralCoefficients:
+    def ancestral_coefficients(
+        self, t: float, t_next: float | None = None
+    ) -> AncestralCoefficients:
         """SMLD ancestral step (App. F, Eq. 47)."""
-        k = self.index(t)
-        sigma2, prev2 = self.discrete_sigma(k) ** 2, self.discrete_sigma(k - 1) ** 2
+        sigma, prev = self.step_sigmas(t, t_next)
+        sigma2, prev2 = sigma**2, prev**2
         return AncestralCoefficients(
             1.0, sigma2 - prev2, math.sqrt(prev2 * (sigma2 - prev2) / sigma2)
         )
@@ -113,9 +132,15 @@ class _BetaSchedule(SDE):
             )
         return beta
 
-    def langevin_alpha(self, t: float) -> float:
+    def step_beta(self, t: float, t_next: float | None) -> float:
+        """β_k on the paper's grid, else the one-step β = 1 − ᾱ(t)/ᾱ(t_next) (ᾱ = a²)."""
+        if self.paper_step(t_next):
+            return self.discrete_beta(self.index(t))
+        return -math.expm1(2 * (self.log_mean_coeff(t) - self.log_mean_coeff(t_next)))
+
+    def langevin_alpha(self, t: float, t_next: float | None = None) -> float:
         """α = 1 − β_k, the per-step value the reference code uses (not the cumulative ᾱ)."""
-        return 1.0 - self.discrete_beta(self.index(t))
+        return 1.0 - self.step_beta(t, t_next)
 
     def prior_sampling(self, z: Tensor) -> Tensor:
         return z
@@ -138,14 +163,25 @@ class VPSDE(_BetaSchedule):
         L = self.log_mean_coeff(t)
         return math.exp(L), math.sqrt(-math.expm1(2 * L))
 
-    def discretize(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+    def log_snr(self, t: float) -> float:
+        L = self.log_mean_coeff(t)
+        return L - 0.5 * math.log(-math.expm1(2 * L)) if t > 0 else math.inf
+
+    def t_of_log_snr(self, lam: float) -> float:
+        """a² = 1/(1 + e^{−2λ}), so L = −½·log(1 + e^{−2λ}); then invert L(t)."""
+        L = -0.5 * math.log1p(math.exp(-2 * lam))
+        return vp_t_of_log_mean_coeff(L, self.beta_min, self.beta_max)
+
+    def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """DDPM chain: f_i = (sqrt(1 − β_k) − 1)·x, G_i = sqrt(β_k) (App. B, Eq. 24)."""
-        beta = self.discrete_beta(self.index(t))
+        beta = self.step_beta(t, t_next)
         return (math.sqrt(1.0 - beta) - 1.0) * x, math.sqrt(beta)
 
-    def ancestral_coefficients(self, t: float) -> AncestralCoefficients:
+    def ancestral_coefficients(
+        self, t: float, t_next: float | None = None
+    ) -> AncestralCoefficients:
         """DDPM ancestral step x_mean = (x + β_k·s)/sqrt(1 − β_k) (Eq. 4)."""
-        beta = self.discrete_beta(self.index(t))
+        beta = self.step_beta(t, t_next)
         root = math.sqrt(1.0 - beta)
         return AncestralCoefficients(1.0 / root, beta / root, math.sqrt(beta))
 
@@ -168,6 +204,16 @@ class SubVPSDE(_BetaSchedule):
     def marginal_coef(self, t: float) -> tuple[float, float]:
         L = self.log_mean_coeff(t)
         return math.exp(L), -math.expm1(2 * L)
+
+    def log_snr(self, t: float) -> float:
+        L = self.log_mean_coeff(t)
+        return L - math.log(-math.expm1(2 * L)) if t > 0 else math.inf
+
+    def t_of_log_snr(self, lam: float) -> float:
+        """std = 1 − a², so a solves a² + e^{−λ}·a − 1 = 0; then invert L(t) = log a."""
+        c = math.exp(-lam)
+        a = 2.0 / (c + math.sqrt(c * c + 4.0))
+        return vp_t_of_log_mean_coeff(math.log(a), self.beta_min, self.beta_max)
 
 
 @bench.hookimpl

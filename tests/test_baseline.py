@@ -126,9 +126,9 @@ def test_broken_builtin_predictor_fails(baseline, tmp_path, monkeypatch):
     import pandas as pd
 
     rows = pd.read_csv(tmp_path / "rows.csv")
-    regressed = set(rows.loc[rows["verdict"] == "regression", "sampler"])
+    regressed = set(rows.loc[rows["verdict"] == "regression", "label"])
     assert regressed == {"reverse_diffusion+none"}
-    assert set(rows.loc[rows["sampler"] == "euler_maruyama+none", "verdict"]) == {"same"}
+    assert set(rows.loc[rows["label"] == "euler_maruyama+none", "verdict"]) == {"same"}
 
 
 def test_broken_plugin_compared_by_name_mapping(baseline, tmp_path):

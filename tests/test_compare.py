@@ -164,7 +164,7 @@ def test_missing_and_new_groups_are_listed():
     old = seeds(BASE) + seeds(BASE, corrector="langevin")
     new = seeds(BASE) + seeds(BASE, steps=20)
     result = run(old, new)
-    assert list(result.missing["sampler"]) == ["euler_maruyama+langevin"]
+    assert list(result.missing["label"]) == ["euler_maruyama+langevin"]
     assert list(result.added["steps"]) == [20]
     assert result.failed
     assert not run(old, new, allow_missing=True).failed

@@ -20,10 +20,10 @@ pytest.importorskip("diffusers")
 
 from bench_plugins.score_models import diffusers_unet as du  # noqa: E402
 
-from bench.core.pc import CountingScore, pc_sample  # noqa: E402
 from bench.errors import BenchError, Unsupported  # noqa: E402
 from tests import diffusers_models as dm  # noqa: E402
 from tests.files import Exploit  # noqa: E402
+from tests.sampling import run_pc  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -191,13 +191,13 @@ def test_nfe_is_counted_per_network_call(ve, registry, make_sde):
     (VE here: on VP with N = 3 the reference Langevin factor α = 1 − β_k is negative.)
     """
     sde = make_sde("ve", 3)
-    score = CountingScore(ve.score_fn(sde))
+    score = ve.view(sde)
     calls = []
     handle = ve.unet.register_forward_hook(lambda *_: calls.append(1))
     predictor = registry.get("predictors", "euler").obj(sde, score)
     corrector = registry.get("correctors", "langevin").obj(sde, score, 0.16, 1)
     try:
-        x = pc_sample(sde, predictor, corrector, sde.prior_sampling(torch.randn(2, 3, 8, 8)))
+        x = run_pc(sde, predictor, corrector, sde.prior_sampling(torch.randn(2, 3, 8, 8)))
     finally:
         handle.remove()
     assert x.shape == (2, 3, 8, 8) and bool(torch.isfinite(x).all())

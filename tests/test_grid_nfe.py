@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from bench.run.cells import CellContext, Components, OptionSet, run_cell
+from bench.run.cells import run_cell
+from bench.run.components import CellContext, Components
 from bench.run.grid import GridSpec, expand
+from tests.sampling import environment
 
 SDES = ("ve", "vp", "subvp")
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none")
@@ -34,10 +36,13 @@ def rows(registry):
         return counted
 
     model.score_fn = spied_score_fn
-    ctx = CellContext(registry, model, torch.device("cpu"), OptionSet(), threads=1)
+    env = environment(registry, model, "float64")
+    ctx = CellContext(env)
     spec = GridSpec(
         model="ring8",
         sdes=SDES,
+        samplers=("pc",),
+        schedules=None,
         predictors=PREDICTORS,
         correctors=CORRECTORS,
         steps=(STEPS,),
@@ -52,7 +57,7 @@ def rows(registry):
         metrics=("swd",),
     )
     out = []
-    for cell in expand(spec, Components(ctx).resolved_options):
+    for cell in expand(spec, Components(env)):
         before = spy["calls"]
         row = run_cell(cell, ctx)
         out.append((cell, row, spy["calls"] - before))
@@ -87,11 +92,12 @@ def test_reported_nfe_is_the_number_of_score_calls(rows):
         assert row["nfe"] == spied / batches
         per_step = (cell.predictor != "none") + CSTEPS * (cell.corrector != "none")
         assert row["nfe"] == STEPS * per_step  # the reference's N·(n+1) would over-count
+        assert row["nfe_nominal"] == row["nfe"] == row["nfe_min"] == row["nfe_max"]
 
 
 def test_samplers_share_their_starting_points(registry):
     """Same seed → same prior noise, whatever the sampler or batch size."""
-    from bench.run.cells import prior_noise
+    from bench.core.noise import prior_noise
 
     a = prior_noise(3, 0, 10, (2,))
     b = torch.cat([prior_noise(3, 0, 4, (2,)), prior_noise(3, 4, 6, (2,))])
@@ -108,10 +114,12 @@ def test_too_few_steps_for_the_ddpm_chain_is_unsupported(registry, predictor, co
     model = registry.get("score-models", "gauss1d").obj.load(
         None, device=torch.device("cpu"), dtype=torch.float64
     )
-    ctx = CellContext(registry, model, torch.device("cpu"), OptionSet(), threads=1)
+    env = environment(registry, model, "float64")
     spec = GridSpec(
         model="gauss1d",
         sdes=("vp",),
+        samplers=("pc",),
+        schedules=None,
         predictors=(predictor,),
         correctors=(corrector,),
         steps=(3,),
@@ -125,6 +133,6 @@ def test_too_few_steps_for_the_ddpm_chain_is_unsupported(registry, predictor, co
         dtype="float64",
         metrics=(),
     )
-    (cell,) = expand(spec, Components(ctx).resolved_options)
-    row = run_cell(cell, ctx)
+    (cell,) = expand(spec, Components(env))
+    row = run_cell(cell, CellContext(env))
     assert row["status"] == "unsupported" and "beta_k < 1" in row["reason"]

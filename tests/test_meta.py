@@ -18,6 +18,8 @@ HOOKS = [
 
 EXAMPLES = {
     "register_sdes": ("sdes", "bench_plugins.sdes", "VPSDE"),
+    "register_schedules": ("schedules", "bench_plugins.schedules", "EDM"),
+    "register_samplers": ("samplers", "bench.core.pc", "PCSampler"),
     "register_predictors": ("predictors", "bench_plugins.predictors", "ReverseDiffusion"),
     "register_correctors": ("correctors", "bench_plugins.correctors", "Langevin"),
     "register_score_models": (
@@ -68,6 +70,14 @@ def _check_hook(hook, tmp_path):
 
 def test_hook_register_sdes(tmp_path):
     _check_hook("register_sdes", tmp_path)
+
+
+def test_hook_register_schedules(tmp_path):
+    _check_hook("register_schedules", tmp_path)
+
+
+def test_hook_register_samplers(tmp_path):
+    _check_hook("register_samplers", tmp_path)
 
 
 def test_hook_register_predictors(tmp_path):

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from bench.core.pc import CountingScore, pc_sample
+from bench.core.noise import step_noise
 from bench.errors import Unsupported
-from bench.run.cells import step_noise
+from tests.sampling import run_pc
 
 HOST_READS = {
     torch.Tensor.item,
@@ -61,13 +61,13 @@ def test_the_loop_has_no_host_reads(
         C.supports(sde)
     except Unsupported:
         pytest.skip("pairing unsupported (a table row, not a loop)")
-    score = CountingScore(model.score_fn(sde))
+    score = model.view(sde)
     noise = step_noise(0, 0, torch.device("cpu"))
     p = P(sde, score, probability_flow, noise)
     c = C(sde, score, 0.16, 2, noise)
     x_T = sde.prior_sampling(torch.randn(16, 1, 8, 8))
     with HostReads() as mode:
-        pc_sample(sde, p, c, x_T)
+        run_pc(sde, p, c, x_T)
     assert mode.seen == []
     assert score.calls > 0 or (predictor, corrector) == ("none", "none")
 

@@ -71,7 +71,7 @@ def test_coverage_detects_a_dropped_mode(registry):
 
 
 def test_metrics_refuse_models_without_exact_density(registry):
-    from bench.core.components import ScoreModel
+    from bench.core.model import ScoreModel
     from bench.errors import Unsupported
 
     class Net(ScoreModel):

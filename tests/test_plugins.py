@@ -243,7 +243,8 @@ def test_builtins_load_as_bench_plugins_not_plugins():
 
 
 def test_every_component_has_a_valid_name_and_summary(registry):
-    from bench.plugin.registry import KINDS, NAME_RE
+    from bench.plugin.kinds import KEYS as KINDS
+    from bench.plugin.registry import NAME_RE
 
     for kind in KINDS:
         for name, entry in registry.entries[kind].items():

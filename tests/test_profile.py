@@ -7,7 +7,9 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.run import profile
+from bench.core.pc import PCSampler
+from bench.run import profile, profile_loops
+from tests.sampling import paper_grid
 
 CASES = [
     ("ve", "reverse_diffusion", "langevin"),
@@ -26,17 +28,23 @@ def test_all_variants_compute_the_same_samples(registry, make_sde, sde_name, pre
     )
     sde = make_sde(sde_name, 40)
     x_T = profile.default_x(model, sde, 8, torch.device("cpu"), torch.float64)
-    setup = profile.Setup(
-        sde, model.score_fn(sde), predictor, corrector, 0.16, 2, x_T, torch.device("cpu")
+    sampler = PCSampler(
+        registry.get("predictors", predictor).obj,
+        registry.get("correctors", corrector).obj,
+        snr=0.16,
+        corrector_steps=2,
     )
-    suite, _ = profile.suite_loop(setup, registry)
+    grid = paper_grid(sde)
+    setup = profile.Setup(
+        sde, grid, sampler, model.score_fn(sde), "score", x_T, torch.device("cpu")
+    )
+    suite, _ = profile.suite_loop(setup)
     expected = suite(x_T)
-    torch.testing.assert_close(profile.minimal_loop(setup)(x_T), expected, rtol=1e-10, atol=1e-10)
-    if predictor in profile.REFERENCE_PREDICTORS:
+    loops = profile_loops.hand_written_loops(setup)
+    torch.testing.assert_close(loops["minimal"](x_T), expected, rtol=1e-10, atol=1e-10)
+    if predictor in profile_loops.REFERENCE_PREDICTORS:
         # the reference keeps its time grid in float32, hence the looser tolerance
-        torch.testing.assert_close(
-            profile.reference_loop(setup)(x_T), expected, rtol=1e-4, atol=1e-4
-        )
+        torch.testing.assert_close(loops["reference"](x_T), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_profile_command_writes_rows(tmp_path):

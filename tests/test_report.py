@@ -88,7 +88,7 @@ def test_paired_differences_by_seed():
         to_frame(rows), "euler_maruyama+none", ["swd", "coverage_min"], directions=Directions()
     )
     swd = one(paired, metric="swd")
-    assert swd["sampler"] == "reverse_diffusion+none" and swd["pairs"] == 3
+    assert swd["label"] == "reverse_diffusion+none" and swd["pairs"] == 3
     assert swd["diff"] == pytest.approx(0.5333333)
     assert swd["diff_ci"] == pytest.approx(T_975_2 * 0.0577350 / math.sqrt(3), rel=1e-5)
     assert swd["verdict"] == "worse"  # lower is better
@@ -137,7 +137,7 @@ def test_directions_fallbacks_and_registry(registry):
 
 def test_sampler_labels_show_swept_snr():
     rows = [row(corrector="langevin", snr=0.1), row(corrector="langevin", snr=0.2), row()]
-    assert list(to_frame(rows)["sampler"]) == [
+    assert list(to_frame(rows)["label"]) == [
         "euler_maruyama+langevin@0.1",
         "euler_maruyama+langevin@0.2",
         "euler_maruyama+none",

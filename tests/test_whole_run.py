@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.core.pc import pc_sample
 from tests import reference as ref
+from tests.sampling import run_pc
 
 # §11.4 table: (sde, rule, N) -> (mean(x_mean), var(x_mean), mean(x), var(x)).
 TABLE = {
@@ -62,7 +62,7 @@ def test_predictor_only_run_matches_recursion(key, registry, make_sde):
         torch.randn(n, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     )
     last = {}
-    x_mean = pc_sample(sde, predictor, corrector, x_T, callback=last.update)
+    x_mean = run_pc(sde, predictor, corrector, x_T, callback=last.update)
     assert torch.equal(x_mean, last["x_mean"])
     out = {
         True: (x_mean.mean().item(), x_mean.var().item()),

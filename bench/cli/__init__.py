@@ -11,8 +11,7 @@ from typing import Any
 import click
 
 from bench.errors import BenchError
-
-KIND_CHOICES = ("sdes", "predictors", "correctors", "score-models", "metrics", "datasets")
+from bench.plugin.kinds import KEYS as KIND_CHOICES
 
 
 class Session:
@@ -136,7 +135,7 @@ def plugins_command(session: Session, as_json: bool, hook: str | None, check: bo
 @click.pass_obj
 def list_command(session: Session, kind: str, as_json: bool) -> None:
     """List the registered components of one KIND with a one-line summary."""
-    from bench.core.components import options_of
+    from bench.core.options import options_of
     from bench.results.textui import table
 
     registry = session.registry

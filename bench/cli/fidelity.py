@@ -107,7 +107,7 @@ def fid_floor_command(
     """
     from bench import fidelity
     from bench.results.textui import table
-    from bench.run.cells import resolve_device
+    from bench.run.setup import resolve_device
 
     data = fidelity.resolve_dataset(dataset, session.registry)
     settings = {

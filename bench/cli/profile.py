@@ -9,9 +9,11 @@ from bench.cli.params import ThreadsParam, compile_option, dtype_option
 
 @click.command("profile")
 @click.option("--model", default="ring8", show_default=True, metavar="NAME[:ARG]")
-@click.option("--sde", default="ve", show_default=True)
-@click.option("--predictor", default="reverse_diffusion", show_default=True)
-@click.option("--corrector", default="langevin", show_default=True)
+@click.option("--sde", default=None, help="[default: the model's own SDE, else ve]")
+@click.option("--sampler", default="pc", show_default=True, help="Any registered sampler.")
+@click.option("--schedule", default=None, metavar="NAME[:ARG]", help="[default: the sampler's own]")
+@click.option("--predictor", default="reverse_diffusion", show_default=True, help="PC only.")
+@click.option("--corrector", default="langevin", show_default=True, help="PC only.")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--snr", type=click.FloatRange(min=0), default=0.16, show_default=True)
 @click.option("--corrector-steps", type=click.IntRange(min=1), default=1, show_default=True)
@@ -32,20 +34,31 @@ from bench.cli.params import ThreadsParam, compile_option, dtype_option
 )
 @click.option("--device", default="auto", show_default=True)
 @dtype_option("bf16/fp16: the score function under autocast, sampler state in float32.")
+@click.option(
+    "--tf32/--no-tf32", default=None, help="Allow TF32 on CUDA [default: torch's setting]."
+)
 @compile_option("torch.compile the network (bare flag: default; reduce-overhead: CUDA graphs).")
 @click.option("--threads", type=ThreadsParam(), default="auto", show_default=True)
+@click.option(
+    "--eps",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Smallest time [default: 1e-5 VE, 1e-3 VP and sub-VP].",
+)
 @click.option("-o", "--option", "options", multiple=True, metavar="[KIND.]NAME.KEY=VALUE")
 @click.option("--out", default=None, metavar="DIR", help="Also write the rows to DIR/results.csv.")
 @click.pass_obj
 def profile_command(session, **kw) -> None:
-    """Time the PC loop against the bare score evaluations it makes.
+    """Time a sampler's loop against the bare model evaluations it makes.
 
     \b
-    Reports, on the same inputs: the bare batched score call, the suite's loop, a minimal
-    hand-written loop doing the same arithmetic, and the reference code's loop structure,
-    with the overhead ratios between them (median of --repeats runs, device-synchronised).
-    Example:
+    Reports, on the same inputs: the bare batched model call, the suite's loop and, for the
+    paper's PC samplers on the uniform grid, a minimal hand-written loop doing the same
+    arithmetic and the reference code's loop structure, with the overhead ratios between them
+    (median of --repeats runs, device-synchronised).
+    Examples:
       bench profile --model ring8 --sde ve --batch-size 64 --steps 2000
+      bench profile --model digits-vp --sampler heun --steps 18
     """
     from bench.run.profile_command import run_profile
 

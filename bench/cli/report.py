@@ -224,7 +224,7 @@ def _target_sampler(session: Any):
         import torch
 
         from bench.errors import BenchError, Unsupported
-        from bench.run.sweep import load_model
+        from bench.run.setup import load_model
 
         try:
             model = load_model(session.registry, spec, torch.device("cpu"), torch.float64)

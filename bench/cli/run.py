@@ -7,18 +7,25 @@ import click
 from bench.cli.params import CommaList, NumberList, ThreadsParam, compile_option, dtype_option
 
 DEFAULTS = {
-    "model": "ring8",
-    "sdes": "ve,vp,subvp",
-    "predictors": "euler_maruyama,reverse_diffusion,ancestral_sampling",
-    "correctors": "none,langevin",
-    "steps": "100,1000",
+    "predictors": ("euler_maruyama", "reverse_diffusion", "ancestral_sampling"),
+    "correctors": ("none", "langevin"),
+    "steps": (100, 1000),
+    "samples": 1000,
+    "batch_size": 1000,
 }
+"""Grid defaults where neither the user nor the model (``ScoreModel.default_grid``) sets one."""
+
+
+def _default(key: str) -> str:
+    value = DEFAULTS[key]
+    text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return f"[default: the model's, else {text}]"
 
 
 @click.command("run")
 @click.option(
     "--model",
-    default=DEFAULTS["model"],
+    default="ring8",
     show_default=True,
     metavar="NAME[:ARG]",
     help="Score model: ring8, gauss1d, gmm64, gmm:PATH.json, digits-ve|vp|subvp, "
@@ -28,29 +35,41 @@ DEFAULTS = {
     "--sdes",
     type=CommaList(),
     default=None,
-    help=f"SDEs to sweep [default: the model's own SDE if it was trained for one, "
-    f"else {DEFAULTS['sdes']}].",
+    help="SDEs to sweep [default: the model's own SDE if it was trained for one, "
+    "else ve,vp,subvp].",
+)
+@click.option(
+    "--samplers",
+    type=CommaList(),
+    default=None,
+    help="Samplers to sweep: pc (the predictor–corrector family) and whole samplers "
+    "[default: pc]. Giving --predictors or another PC option adds pc.",
+)
+@click.option(
+    "--schedules",
+    type=CommaList(),
+    default=None,
+    metavar="LIST",
+    help="Time schedules: uniform, edm, logsnr, quadratic, file:PATH "
+    "[default: each sampler's own; uniform for pc].",
 )
 @click.option(
     "--predictors",
     type=CommaList(),
-    default=DEFAULTS["predictors"],
-    show_default=True,
-    help="Predictors to sweep (aliases allowed: euler, ancestral).",
+    default=None,
+    help=f"Predictors of the PC cells (aliases: euler, rd, ancestral) {_default('predictors')}.",
 )
 @click.option(
     "--correctors",
     type=CommaList(),
-    default=DEFAULTS["correctors"],
-    show_default=True,
-    help="Correctors to sweep.",
+    default=None,
+    help=f"Correctors of the PC cells {_default('correctors')}.",
 )
 @click.option(
     "--steps",
     type=NumberList(int, 1),
-    default=DEFAULTS["steps"],
-    show_default=True,
-    help="Numbers of discretisation steps N.",
+    default=None,
+    help=f"Numbers of steps N {_default('steps')}.",
 )
 @click.option(
     "--snr",
@@ -86,16 +105,14 @@ DEFAULTS = {
 @click.option(
     "--samples",
     type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Samples per cell (the metrics' n).",
+    default=None,
+    help=f"Samples per cell (the metrics' n) {_default('samples')}.",
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Samples per sampling batch.",
+    default=None,
+    help=f"Samples per sampling batch {_default('batch_size')}.",
 )
 @click.option(
     "--metrics",
@@ -168,15 +185,24 @@ DEFAULTS = {
     help="If --out holds a run with other options, archive it and start again.",
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first cell that ends in error.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the cells, their nominal NFE and an estimated run time, then exit.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a TTY].")
 @click.pass_context
 def run_command(ctx: click.Context, **kwargs) -> None:
-    """Run a sweep: SDE × predictor × corrector × steps × SNR × seed, one row per cell.
+    """Run a sweep: SDE × sampler × schedule × steps × seed, one row per cell.
+
+    The predictor–corrector sampler (pc) expands over predictor × corrector × SNR × corrector
+    steps; other samplers run as they are.
 
     \b
     Examples:
       bench run
       bench run --predictors euler,reverse_diffusion --correctors langevin
+      bench run --samplers heun,ddim --schedules edm --steps 10,20 --dry-run
       bench run --model gauss1d --sdes vp --steps 10,100,1000 --seeds 0-3
       bench run --model gmm:my_mixture.json --snr 0.05,0.1,0.16,0.2 -o ve.sigma_max=10
       bench run --resume results/20261122-101500     # after a crash or Ctrl-C
@@ -190,7 +216,11 @@ def run_command(ctx: click.Context, **kwargs) -> None:
     }
     if kwargs["resume"]:
         _add_stored_plugins(ctx.obj, kwargs["resume"])
-    Sweep.from_cli(ctx.obj, kwargs, given).run()  # Ctrl-C: exit 130 (bench.cli.BenchGroup)
+    sweep = Sweep.from_cli(ctx.obj, kwargs, given)
+    if sweep.dry_run:
+        sweep.plan()
+    else:
+        sweep.run()  # Ctrl-C: exit 130 (bench.cli.BenchGroup)
 
 
 def _add_stored_plugins(session, folder: str) -> None:

@@ -112,7 +112,7 @@ def train_command(session: Any, **kw: Any) -> None:
     """
     import torch
 
-    from bench.run.cells import resolve_device
+    from bench.run.setup import resolve_device
     from bench.train import Trainer
 
     registry = session.registry

@@ -15,6 +15,17 @@ class NoOptions:
     """A component without options."""
 
 
+def default_options(component: type, options: Any) -> Any:
+    """``options`` if given, else the component's default ``Options()``."""
+    return options if options is not None else getattr(component, "Options", NoOptions)()
+
+
+def options_of(component: type) -> dict[str, Any]:
+    """Default option values of a component class (for listings)."""
+    opts = getattr(component, "Options", NoOptions)
+    return {f.name: f.default for f in dataclasses.fields(opts)}
+
+
 def option_fields(options_cls: type) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(options_cls)}
 

@@ -2,6 +2,15 @@
 
 Time is a Python ``float``: the reference code broadcasts one scalar t to the whole batch, and
 keeping it on the host lets every coefficient be computed in float64 with no device round trip.
+
+Two conventions for a step from t to t_next (the ``discrete`` attribute chooses):
+
+* the reference code's, on the paper's uniform grid ``linspace(T, eps, N)`` (``discrete=True``):
+  Euler–Maruyama uses dt = −1/N, and reverse diffusion, ancestral sampling and the Langevin α read
+  the discrete tables at k = floor(t·(N−1)) — t_next is not used;
+* on any other time grid (``discrete=False``): dt = t_next − t, and the one-step quantities come
+  from the continuous functions between the two times (VE: G² = σ(t)² − σ(t_next)²; VP: the
+  one-step β = 1 − ᾱ(t)/ᾱ(t_next)). The grid's last point t_N = 0 is the data: σ = 0, ᾱ = 1.
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ class SDE(abc.ABC):
         if N < 1:
             raise ValueError(f"N must be >= 1, got {N}")
         self.N = N
+        self.discrete = True
+        """Whether the reference code's discrete conventions apply (the uniform schedule)."""
         self.options = options if options is not None else self.Options()
         for key, value in dataclasses.asdict(self.options).items():
             setattr(self, key, value)
@@ -71,6 +82,27 @@ class SDE(abc.ABC):
         a, std = self.marginal_coef(t)
         return a * x0, std
 
+    def log_snr(self, t: float) -> float:
+        """The log signal-to-noise ratio λ(t) = log(a(t)/std(t)) (Lu et al. 2022, §2)."""
+        a, std = self.marginal_coef(t)
+        return math.log(a) - math.log(std) if std > 0 else math.inf
+
+    def t_of_log_snr(self, lam: float) -> float:
+        """The time t with λ(t) = lam (λ decreases in t); bisection, exact to float precision.
+
+        SDEs with a closed-form inverse override this.
+        """
+        lo, hi = 0.0, self.T
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if mid in (lo, hi):
+                break
+            if self.log_snr(mid) > lam:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+
     @abc.abstractmethod
     def prior_sampling(self, z: Tensor) -> Tensor:
         """A sample x_T of the prior from standard-normal noise z (same z → same start)."""
@@ -82,10 +114,7 @@ class SDE(abc.ABC):
     # -- discretisation --------------------------------------------------------------------------
     def timesteps(self) -> list[float]:
         """The sampling grid t_i = linspace(T, eps, N), i = 0..N-1, in float64 on the host."""
-        if self.N == 1:
-            return [self.T]
-        step = (self.eps - self.T) / (self.N - 1)
-        return [self.T + i * step for i in range(self.N - 1)] + [self.eps]
+        return paper_linspace(self.T, self.eps, self.N)
 
     def index(self, t: float) -> int:
         """The discrete index k(t) = floor(t·(N−1)/T) every discrete rule uses (§1).
@@ -95,17 +124,33 @@ class SDE(abc.ABC):
         """
         return int(math.floor(t * (self.N - 1) / self.T + 1e-9))
 
-    def discretize(self, x: Tensor, t: float) -> tuple[Tensor, float]:
-        """(f_i, G_i) of x_{i+1} = x_i + f_i + G_i·z; Euler–Maruyama with dt = 1/N by default."""
+    def paper_step(self, t_next: float | None) -> bool:
+        """Whether a step uses the reference code's discrete convention (see the module doc).
+
+        ``t_next=None`` (a caller that predates time grids) means the paper's convention too.
+        """
+        return self.discrete or t_next is None
+
+    def step_dt(self, t: float, t_next: float | None = None) -> float:
+        """The (negative) time step: −1/N on the paper's grid (§1), else t_next − t."""
+        return -1.0 / self.N if self.paper_step(t_next) else t_next - t
+
+    def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
+        """(f_i, G_i) of x_{i+1} = x_i + f_i + G_i·z; Euler–Maruyama by default.
+
+        The forward step spans |dt|: 1/N on the paper's grid, t − t_next elsewhere.
+        """
         drift, diffusion = self.sde(x, t)
-        dt = 1.0 / self.N
+        dt = 1.0 / self.N if self.paper_step(t_next) else t - t_next
         return drift * dt, diffusion * math.sqrt(dt)
 
-    def langevin_alpha(self, t: float) -> float:
+    def langevin_alpha(self, t: float, t_next: float | None = None) -> float:
         """The factor α of the Langevin step size (Alg. 4/5): 1 unless the SDE says otherwise."""
         return 1.0
 
-    def ancestral_coefficients(self, t: float) -> AncestralCoefficients:
+    def ancestral_coefficients(
+        self, t: float, t_next: float | None = None
+    ) -> AncestralCoefficients:
         """Coefficients of the ancestral sampling step; SDEs without one are unsupported."""
         raise Unsupported(f"ancestral sampling is not defined for the {self.name} SDE")
 
@@ -135,9 +180,9 @@ class ReverseSDE:
         score = self.score_fn(x, t)
         return torch.sub(drift, score, alpha=self.c * g**2), 0.0 if self.probability_flow else g
 
-    def discretize(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+    def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """Reverse discretisation rev_f = f_i − c·G_i²·s, rev_G = G_i or 0 (App. E, Eq. 46)."""
-        f, G = self.forward.discretize(x, t)
+        f, G = self.forward.discretize(x, t, t_next)
         score = self.score_fn(x, t)
         return torch.sub(f, score, alpha=self.c * G**2), 0.0 if self.probability_flow else G
 
@@ -145,6 +190,25 @@ class ReverseSDE:
 def vp_log_mean_coeff(t: float, beta_min: float, beta_max: float) -> float:
     """L(t) = −¼t²(β_max − β_min) − ½tβ_min, so a(t) = e^{L(t)} = exp(−½∫₀ᵗβ)."""
     return -0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min
+
+
+def vp_t_of_log_mean_coeff(L: float, beta_min: float, beta_max: float) -> float:
+    """The inverse of :func:`vp_log_mean_coeff`: the root t ≥ 0 of ¼Δβ·t² + ½β_min·t + L = 0.
+
+    Written as 2c/(b + sqrt(b² + Δβ·c)) with c = −L, b = ½β_min: no cancellation at small t.
+    """
+    c, b = -L, 0.5 * beta_min
+    if c <= 0:
+        return 0.0
+    return 2 * c / (b + math.sqrt(b * b + (beta_max - beta_min) * c))
+
+
+def paper_linspace(T: float, eps: float, N: int) -> list[float]:
+    """linspace(T, eps, N) as the reference code's grid (§1): exact end points, float64."""
+    if N == 1:
+        return [T]
+    step = (eps - T) / (N - 1)
+    return [T + i * step for i in range(N - 1)] + [eps]
 
 
 def ladder(lo: float, hi: float, k: int, N: int) -> float:

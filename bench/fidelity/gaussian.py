@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.core.components import ScoreModel
+from bench.core.model import ScoreModel
 
 REFERENCE_SEED = 2021
 """Seed of the exact reference samples: the same for every cell, so cells share their reference."""

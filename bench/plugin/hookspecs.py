@@ -1,110 +1,67 @@
-"""The five registration hooks of sde-bench.
+"""The registration hooks of sde-bench, one per component kind (:mod:`bench.plugin.kinds`).
 
-Every hook hands the plugin a ``register`` callback. Each is collected once per process, after
-every plugin has loaded. A plugin calls ``register(cls, name=None, aliases=())`` once per
-component; the class carries ``name`` (a lower-case id) and its docstring's first line is the
-summary ``bench list`` shows.
+Every hook hands the plugin a ``register`` callback and is collected once per process, after every
+plugin has loaded. A plugin calls ``register(cls, name=None, aliases=())`` once per component; the
+class carries ``name`` (a lower-case id) and its docstring's first line is the summary
+``bench list`` shows. The hook functions below are generated from the kinds table, so a new kind
+needs no edit here.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Iterable, Protocol
 
 import pluggy
 
 from bench import PROJECT
+from bench.plugin.kinds import KINDS, Kind
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
-Register = Callable[..., None]
 
-
-@hookspec
-def register_sdes(register: Register) -> None:
-    """Register forward SDEs (subclasses of :class:`bench.SDE`).
+class Register(Protocol):
+    """The ``register`` callback a registration hook receives.
 
     Args:
-        register: call ``register(MySDE)`` for each SDE class.
+        component: the component class (a subclass of the kind's base class).
+        name: its name, if not the class's ``name`` attribute.
+        aliases: other names it answers to, if not the class's ``aliases``.
+    """
+
+    def __call__(
+        self, component: type, /, *, name: str | None = None, aliases: Iterable[str] = ()
+    ) -> None: ...
+
+
+def _docstring(kind: Kind) -> str:
+    base = kind.base.replace(":", ".")
+    return f"""Register {kind.accepts} (subclasses of :class:`{base}`).
+
+    Args:
+        register: call ``register(MyClass)`` for each {kind.singular} class
+            (``register(MyClass, name="mine", aliases=("m",))`` to name it here).
 
     Called once per process after all plugins are loaded. Example::
 
         @bench.hookimpl
-        def register_sdes(register):
-            register(MySDE)
+        def {kind.hook}(register):
+            register(MyClass)
     """
 
 
-@hookspec
-def register_predictors(register: Register) -> None:
-    """Register predictors (subclasses of :class:`bench.Predictor`).
+def _spec(kind: Kind) -> Callable[..., Any]:
+    def spec(register: Register) -> None:
+        """(generated)"""
 
-    Args:
-        register: call ``register(MyPredictor, aliases=("mine",))`` for each predictor class.
-
-    Called once per process after all plugins are loaded. Example::
-
-        @bench.hookimpl
-        def register_predictors(register):
-            register(MyPredictor)
-    """
+    spec.__name__ = spec.__qualname__ = kind.hook
+    spec.__doc__ = _docstring(kind)
+    spec.__module__ = __name__
+    return hookspec(spec)
 
 
-@hookspec
-def register_correctors(register: Register) -> None:
-    """Register correctors (subclasses of :class:`bench.Corrector`).
+for _kind in KINDS:
+    globals()[_kind.hook] = _spec(_kind)
+del _kind
 
-    Args:
-        register: call ``register(MyCorrector)`` for each corrector class.
-
-    Called once per process after all plugins are loaded. Example::
-
-        @bench.hookimpl
-        def register_correctors(register):
-            register(MyCorrector)
-    """
-
-
-@hookspec
-def register_score_models(register: Register) -> None:
-    """Register score models (subclasses of :class:`bench.ScoreModel`).
-
-    Args:
-        register: call ``register(MyModel)``; users select it with ``--model NAME[:ARG]``.
-
-    Called once per process after all plugins are loaded. Example::
-
-        @bench.hookimpl
-        def register_score_models(register):
-            register(MyModel)
-    """
-
-
-@hookspec
-def register_metrics(register: Register) -> None:
-    """Register streaming metrics (subclasses of :class:`bench.Metric`).
-
-    Args:
-        register: call ``register(MyMetric)``; users select it with ``--metrics NAME``.
-
-    Called once per process after all plugins are loaded. Example::
-
-        @bench.hookimpl
-        def register_metrics(register):
-            register(MyMetric)
-    """
-
-
-@hookspec
-def register_datasets(register: Register) -> None:
-    """Register image datasets (subclasses of :class:`bench.Dataset`).
-
-    Args:
-        register: call ``register(MyDataset)``; users select it as ``NAME[:ARG]`` (e.g. for
-            training, or as the reference set of FID/KID).
-
-    Called once per process after all plugins are loaded. Example::
-
-        @bench.hookimpl
-        def register_datasets(register):
-            register(MyDataset)
-    """
+HOOKS: tuple[str, ...] = tuple(kind.hook for kind in KINDS)
+"""The names of every registration hook, in the order of the kinds table."""

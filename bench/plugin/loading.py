@@ -25,7 +25,9 @@ import pluggy
 from bench import PROJECT
 from bench.errors import BenchError
 from bench.plugin import hookspecs
-from bench.plugin.registry import HOOKS, KINDS, DuplicateName, Entry, Provider, Registry
+from bench.plugin.hookspecs import HOOKS
+from bench.plugin.kinds import KINDS
+from bench.plugin.registry import DuplicateName, Entry, Provider, Registry
 
 DIST = "sde-bench"
 LOCAL_PACKAGE = "bench_local_plugins"
@@ -209,7 +211,7 @@ class _Loader:
             self.pm.register(obj, name=record.name)
             self.objects[record.name] = obj
             record.hooks = sorted(h.name for h in self.pm.get_hookcallers(obj) or [])
-            unknown = [h for h in record.hooks if h not in HOOKS.values()]
+            unknown = [h for h in record.hooks if h not in HOOKS]
             if unknown:
                 raise BenchError(f"unknown hook(s) {', '.join(unknown)} (misspelt?)")
         except Exception as exc:  # noqa: BLE001 - any plugin error is isolated or reported
@@ -253,28 +255,23 @@ class _Loader:
         return registry
 
     def _entries_of(self, record: PluginRecord) -> list[Entry]:
-        """Call each registration hook of one plugin; return what it registered (uncommitted)."""
+        """Call each registration hook of one plugin through pluggy's own caller, restricted to
+        that plugin; return what it registered (uncommitted, so a failure leaves no trace)."""
         buffered: list[Entry] = []
         probe = Registry()
+        others = [p for p in self.pm.get_plugins() if self.pm.get_name(p) != record.name]
         for kind in KINDS:
-            hook = getattr(self.pm.hook, HOOKS[kind])
-            for impl in hook.get_hookimpls():
-                if impl.plugin_name != record.name:
-                    continue
+            if kind.hook not in record.hooks:
+                continue
 
-                def register(
-                    obj: Any,
-                    *,
-                    name: str | None = None,
-                    aliases: Iterable[str] = (),
-                    _kind: str = kind,
-                ) -> None:
-                    entry = probe.validate(_kind, obj, name, tuple(aliases))
-                    entry = Entry(_kind, entry.name, obj, record.provider, entry.aliases)
-                    buffered.append(entry)
+            def register(
+                obj: Any, /, *, name: str | None = None, aliases: Iterable[str] = (), _k=kind.key
+            ) -> None:
+                entry = probe.validate(_k, obj, name, tuple(aliases))
+                buffered.append(Entry(_k, entry.name, obj, record.provider, entry.aliases))
 
-                kwargs = {"register": register}
-                impl.function(**{a: kwargs[a] for a in impl.argnames})
+            caller = self.pm.subset_hook_caller(kind.hook, remove_plugins=others)
+            caller(register=register)
         return buffered
 
 

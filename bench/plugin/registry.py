@@ -8,22 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
+from bench.plugin.kinds import BY_KEY, KEYS
 
 
 class DuplicateName(BenchError):
     """Two plugins claim one component name: always an error, naming both providers."""
 
 
-KINDS = ("sdes", "predictors", "correctors", "score-models", "metrics", "datasets")
-HOOKS = {kind: "register_" + kind.replace("-", "_") for kind in KINDS}
-SINGULAR = {
-    "sdes": "SDE",
-    "predictors": "predictor",
-    "correctors": "corrector",
-    "score-models": "score model",
-    "metrics": "metric",
-    "datasets": "dataset",
-}
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -61,37 +52,24 @@ class Entry:
         return doc.splitlines()[0].strip() if doc else ""
 
 
-def base_class(kind: str) -> type:
-    """The base class a component of ``kind`` must derive from."""
-    import bench
-
-    return {
-        "sdes": bench.SDE,
-        "predictors": bench.Predictor,
-        "correctors": bench.Corrector,
-        "score-models": bench.ScoreModel,
-        "metrics": bench.Metric,
-        "datasets": bench.Dataset,
-    }[kind]
-
-
 @dataclass
 class Registry:
     """All components by kind; names and aliases share one namespace per kind."""
 
-    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    lookup: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KEYS})
+    lookup: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KEYS})
 
     def validate(self, kind: str, obj: Any, name: str | None, aliases: tuple[str, ...]) -> Entry:
         """Check one registration and return its (provider-less) entry; raise on bad input."""
-        base = base_class(kind)
+        singular = BY_KEY[kind].singular
+        base = BY_KEY[kind].base_class()
         if not (isinstance(obj, type) and issubclass(obj, base)):
-            raise TypeError(f"{SINGULAR[kind]} {obj!r} must be a subclass of {base.__name__}")
+            raise TypeError(f"{singular} {obj!r} must be a subclass of {base.__name__}")
         name = name or getattr(obj, "name", None)
         aliases = tuple(aliases) or tuple(getattr(obj, "aliases", ()))
         for n in (name, *aliases):
             if not isinstance(n, str) or not NAME_RE.match(n):
-                raise ValueError(f"invalid {SINGULAR[kind]} name {n!r}: use [a-z][a-z0-9_-]*")
+                raise ValueError(f"invalid {singular} name {n!r}: use [a-z][a-z0-9_-]*")
         return Entry(kind, name, obj, Provider("?", "?"), aliases)
 
     def conflicts(self, entry: Entry) -> list[str]:
@@ -102,7 +80,7 @@ class Registry:
             if owner is not None:
                 other = self.entries[entry.kind][owner].provider
                 out.append(
-                    f"duplicate {SINGULAR[entry.kind]} name {n!r}: provided by {other} "
+                    f"duplicate {BY_KEY[entry.kind].singular} name {n!r}: provided by {other} "
                     f"and by {entry.provider}"
                 )
         return out
@@ -129,4 +107,4 @@ class Registry:
 def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown {SINGULAR[kind]} {name!r}.{hint} Valid names: {', '.join(valid) or '(none)'}"
+    return f"unknown {BY_KEY[kind].singular} {name!r}.{hint} Valid names: {', '.join(valid) or '(none)'}"

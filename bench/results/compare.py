@@ -29,6 +29,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.results.frame import (
+    LABEL,
     SAMPLER_COLUMNS,
     Directions,
     group_columns,
@@ -307,7 +308,7 @@ def apply_renames(frame: pd.DataFrame, renames: Mapping[str, Mapping[str, str]])
             )
         out[column] = out[column].replace(dict(mapping))
     if set(renames) & set(SAMPLER_COLUMNS):
-        out["sampler"] = sampler_labels(out)
+        out[LABEL] = sampler_labels(out)
     return out
 
 
@@ -355,7 +356,7 @@ def _display_columns(old: pd.DataFrame, new: pd.DataFrame, keys: list[str]) -> l
     base = [c for c in ("model", "sde") if c in keys]
     skip = {*SAMPLER_COLUMNS, "model", "sde", "steps", "eps", "sde_options"}
     extra = [c for c in keys if c not in skip and both[c].nunique(dropna=False) > 1]
-    return base + ["sampler"] + (["steps"] if "steps" in keys else []) + extra
+    return base + [LABEL] + (["steps"] if "steps" in keys else []) + extra
 
 
 def _heads(groups: dict[str, pd.DataFrame], names: list[str], display: list[str]) -> pd.DataFrame:

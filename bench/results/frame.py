@@ -31,6 +31,8 @@ Direction = Literal["lower", "higher", "info"]
 CONFIG_COLUMNS = (
     "model",
     "sde",
+    "sampler",
+    "schedule",
     "predictor",
     "corrector",
     "probability_flow",
@@ -48,14 +50,32 @@ CONFIG_COLUMNS = (
 )
 """Config columns in display order; any further ``*_options`` column is config too."""
 
-SAMPLER_COLUMNS = ("predictor", "probability_flow", "corrector", "snr", "corrector_steps")
-"""The columns that together name a sampler."""
+SAMPLER_COLUMNS = (
+    "sampler",
+    "schedule",
+    "predictor",
+    "probability_flow",
+    "corrector",
+    "snr",
+    "corrector_steps",
+    "sampler_options",
+    "schedule_options",
+    "predictor_options",
+    "corrector_options",
+)
+"""The columns that together name a sampler (what paired comparisons vary)."""
+
+LABEL = "label"
+"""The column :func:`to_frame` adds: a sampler's display name (see :func:`sampler_labels`)."""
 
 NOT_IN_GROUP_KEY = ("seed", "metrics")
 """Config columns that do not identify a group: seeds are replicates, and the list of metrics
 requested changes which columns exist, not the samples."""
 
 TIMING_COLUMNS = ("nfe", "wall_clock_s", "samples_per_s", "s_per_nfe")
+
+NFE_INFO = frozenset({"nfe_nominal", "nfe_min", "nfe_max"})
+"""NFE columns beside the counted mean: what the sampler claims, and the spread over batches."""
 
 SETTING_COLUMNS = frozenset({"kid_subset_size", "kid_subsets", "kid_pool_n", "isc_splits"})
 """Columns a metric reports about its own settings (subset sizes, pool size): kept in the rows,
@@ -210,13 +230,19 @@ def _profile_message(path: Path, profiles: list[Path], runs: int) -> str:
 
 
 def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """A frame of rows with a ``sampler`` label column added (see :func:`sampler_labels`)."""
+    """A frame of rows with a ``label`` column added (see :func:`sampler_labels`).
+
+    Rows written before samplers were a kind (no ``sampler`` column) are PC rows on the paper's
+    uniform grid: their ``sampler`` and ``schedule`` are filled in as ``pc`` and ``uniform``.
+    """
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return frame
     if "status" not in frame:
         frame["status"] = "ok"
-    frame["sampler"] = sampler_labels(frame)
+    if "predictor" in frame and "sampler" not in frame:
+        frame["sampler"], frame["schedule"] = "pc", "uniform"
+    frame[LABEL] = sampler_labels(frame)
     return frame
 
 
@@ -319,22 +345,39 @@ def direction(column: str, registry: Any | None = None) -> Direction:
 
 # -- sampler labels -------------------------------------------------------------------------------
 def sampler_labels(frame: pd.DataFrame) -> pd.Series:
-    """``predictor[(pf)]+corrector``, with ``@snr`` and ``×k`` corrector steps added when a run
-    sweeps them (so every label names one sampler)."""
-    show_snr = frame["snr"].nunique() > 1 if "snr" in frame else False
-    show_k = frame["corrector_steps"].nunique() > 1 if "corrector_steps" in frame else False
-    return frame.apply(lambda r: sampler_label(r, show_snr, show_k), axis=1).astype(str)
+    """Display names of the rows' samplers: ``predictor[(pf)]+corrector`` for PC cells (with
+    ``@snr`` and ``×k`` corrector steps added when a run sweeps them), the sampler's name for
+    the others; ``[schedule]`` and ``{options}`` are added when a run sweeps them, so every label
+    names one sampler."""
+    show = {
+        c: frame[c].nunique() > 1 if c in frame else False
+        for c in ("snr", "corrector_steps", "schedule", "sampler_options")
+    }
+    return frame.apply(lambda r: sampler_label(r, **show), axis=1).astype(str)
 
 
-def sampler_label(row: Any, show_snr: bool = False, show_k: bool = False) -> str:
+def sampler_label(
+    row: Any,
+    snr: bool = False,
+    corrector_steps: bool = False,
+    schedule: bool = False,
+    sampler_options: bool = False,
+) -> str:
     """The label of one row (see :func:`sampler_labels`)."""
-    pf = "(pf)" if _truthy(row.get("probability_flow")) else ""
-    label = f"{row.get('predictor')}{pf}+{row.get('corrector')}"
-    if row.get("corrector") not in (None, "none"):
-        if show_snr and _present(row.get("snr")):
-            label += f"@{row['snr']:g}"
-        if show_k and _present(row.get("corrector_steps")):
-            label += f"×{int(row['corrector_steps'])}"
+    if _present(row.get("predictor")):
+        pf = "(pf)" if _truthy(row.get("probability_flow")) else ""
+        label = f"{row.get('predictor')}{pf}+{row.get('corrector')}"
+        if row.get("corrector") not in (None, "none"):
+            if snr and _present(row.get("snr")):
+                label += f"@{row['snr']:g}"
+            if corrector_steps and _present(row.get("corrector_steps")):
+                label += f"×{int(row['corrector_steps'])}"
+    else:
+        label = str(row.get("sampler"))
+        if sampler_options and _present(row.get("sampler_options")) and row["sampler_options"]:
+            label += "{" + str(row["sampler_options"]) + "}"
+    if schedule and _present(row.get("schedule")):
+        label += f"[{row['schedule']}]"
     return label
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.results.frame import Directions, sampler_label
+from bench.results.frame import LABEL, Directions, sampler_label
 from bench.results.report import Report, block_columns, fmt
 
 PANEL = (4.6, 3.5)
@@ -139,13 +139,13 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
     direction = report.directions(metric)
     for model, parts in model_blocks(report.summary):
         fig, axes = _figure(len(parts))
-        colors = _colors(list(dict.fromkeys(report.summary["sampler"])))
+        colors = _colors(list(dict.fromkeys(report.summary[LABEL])))
         for ax, (title, block) in zip(axes, parts):
             ok = _cost_panel(ax, block, metric, cost, direction, colors)
             _reference_line(ax, report.frame, metric, model)
             if ok is not None:  # after the reference line, which may widen the limits
                 ci = ok.get(f"{metric}_ci")
-                _mark_clipped(ax, ok["x"], ok[metric], ci, [colors[s] for s in ok["sampler"]])
+                _mark_clipped(ax, ok["x"], ok[metric], ci, [colors[s] for s in ok[LABEL]])
             ax.set_title(title, fontsize=10)
             ax.set_xlabel(COST_LABELS.get(cost, cost), fontsize=8)
             ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
@@ -166,8 +166,8 @@ def _cost_panel(
         ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes)
         return None
     log = ok[cost].min() > 0 and ok[cost].max() / ok[cost].min() > 5
-    ok["x"] = ok[cost] * _dodge(ok["sampler"]) if cost == "nfe" else ok[cost]
-    for sampler, rows in ok.groupby("sampler", sort=False):
+    ok["x"] = ok[cost] * _dodge(ok[LABEL]) if cost == "nfe" else ok[cost]
+    for sampler, rows in ok.groupby(LABEL, sort=False):
         rows = rows.sort_values(cost)
         _line(ax, rows["x"], rows, metric, colors[sampler], sampler)
     if direction != "info":
@@ -286,7 +286,7 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
 def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, direction: str, show_k: bool) -> None:
     ok = block[(block["n_ok"] > 0) & block[metric].notna()].copy()
     ok["line"] = [
-        f"{sampler_label(r, show_k=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()
+        f"{sampler_label(r, corrector_steps=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()
     ]
     colors = _colors(list(dict.fromkeys(ok["line"])))
     for line, rows in ok.groupby("line", sort=False):
@@ -424,7 +424,7 @@ def _first_seed_statuses(
 ) -> dict[tuple[str, Any], str]:
     """(sampler, steps) → status of the cells of one model, SDE and seed."""
     rows = frame[(frame["model"] == model) & (frame["sde"] == sde) & (frame["seed"] == seed)]
-    return {(s, n): str(st) for s, n, st in zip(rows["sampler"], rows["steps"], rows["status"])}
+    return {(s, n): str(st) for s, n, st in zip(rows[LABEL], rows["steps"], rows["status"])}
 
 
 def _sample_grid(
@@ -439,7 +439,7 @@ def _sample_grid(
     """Samplers (rows) × steps (columns); every row and column is labelled, also where its
     first cell has no samples (such a cell says why: ``unsupported``, ``no samples``...)."""
     plt = _pyplot()
-    samplers = list(dict.fromkeys(rows["sampler"]))[:MAX_SAMPLE_ROWS]
+    samplers = list(dict.fromkeys(rows[LABEL]))[:MAX_SAMPLE_ROWS]
     steps = sorted(rows["steps"].unique())
     size = 2.4 if kind != "hist" else 2.8
     fig, axes = plt.subplots(
@@ -452,7 +452,7 @@ def _sample_grid(
     for i, sampler in enumerate(samplers):
         for j, n in enumerate(steps):
             ax = axes[i][j]
-            cell = rows[(rows["sampler"] == sampler) & (rows["steps"] == n)]
+            cell = rows[(rows[LABEL] == sampler) & (rows["steps"] == n)]
             if cell.empty:
                 _empty_cell(ax, (status or {}).get((sampler, n), "no samples"))
             else:

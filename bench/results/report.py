@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.results.frame import (
     CONFIG_COLUMNS,  # noqa: F401  (re-exported: older callers import it from here)
+    LABEL,
     SAMPLER_COLUMNS,
     Directions,
     group_columns,
@@ -26,6 +27,20 @@ from bench.results.frame import (
 from bench.results.stats import context_columns, paired_differences, resolve_sampler, summarize
 
 TIME_COLUMNS = ("nfe", "wall_clock_s")
+
+
+def time_columns(frame: pd.DataFrame) -> list[str]:
+    """``nfe``, then ``nfe_nominal`` where some sampler spends other than it claims (or its
+    NFE is not known in advance), then ``wall_clock_s``: differences are shown, not hidden."""
+    cols = [c for c in TIME_COLUMNS if c in frame]
+    if "nfe_nominal" in frame and "nfe" in frame:
+        ok = frame[frame["status"] == "ok"]
+        nominal = pd.to_numeric(ok["nfe_nominal"], errors="coerce")
+        if not nominal.equals(pd.to_numeric(ok["nfe"], errors="coerce")):
+            cols.insert(1, "nfe_nominal")
+    return cols
+
+
 BLOCK_BASE = ("model", "sde")
 SKIP_IN_BLOCK = ("steps", "seed", "metrics", "eps", "sde_options")
 
@@ -109,7 +124,7 @@ def build_report(
     directions = directions or Directions()
     chosen = list(metrics) if metrics else metric_columns(frame, include_info=False)
     _check_columns(frame, chosen)
-    columns = chosen + [c for c in TIME_COLUMNS if c in frame and c not in chosen]
+    columns = chosen + [c for c in time_columns(frame) if c not in chosen]
     summary = summarize(frame, columns, confidence, describe=provenance_columns(frame, chosen))
     report = Report(frame, summary, chosen, directions, confidence, title=title)
     if baseline:
@@ -248,11 +263,11 @@ def pivot(block: pd.DataFrame, metric: str, directions: Directions) -> pd.DataFr
     number of steps; a cell that did not run shows its status instead of a value.
     """
     steps = sorted(block["steps"].dropna().unique()) if "steps" in block else [None]
-    samplers = list(dict.fromkeys(block["sampler"]))
+    samplers = list(dict.fromkeys(block[LABEL]))
     table = pd.DataFrame({"sampler": samplers})
     for n in steps:
         rows = block[block["steps"] == n] if n is not None else block
-        by_sampler = rows.set_index("sampler")
+        by_sampler = rows.set_index(LABEL)
         head = f"N={fmt(n)} " if n is not None else ""
         cells = [
             _cells(by_sampler.loc[s] if s in by_sampler.index else None, metric) for s in samplers
@@ -292,12 +307,12 @@ def paired_pivot(paired: pd.DataFrame, metric: str) -> pd.DataFrame:
         ]
     )
     if "steps" not in text:
-        return text[["sampler", "cell"]]
+        return text[[LABEL, "cell"]].rename(columns={LABEL: "sampler"})
     table = text.pivot_table(
-        index="sampler", columns="steps", values="cell", aggfunc="first", sort=False
+        index=LABEL, columns="steps", values="cell", aggfunc="first", sort=False
     )
     table.columns = [f"N={fmt(c)}" for c in table.columns]
-    return table.reset_index()
+    return table.reset_index().rename(columns={LABEL: "sampler"})
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -419,14 +434,14 @@ def not_ok_lines(frame: pd.DataFrame) -> list[str]:
     bad = frame[frame["status"] != "ok"]
     if bad.empty:
         return []
-    cols = [c for c in ("model", "sde", "sampler", "steps", "status", "reason") if c in bad]
+    cols = [c for c in ("model", "sde", LABEL, "steps", "status", "reason") if c in bad]
     counted = bad.fillna({"reason": ""}).groupby(cols, sort=False, dropna=False).size()
     lines = []
     for values, n in counted.items():
         row = dict(zip(cols, values if isinstance(values, tuple) else (values,)))
         seeds = f" ({n} seeds)" if n > 1 else ""
         lines.append(
-            f"{row.get('sde', '')} {row.get('sampler', '')} N={fmt(row.get('steps'))}: "
+            f"{row.get('sde', '')} {row.get(LABEL, '')} N={fmt(row.get('steps'))}: "
             f"{row['status']}: {row.get('reason', '')}{seeds}".strip()
         )
     return lines
@@ -456,16 +471,17 @@ def short_report(
     frame = to_frame(rows)
     directions = directions or Directions.from_registry(registry)
     metrics = metric_columns(frame, include_info=False)
-    summary = summarize(frame, metrics + [c for c in TIME_COLUMNS if c in frame], confidence)
-    shown = [c for c in ("sde", "sampler", "steps") if c in summary]
+    timing = time_columns(frame)
+    summary = summarize(frame, metrics + timing, confidence)
+    shown = [c for c in ("sde", LABEL, "steps") if c in summary]
     shown += [
         c
         for c in varying_within(summary, group_columns(summary), "sde")
         if c not in shown and c not in SAMPLER_COLUMNS
     ]
-    table = summary[shown].copy()
+    table = summary[shown].copy().rename(columns={LABEL: "sampler"})
     table["status"] = summary["status"]
-    for col in [*TIME_COLUMNS, *metrics]:
+    for col in [*timing, *metrics]:
         if col in summary:
             head = {"wall_clock_s": "s"}.get(col, f"{col}{directions.arrow(col)}")
             ci = summary[f"{col}_ci"] if col in metrics else [math.nan] * len(summary)

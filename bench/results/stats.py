@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.results.frame import SAMPLER_COLUMNS, Directions, group_columns, key_frame
+from bench.results.frame import LABEL, SAMPLER_COLUMNS, Directions, group_columns, key_frame
 
 GROUP = "_group"
 
@@ -77,7 +77,7 @@ def summarize(
             ...): carried over as their value on the ok seeds (see :func:`describe_value`).
 
     Returns:
-        The group's config columns and ``sampler``; ``seeds`` (rows in the group); ``n_ok``;
+        The group's config columns and ``label``; ``seeds`` (rows in the group); ``n_ok``;
         ``status`` (``ok``, a status shared by every seed, or e.g. ``diverged 1/3``);
         ``reason`` (the first non-ok reason); then ``<col>`` (mean) and ``<col>_ci``
         (half-width, NaN with fewer than two ok seeds) for every column; then the
@@ -86,7 +86,7 @@ def summarize(
     keys = group_columns(frame)
     framed = with_groups(frame, keys)
     grouped = framed.groupby(GROUP, sort=False)
-    out = grouped[keys + ["sampler"]].first()
+    out = grouped[keys + [LABEL]].first()
     out["seeds"] = grouped.size()
     out["n_ok"] = grouped["status"].agg(lambda s: int((s == "ok").sum()))
     out["status"] = grouped["status"].agg(status_summary)
@@ -165,7 +165,7 @@ def resolve_sampler(frame: pd.DataFrame, wanted: str) -> str:
     """
     from bench.errors import BenchError
 
-    labels = list(dict.fromkeys(frame["sampler"]))
+    labels = list(dict.fromkeys(frame[LABEL]))
     if wanted in labels:
         return wanted
     matches = [label for label in labels if label.startswith(wanted)]
@@ -193,7 +193,7 @@ def paired_differences(
     (common random numbers). Only ok cells are paired.
 
     Returns:
-        One row per (context, sampler ≠ baseline, column): the context columns, ``sampler``,
+        One row per (context, sampler ≠ baseline, column): the context columns, ``label`` (the sampler),
         ``baseline``, ``metric``, ``pairs`` (seeds paired), ``diff`` (mean difference),
         ``diff_ci`` (half-width, NaN with one pair) and ``verdict``: ``better`` or ``worse``
         when the interval excludes 0 (by the column's direction), ``same`` when every pair
@@ -202,9 +202,9 @@ def paired_differences(
     directions = directions or Directions()
     context = context_columns(frame)
     ok = with_groups(frame[frame["status"] == "ok"], [*context, "seed"])
-    base = ok[ok["sampler"] == baseline].set_index(GROUP)
+    base = ok[ok[LABEL] == baseline].set_index(GROUP)
     records = []
-    for sampler, rows in ok[ok["sampler"] != baseline].groupby("sampler", sort=False):
+    for sampler, rows in ok[ok[LABEL] != baseline].groupby(LABEL, sort=False):
         renamed = base[list(columns)].rename(columns=lambda c: f"{c}__base")
         joined = rows.join(renamed, on=GROUP, how="inner")
         for col in columns:
@@ -233,7 +233,7 @@ def _pair_records(
             out.append(
                 {
                     **head,
-                    "sampler": sampler,
+                    LABEL: sampler,
                     "baseline": baseline,
                     "metric": col,
                     "pairs": int(d.size),

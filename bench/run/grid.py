@@ -6,27 +6,35 @@ import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
+from bench.core.pc import PCSampler
 from bench.errors import BenchError
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid point. Its id is a hash of everything that defines the result of the cell."""
+    """One grid point. Its id is a hash of everything that defines the result of the cell.
+
+    ``sampler`` is ``pc`` for the paper's predictor–corrector family, whose predictor, corrector,
+    probability flow, SNR, corrector steps and noise removal (``denoise``) are fields of their
+    own; for every other sampler they are ``None``. ``schedule`` is ``NAME`` or ``NAME:ARG``.
+    """
 
     model: str
     sde: str
-    predictor: str
-    corrector: str
-    probability_flow: bool
+    sampler: str
+    schedule: str
+    predictor: str | None
+    corrector: str | None
+    probability_flow: bool | None
     steps: int
     snr: float | None
     corrector_steps: int | None
     seed: int
     samples: int
     batch_size: int
-    denoise: bool
+    denoise: bool | None
     dtype: str
     metrics: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -43,18 +51,32 @@ class Cell:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
-    def sampler(self) -> str:
-        """Predictor+corrector label, as tables show it."""
+    def is_pc(self) -> bool:
+        return self.predictor is not None
+
+    @property
+    def label(self) -> str:
+        """``predictor[(pf)]+corrector`` for PC cells, else ``sampler``; ``[schedule]`` added
+        off the sampler's usual grid is left to reports (they know the whole run)."""
+        if not self.is_pc:
+            return self.sampler
         pf = "(pf)" if self.probability_flow else ""
         return f"{self.predictor}{pf}+{self.corrector}"
 
 
 @dataclass(frozen=True)
 class GridSpec:
-    """The lists the user asked for; the grid is their product."""
+    """The lists the user asked for; the grid is their product.
+
+    ``samplers`` lists whole samplers, ``pc`` among them when the predictor–corrector family is
+    swept (over ``predictors`` × ``correctors`` × ``probability_flow`` × ``snrs`` ×
+    ``corrector_steps``). ``schedules`` is ``None`` to give each sampler its default schedule.
+    """
 
     model: str
     sdes: tuple[str, ...]
+    samplers: tuple[str, ...]
+    schedules: tuple[str, ...] | None
     predictors: tuple[str, ...]
     correctors: tuple[str, ...]
     steps: tuple[int, ...]
@@ -69,45 +91,78 @@ class GridSpec:
     metrics: tuple[str, ...]
 
 
-def expand(spec: GridSpec, options_for: Any) -> list[Cell]:
+class GridParts(Protocol):
+    """What expanding a grid needs to know about its components (:class:`Components`)."""
+
+    def default_schedule(self, sampler: str) -> str: ...
+
+    def fixed_steps(self, schedule: str) -> int | None: ...
+
+    def resolved_options(self, cell: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def expand(spec: GridSpec, parts: GridParts) -> list[Cell]:
     """Every cell of the grid, deduplicated where a dimension does not apply.
 
-    ``snr`` and ``corrector_steps`` mean nothing without a corrector, and ``probability_flow``
-    nothing without a predictor, so such cells collapse to one with ``None``/``False``.
-    ``options_for(cell_kwargs)`` returns the resolved component options of a cell.
+    ``snr`` and ``corrector_steps`` mean nothing without a corrector, ``probability_flow``
+    nothing without a predictor, and none of the PC fields anything for other samplers, so such
+    cells collapse to one with ``None``/``False``. A schedule that fixes its own number of steps
+    (``file:``) collapses ``--steps``.
     """
     cells: dict[str, Cell] = {}
-    product = itertools.product(
-        spec.sdes,
-        spec.predictors,
-        spec.correctors,
-        spec.probability_flow,
-        spec.steps,
-        spec.snrs,
-        spec.corrector_steps,
-        spec.seeds,
-    )
-    for sde, predictor, corrector, pf, steps, snr, csteps, seed in product:
-        no_corrector = corrector == "none"
-        kwargs = dict(
+    for kwargs in _points(spec, parts):
+        steps = parts.fixed_steps(kwargs["schedule"]) or kwargs["steps"]
+        kwargs.update(
             model=spec.model,
-            sde=sde,
-            predictor=predictor,
-            corrector=corrector,
-            probability_flow=pf and predictor != "none",
             steps=steps,
-            snr=None if no_corrector else snr,
-            corrector_steps=None if no_corrector else csteps,
-            seed=seed,
             samples=spec.samples,
             batch_size=min(spec.batch_size, spec.samples),
-            denoise=spec.denoise,
             dtype=spec.dtype,
             metrics=spec.metrics,
         )
-        cell = Cell(**kwargs, options=options_for(kwargs))
+        cell = Cell(**kwargs, options=parts.resolved_options(kwargs))
         cells.setdefault(cell.id, cell)
     return list(cells.values())
+
+
+def _points(spec: GridSpec, parts: GridParts) -> Iterable[dict[str, Any]]:
+    """The grid's points before deduplication: sampler fields, schedule, SDE, steps, seed."""
+    for sampler in spec.samplers:
+        schedules = spec.schedules or (parts.default_schedule(sampler),)
+        common = itertools.product(spec.sdes, schedules, spec.steps, spec.seeds)
+        for sde, schedule, steps, seed in common:
+            point = dict(sde=sde, sampler=sampler, schedule=schedule, steps=steps, seed=seed)
+            if sampler != PCSampler.name:
+                yield {**point, **NOT_PC}
+                continue
+            for fields in _pc_fields(spec):
+                yield {**point, **fields}
+
+
+NOT_PC = dict(
+    predictor=None,
+    corrector=None,
+    probability_flow=None,
+    snr=None,
+    corrector_steps=None,
+    denoise=None,
+)
+
+
+def _pc_fields(spec: GridSpec) -> Iterable[dict[str, Any]]:
+    product = itertools.product(
+        spec.predictors, spec.correctors, spec.probability_flow, spec.snrs, spec.corrector_steps
+    )
+    for predictor, corrector, pf, snr, csteps in product:
+        no_corrector = corrector == "none"
+        yield dict(
+            predictor=predictor,
+            corrector=corrector,
+            probability_flow=pf and predictor != "none",
+            snr=None if no_corrector else snr,
+            corrector_steps=None if no_corrector else csteps,
+            denoise=spec.denoise,
+        )
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -131,22 +186,6 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 f"cannot parse seeds {text!r}: use non-negative integers and ranges, e.g. 0-3 or 1,2,5-10"
             ) from None
     return tuple(dict.fromkeys(seeds))
-
-
-def splitmix64(x: int) -> int:
-    """A 64-bit mixing function: independent seeds from (seed, index) pairs."""
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (x ^ (x >> 31)) & 0x7FFFFFFFFFFFFFFF
-
-
-def derive_seed(seed: int, *parts: int) -> int:
-    """A seed for a stream named by integers under the user's seed."""
-    out = splitmix64(seed)
-    for p in parts:
-        out = splitmix64(out ^ splitmix64(p + 1))
-    return out
 
 
 def batches(n: int, batch_size: int) -> Iterable[tuple[int, int]]:

@@ -11,104 +11,109 @@ import pandas as pd
 import torch
 
 import bench
-from bench.core.options import apply_sde_defaults
+from bench.core.pc import PCSampler
 from bench.errors import BenchError, Unsupported
 from bench.run import profile
-from bench.run.cells import (
-    DTYPES,
-    OptionSet,
-    check_pairing,
-    guard_cpu_autocast,
-    machine_info,
-    resolve_device,
-    resolve_threads,
-    tf32_enabled,
-    with_autocast,
-)
+from bench.run.components import Components
+from bench.run.grid import Cell
+from bench.run.setup import Environment, canonical, canonical_specs, machine_info, tf32_enabled
 from bench.run.store import RunStore
-from bench.run.sweep import canonical, load_model, say
+from bench.run.sweep import say
+
+
+def profile_cell(env: Environment, kw: dict[str, Any]) -> Cell:
+    """The one configuration ``bench profile`` times, as a cell of a sweep."""
+    registry = env.registry
+    (sde,) = canonical(registry, "sdes", (kw["sde"],)) if kw.get("sde") else env.sdes[:1]
+    (sampler,) = canonical(registry, "samplers", (kw["sampler"],))
+    schedule = kw.get("schedule") or registry.get("samplers", sampler).obj.default_schedule
+    (schedule,) = canonical_specs(registry, "schedules", (schedule,))
+    pc = sampler == PCSampler.name
+    (predictor,) = canonical(registry, "predictors", (kw["predictor"],)) if pc else (None,)
+    (corrector,) = canonical(registry, "correctors", (kw["corrector"],)) if pc else (None,)
+    parts = Components(env)
+    fields = dict(
+        model=kw["model"],
+        sde=sde,
+        sampler=sampler,
+        schedule=schedule,
+        predictor=predictor,
+        corrector=corrector,
+        probability_flow=False if pc else None,
+        steps=parts.fixed_steps(schedule) or kw["steps"],
+        snr=kw["snr"] if pc and corrector != "none" else None,
+        corrector_steps=kw["corrector_steps"] if pc and corrector != "none" else None,
+        seed=0,
+        samples=kw["batch_size"],
+        batch_size=kw["batch_size"],
+        denoise=True if pc else None,
+        dtype=kw["dtype"],
+        metrics=(),
+    )
+    return Cell(**fields, options=parts.resolved_options(fields))
+
+
+def make_setup(env: Environment, cell: Cell, steps: int | None = None) -> profile.Setup:
+    """The profiled setup of ``cell`` (on a grid of ``steps`` steps if given)."""
+    parts = Components(env)
+    if steps is not None:
+        cell = dataclasses.replace(cell, steps=steps)
+    try:
+        built = parts.build(cell)
+    except Unsupported as exc:
+        raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
+    x_T = profile.default_x(env.model, built.sde, cell.batch_size, env.device, env.state_dtype)
+    return profile.Setup(
+        built.sde,
+        built.grid,
+        built.sampler,
+        env.model_fn(built.sde),
+        env.model.native,
+        x_T,
+        env.device,
+    )
 
 
 def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
-    registry = session.registry
-    device = resolve_device(kw["device"])
-    dtype = DTYPES[kw["dtype"]]
-    model = load_model(registry, kw["model"], device, dtype)
-    if kw["compile_mode"]:
-        model.compile(kw["compile_mode"])
-    warning = guard_cpu_autocast(kw["dtype"], device)
-    if warning:
+    env = Environment.create(session.registry, {**kw, "sdes": (kw["sde"],) if kw["sde"] else ()})
+    for warning in env.warnings:
         say(warning)
-    threads = resolve_threads(kw["threads"], model, device)
-    torch.set_num_threads(threads)
-    (sde_name,) = canonical(registry, "sdes", (kw["sde"],))
-    (predictor,) = canonical(registry, "predictors", (kw["predictor"],))
-    (corrector,) = canonical(registry, "correctors", (kw["corrector"],))
-    options = OptionSet.parse(list(kw["options"]), registry)
-    apply_sde_defaults(options.values, model.sde_defaults, (sde_name,))
-    sde_entry = registry.get("sdes", sde_name)
-    sde = sde_entry.obj(kw["steps"], options.build("sdes", sde_name, sde_entry.obj))
-    try:
-        check_pairing(
-            model,
-            sde,
-            registry.get("predictors", predictor).obj,
-            registry.get("correctors", corrector).obj,
-        )
-    except Unsupported as exc:
-        raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
-    score = with_autocast(model.score_fn(sde), device, kw["dtype"])
-    setup = profile.Setup(
-        sde,
-        score,
-        predictor,
-        corrector,
-        kw["snr"],
-        kw["corrector_steps"],
-        profile.default_x(model, sde, kw["batch_size"], device, dtype),
-        device,
-    )
+    torch.set_num_threads(env.threads)
+    cell = profile_cell(env, kw)
+    setup = make_setup(env, cell)
     say(
-        f"profiling {model.spec} · {sde_name} · {predictor}+{corrector} · N={kw['steps']} · "
-        f"batch {kw['batch_size']} · {device} · threads {threads} · {kw['repeats']} repeats"
+        f"profiling {env.model.spec} · {cell.sde} · {cell.label} · {cell.schedule} · "
+        f"N={cell.steps} · batch {cell.batch_size} · {env.device} · threads {env.threads} · "
+        f"{kw['repeats']} repeats"
     )
     try:
-        measurements = profile.profile(setup, registry, kw["repeats"], kw["calls"])
+        measurements = profile.profile(setup, kw["repeats"], kw["calls"])
     except Unsupported as exc:  # e.g. the VP chain's beta_k >= 1 at small N
         raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
-    agreement = matches = None
-    if kw["compile_mode"]:
-        eager = load_model(registry, kw["model"], device, dtype)
-        eager_setup = dataclasses.replace(
-            setup, score=with_autocast(eager.score_fn(sde), device, kw["dtype"])
-        )
-        agreement = profile.agreement(setup, eager_setup, registry)
-        tolerance = profile.COMPILE_TOLERANCE[kw["dtype"]]
-        matches = agreement <= tolerance
-        say(
-            f"compiled vs eager samples: relative difference {agreement:.3g} (same noise; "
-            f"tolerance {tolerance:g} for {kw['dtype']}): {'ok' if matches else 'MISMATCH'}"
-        )
+    agreement, matches = compare_compiled(env, kw, setup)
     base = {
         "kind": "profile",
-        "model": model.spec,
-        "sde": sde_name,
-        "predictor": predictor,
-        "corrector": corrector,
-        "steps": kw["steps"],
-        "snr": kw["snr"],
-        "corrector_steps": kw["corrector_steps"],
-        "batch_size": kw["batch_size"],
-        "device": str(device),
-        "dtype": kw["dtype"],
-        "threads": threads,
-        "compile": kw["compile_mode"],
-        "tf32": tf32_enabled(device),
+        "model": env.model.spec,
+        "sde": cell.sde,
+        "sampler": cell.sampler,
+        "schedule": cell.schedule,
+        "predictor": cell.predictor,
+        "corrector": cell.corrector,
+        "steps": cell.steps,
+        "snr": cell.snr,
+        "corrector_steps": cell.corrector_steps,
+        "batch_size": cell.batch_size,
+        "device": str(env.device),
+        "dtype": env.dtype,
+        "eps": setup.sde.eps,
+        "threads": env.threads,
+        "compile": env.compile_mode,
+        "tf32": tf32_enabled(env.device),
         "compiled_vs_eager_rel_diff": agreement,
-        "compiled_matches_eager": matches if kw["compile_mode"] else None,
+        "compiled_matches_eager": matches,
         "torch": torch.__version__,
         "sde_bench": bench.__version__,
-        "syncs_per_step": profile.count_syncs(setup, registry),
+        "syncs_per_step": profile.count_syncs(setup, make_setup(env, cell, steps=5)),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     rows = profile.rows(measurements, base)
@@ -118,7 +123,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
     if kw["out"]:
         store = RunStore(kw["out"])
         store.prepare()
-        store.write_meta({"kind": "profile", "options": kw, "machine": machine_info(device)})
+        store.write_meta({"kind": "profile", "options": kw, "machine": machine_info(env.device)})
         for row in rows:
             store.append(row)
         say(f"rows: {store.csv_path}")
@@ -126,6 +131,27 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         say("error: the compiled network's samples differ from the eager run's beyond tolerance")
         raise click.exceptions.Exit(1)
     return rows
+
+
+def compare_compiled(
+    env: Environment, kw: dict[str, Any], setup: profile.Setup
+) -> tuple[float | None, bool | None]:
+    """With ``--compile``: the relative difference of compiled and eager samples, and whether
+    it is within the dtype's tolerance (both ``None`` without ``--compile``)."""
+    if not env.compile_mode:
+        return None, None
+    from bench.run.setup import load_model
+
+    eager = load_model(env.registry, kw["model"], env.device, env.state_dtype)
+    eager_setup = dataclasses.replace(setup, fn=env.model_fn(setup.sde, eager))
+    agreement = profile.agreement(setup, eager_setup)
+    tolerance = profile.COMPILE_TOLERANCE[env.dtype]
+    matches = agreement <= tolerance
+    say(
+        f"compiled vs eager samples: relative difference {agreement:.3g} (same noise; "
+        f"tolerance {tolerance:g} for {env.dtype}): {'ok' if matches else 'MISMATCH'}"
+    )
+    return agreement, matches
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

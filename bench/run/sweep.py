@@ -19,53 +19,81 @@ import numpy as np
 import torch
 
 import bench
-from bench.core import options as opts
-from bench.core.components import ScoreModel
+from bench.core.pc import PCSampler
 from bench.errors import BenchError, Unsupported
-from bench.plugin.registry import Registry
+from bench.run import estimate
 from bench.run import grid as grid_mod
-from bench.run.cells import (
-    DTYPES,
-    CellContext,
-    Components,
-    OptionSet,
-    guard_cpu_autocast,
-    machine_info,
-    provenance,
-    resolve_device,
-    resolve_threads,
-    run_cell,
-)
+from bench.run.cells import provenance, run_cell
+from bench.run.components import CellContext, Components
 from bench.run.grid import Cell, GridSpec
+from bench.run.setup import Environment, canonical, canonical_specs, machine_info
 from bench.run.store import RunStore
 
 IDENTITY_KEYS = ("model", "samples", "batch_size", "dtype", "denoise", "metrics", "options", "eps")
 """Options that change the meaning of existing rows: a run folder refuses a change of these."""
 
-RESUME_MAY_CHANGE = ("progress", "fail_fast", "device", "threads", "tf32", "compile_mode")
+RESUME_MAY_CHANGE = (
+    "progress",
+    "fail_fast",
+    "device",
+    "threads",
+    "tf32",
+    "compile_mode",
+    "dry_run",
+)
 """Options a resumed run may set anew: how the cells run, not what they compute."""
 
 DONE = ("ok", "unsupported", "diverged")
 """Statuses that count as finished; ``error`` cells are retried when a run resumes."""
 
 
-def load_model(
-    registry: Registry, spec: str, device: torch.device, dtype: torch.dtype
-) -> ScoreModel:
-    """A score model from ``NAME[:ARG]``."""
-    name, _, arg = spec.partition(":")
-    entry = registry.get("score-models", name)
-    return entry.obj.load(arg or None, device=device, dtype=dtype)
+PC_OPTIONS = ("predictors", "correctors", "snrs", "corrector_steps", "probability_flow")
+"""Options of the predictor–corrector family: giving one adds ``pc`` to ``--samplers``."""
 
 
-def default_sdes(model: ScoreModel) -> tuple[str, ...]:
-    """The model's own SDE if it was trained for one, else every paper SDE."""
-    return (model.trained_for,) if model.trained_for else ("ve", "vp", "subvp")
+def resolve_grid_options(kw: dict[str, Any], given: set[str], model: Any) -> dict[str, Any]:
+    """Fill in what the user left out: the model's default grid, then the suite's defaults.
+
+    ``--samplers`` defaults to ``pc``; naming any PC option (``--predictors`` …) while listing
+    other samplers adds ``pc`` too, so PC cells and whole samplers share one grid.
+    """
+    from bench.cli.run import DEFAULTS
+
+    kw = dict(kw)
+    for key, value in {**DEFAULTS, **getattr(model, "default_grid", {})}.items():
+        if kw.get(key) is None:
+            kw[key] = value
+    samplers = tuple(kw.get("samplers") or (PCSampler.name,))
+    if given & set(PC_OPTIONS) and PCSampler.name not in samplers:
+        samplers = (PCSampler.name, *samplers)
+    kw["samplers"] = samplers
+    return kw
 
 
-def canonical(registry: Registry, kind: str, names: tuple[str, ...]) -> tuple[str, ...]:
-    """Registry names for user names and aliases (unknown names: a clear error)."""
-    return tuple(dict.fromkeys(registry.get(kind, n).name for n in names))
+def grid_spec(registry: Any, kw: dict[str, Any], env: Environment) -> GridSpec:
+    """The grid the (resolved) command-line values ask for; unknown names are a clear error."""
+    requested = kw["metrics"] or env.model.default_metrics
+    metrics = () if tuple(requested) == ("none",) else canonical(registry, "metrics", requested)
+    pf = {"off": (False,), "on": (True,), "both": (False, True)}[kw["probability_flow"]]
+    schedules = kw.get("schedules")
+    return GridSpec(
+        model=kw["model"],
+        sdes=env.sdes,
+        samplers=canonical(registry, "samplers", tuple(kw["samplers"])),
+        schedules=canonical_specs(registry, "schedules", tuple(schedules)) if schedules else None,
+        predictors=canonical(registry, "predictors", tuple(kw["predictors"])),
+        correctors=canonical(registry, "correctors", tuple(kw["correctors"])),
+        steps=tuple(kw["steps"]),
+        snrs=tuple(kw["snrs"]),
+        corrector_steps=tuple(kw["corrector_steps"]),
+        probability_flow=pf,
+        seeds=grid_mod.parse_seeds(str(kw["seeds"])),
+        samples=kw["samples"],
+        batch_size=kw["batch_size"],
+        denoise=kw["denoise"],
+        dtype=kw["dtype"],
+        metrics=metrics,
+    )
 
 
 def resume_options(kw: dict[str, Any], given: set[str]) -> dict[str, Any]:
@@ -135,83 +163,58 @@ class Progress:
 class Sweep:
     session: Any
     spec: GridSpec
-    model: ScoreModel
-    options: OptionSet
-    device: torch.device
-    threads: int
+    env: Environment
     store: RunStore
     save_samples: bool
     progress: bool
     fail_fast: bool
     new_run: bool
+    dry_run: bool
     invocation: dict[str, Any]
+
+    @property
+    def model(self) -> Any:
+        return self.env.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.env.device
+
+    @property
+    def threads(self) -> int:
+        return self.env.threads
+
+    @property
+    def options(self) -> Any:
+        return self.env.options
 
     @classmethod
     def from_cli(cls, session: Any, kw: dict[str, Any], given: set[str] = frozenset()) -> Sweep:
         if kw.get("resume"):
             kw = resume_options(kw, set(given))
         registry = session.registry
-        predictors = canonical(registry, "predictors", kw["predictors"])
-        correctors = canonical(registry, "correctors", kw["correctors"])
-        seeds = grid_mod.parse_seeds(kw["seeds"])
-        device = resolve_device(kw["device"])
-        options = OptionSet.parse(list(kw["options"]), registry)
-        if kw.get("fid_weights"):  # also from $BENCH_FID_WEIGHTS (the option's envvar)
-            for metric in ("fid", "kid"):
-                values = options.values.setdefault(("metrics", metric), {})
-                values.setdefault("extractor", "inception-v3-compat")
-                values.setdefault("weights", kw["fid_weights"])
-        model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]])
-        sdes = canonical(registry, "sdes", kw["sdes"] or default_sdes(model))
-        if kw.get("tf32") is not None:
-            torch.backends.cuda.matmul.allow_tf32 = kw["tf32"]
-            torch.backends.cudnn.allow_tf32 = kw["tf32"]
-        if kw.get("compile_mode"):
-            model.compile(kw["compile_mode"])
-        warning = guard_cpu_autocast(kw["dtype"], device)
-        if warning:
+        env = Environment.create(registry, kw)
+        for warning in env.warnings:
             say(warning)
-        if kw["eps"] is not None:
-            opts.apply_sde_defaults(options.values, {sde: {"eps": kw["eps"]} for sde in sdes}, sdes)
-        opts.apply_sde_defaults(options.values, model.sde_defaults, sdes)
-        requested = kw["metrics"] or model.default_metrics
-        metrics = () if tuple(requested) == ("none",) else canonical(registry, "metrics", requested)
-        pf = {"off": (False,), "on": (True,), "both": (False, True)}[kw["probability_flow"]]
-        spec = GridSpec(
-            model=kw["model"],
-            sdes=sdes,
-            predictors=predictors,
-            correctors=correctors,
-            steps=kw["steps"],
-            snrs=kw["snrs"],
-            corrector_steps=kw["corrector_steps"],
-            probability_flow=pf,
-            seeds=seeds,
-            samples=kw["samples"],
-            batch_size=kw["batch_size"],
-            denoise=kw["denoise"],
-            dtype=kw["dtype"],
-            metrics=metrics,
-        )
+        kw = resolve_grid_options(kw, set(given), env.model)
+        spec = grid_spec(registry, kw, env)
         out = kw["out"] or f"results/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         progress = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
         invocation = {
             "argv": sys.argv,
             "plugins": {"modules": session.modules, "dirs": session.dirs},
-            "options": {k: v for k, v in kw.items() if k not in ("resume", "new_run")},
+            "options": {k: v for k, v in kw.items() if k not in ("resume", "new_run", "dry_run")},
         }
         return cls(
             session,
             spec,
-            model,
-            options,
-            device,
-            resolve_threads(kw["threads"], model, device),
+            env,
             RunStore(out),
             kw["save_samples"],
             progress,
             kw["fail_fast"],
             kw["new_run"],
+            bool(kw.get("dry_run")),
             invocation,
         )
 
@@ -225,13 +228,32 @@ class Sweep:
         finally:
             self.store.unlock()
 
+    def cells(self) -> list[Cell]:
+        """The grid's cells, with every schedule checked against every SDE first (a bad
+        ``file:`` schedule is refused before any work starts)."""
+        parts = Components(self.env)
+        cells = grid_mod.expand(self.spec, parts)
+        for schedule in dict.fromkeys(c.schedule for c in cells):
+            for sde in self.spec.sdes:
+                parts.schedule(schedule).check(parts.sde(sde, 2))
+        return cells
+
+    def plan(self) -> None:
+        """``--dry-run``: the cells, their nominal NFE and an estimate of the run time."""
+        torch.set_num_threads(self.threads)
+        cells = self.cells()
+        plan = estimate.plan(cells, Components(self.env), self.env)
+        click.echo(estimate.render(plan, cells))
+
     def _run(self) -> list[dict[str, Any]]:
         ctx = self.context()
-        cells = grid_mod.expand(self.spec, Components(ctx).resolved_options)
+        cells = self.cells()
         self.prepare_metrics()
         self.open_store(len(cells))
         todo = self.cells_to_run(cells, ctx)
         self.header(len(cells), len(cells) - len(todo))
+        if todo:
+            say(estimate.summary(estimate.plan(todo, Components(self.env), self.env)))
         finished = 0
         try:
             with Progress(todo, self.progress) as bars:
@@ -264,7 +286,7 @@ class Sweep:
         its new row replaces the old one.
         """
         finished = {r["cell_id"]: r for r in self.store.rows() if r.get("status") in DONE}
-        parts = Components(ctx)
+        parts = Components(self.env)
         stale = []
         for cell in cells:
             old = finished.get(cell.id)
@@ -281,16 +303,7 @@ class Sweep:
         return [c for c in cells if c.id not in finished]
 
     def context(self) -> CellContext:
-        saver = self._save_samples if self.save_samples else None
-        return CellContext(
-            self.session.registry,
-            self.model,
-            self.device,
-            self.options,
-            self.threads,
-            saver,
-            self.invocation["options"].get("compile_mode"),
-        )
+        return CellContext(self.env, self._save_samples if self.save_samples else None)
 
     def prepare_metrics(self) -> None:
         """Let each metric check its prerequisites once, before any work starts."""

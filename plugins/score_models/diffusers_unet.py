@@ -27,7 +27,7 @@ from bench_plugins.score_models import diffusers_folder as folder
 from bench_plugins.score_models.diffusers_folder import INSTALL_HINT, Checkpoint
 from torch import Tensor
 
-from bench.core.components import ScoreModel
+from bench.core.model import ScoreModel
 from bench.core.sde import SDE, ScoreFn
 from bench.errors import BenchError, Unsupported
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.core.components import ScoreModel
+from bench.core.model import ScoreModel
 from bench.core.sde import SDE, ScoreFn
 from bench.errors import BenchError
 

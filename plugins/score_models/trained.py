@@ -24,7 +24,7 @@ from bench_plugins.score_models.unet import UNet, UNetConfig
 from torch import Tensor
 
 from bench.checkpoints import load_into
-from bench.core.components import ScoreModel
+from bench.core.model import ScoreModel
 from bench.core.sde import SDE, ScoreFn
 from bench.errors import BenchError, Unsupported
 

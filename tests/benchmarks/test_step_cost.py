@@ -16,10 +16,11 @@ import os
 import pytest
 import torch
 
-from bench.core.pc import CountingScore, pc_sample
+from bench.core.views import ModelView
 from bench.errors import Unsupported
 from bench.plugin import loading as plugins
-from bench.run.cells import synchronize
+from bench.run.setup import synchronize
+from tests.sampling import next_time, run_pc
 
 REGISTRY = plugins.load(allow=[]).registry
 DEVICE = torch.device(os.environ.get("BENCH_BENCHMARK_DEVICE", "cpu"))
@@ -49,7 +50,7 @@ def setup(model, sde_name: str, seed: int = 0):
     """SDE with N steps, counting score, seeded noise and a prior batch at the middle time."""
     sde_cls = REGISTRY.get("sdes", sde_name).obj
     sde = sde_cls(N, sde_cls.Options())
-    score = CountingScore(model.score_fn(sde))
+    score = model.view(sde)
     generator = torch.Generator(device=DEVICE).manual_seed(seed)
 
     def noise(x):
@@ -60,10 +61,10 @@ def setup(model, sde_name: str, seed: int = 0):
     return sde, score, noise, x, sde.timesteps()[N // 2]
 
 
-def nfe_of(score: CountingScore, step, x, t) -> int:
+def nfe_of(score: ModelView, step, x, t) -> int:
     """Score evaluations of one untimed step (recorded with the timing)."""
     score.calls = 0
-    step.update(x, t)
+    step.update(x, t, next_time(step.sde, t))
     return score.calls
 
 
@@ -90,7 +91,8 @@ def test_predictor_step(benchmark, model, name, sde_name, probability_flow):
         pytest.skip(exc.reason)
     predictor = cls(sde, score, probability_flow, noise)
     benchmark.extra_info.update(batch=BATCH, device=str(DEVICE), nfe=nfe_of(score, predictor, x, t))
-    x_next, _ = benchmark(timed(lambda: predictor.update(x, t)))
+    t_next = next_time(sde, t)
+    x_next, _ = benchmark(timed(lambda: predictor.update(x, t, t_next)))
     assert x_next.shape == x.shape and bool(torch.isfinite(x_next).all())
 
 
@@ -105,7 +107,8 @@ def test_corrector_step(benchmark, model, name, sde_name):
         pytest.skip(exc.reason)
     corrector = cls(sde, score, 0.16, 1, noise)
     benchmark.extra_info.update(batch=BATCH, device=str(DEVICE), nfe=nfe_of(score, corrector, x, t))
-    x_next, _ = benchmark(timed(lambda: corrector.update(x, t)))
+    t_next = next_time(sde, t)
+    x_next, _ = benchmark(timed(lambda: corrector.update(x, t, t_next)))
     assert x_next.shape == x.shape and bool(torch.isfinite(x_next).all())
 
 
@@ -115,5 +118,5 @@ def test_pc_loop(benchmark, model, predictor_name, corrector_name):
     predictor = REGISTRY.get("predictors", predictor_name).obj(sde, score, False, noise)
     corrector = REGISTRY.get("correctors", corrector_name).obj(sde, score, 0.16, 1, noise)
     benchmark.extra_info.update(batch=BATCH, device=str(DEVICE), steps=N)
-    x = benchmark(timed(lambda: pc_sample(sde, predictor, corrector, x_T)))
+    x = benchmark(timed(lambda: run_pc(sde, predictor, corrector, x_T)))
     assert x.shape == x_T.shape and bool(torch.isfinite(x).all())

@@ -7,7 +7,7 @@ cheap. Its "images" are 0.5 + 0.25·x clipped to [0, 1]; the reference is the di
 from __future__ import annotations
 
 import bench
-from bench.core.components import ScoreModel
+from bench.core.model import ScoreModel
 
 
 class FakeImages(ScoreModel):

@@ -1,0 +1,53 @@
+"""The metric: a streaming accumulator fed each batch of samples."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from bench.core.model import ScoreModel
+from bench.core.options import NoOptions, default_options
+
+
+class Metric(abc.ABC):
+    """A streaming metric: ``update(batch)`` per batch of data-space samples, then ``compute()``.
+
+    ``compute`` returns named values; the runner adds ``<name>_n`` (the number of samples).
+    ``higher_is_better`` gives the direction of the column named like the metric;
+    ``column_directions`` may name others (``"lower"``, ``"higher"`` or ``"info"``: not gated).
+    """
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type] = NoOptions
+    higher_is_better: ClassVar[bool] = False
+    column_directions: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, model: ScoreModel, n: int, *, device: torch.device, options: Any = None):
+        self.model = model
+        self.n = n
+        self.device = device
+        self.options = default_options(type(self), options)
+
+    @classmethod
+    def supports(cls, model: ScoreModel) -> None:
+        """Raise :class:`bench.Unsupported` if this metric cannot evaluate ``model``."""
+
+    @classmethod
+    def prepare(cls, model: ScoreModel, options: Any, device: torch.device) -> None:
+        """Check prerequisites once, before any cell runs (raise :class:`bench.BenchError`).
+
+        For example a feature extractor whose weights file is missing: the user gets one clear
+        error before any work starts, not a failure in every cell.
+        """
+
+    @abc.abstractmethod
+    def update(self, samples: Tensor) -> None:
+        """Accumulate one batch of data-space samples."""
+
+    @abc.abstractmethod
+    def compute(self) -> dict[str, float]:
+        """The metric values over everything accumulated."""

@@ -1,0 +1,76 @@
+"""The sampler: a whole sampling loop from the prior sample to the final sample.
+
+A sampler owns its loop, as in k-diffusion: it is handed the prior sample x_T, the time grid
+(:class:`bench.core.schedule.TimeGrid`), the model behind one NFE counter
+(:class:`bench.core.views.ModelView`: score, ε or denoiser) and a noise source, and it returns the
+final sample. It may keep multistep history, spend several evaluations per step, or adapt its
+steps. The paper's predictor–corrector family is one sampler, ``pc`` (:mod:`bench.core.pc`).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, ClassVar
+
+from torch import Tensor
+
+from bench.core.options import NoOptions
+from bench.core.schedule import Schedule, TimeGrid
+from bench.core.sde import SDE
+from bench.core.views import ModelView
+
+Noise = Callable[[Tensor], Tensor]
+"""Draws standard-normal noise shaped like its argument (from the cell's seeded streams)."""
+
+Callback = Callable[[dict[str, Any]], None]
+"""Called after every step with at least ``{"i", "t", "x"}`` (k-diffusion's per-step callback)."""
+
+
+class Sampler(abc.ABC):
+    """A sampler, selected with ``--samplers NAME``; its ``Options`` are set with
+    ``-o sampler.NAME.KEY=VALUE`` and are part of the cell id.
+
+    Subclasses implement :meth:`sample` and :meth:`nfe_nominal`, and may refuse an SDE or a
+    schedule in :meth:`supports` (raise :class:`bench.Unsupported` with the reason: the cell
+    becomes an ``unsupported`` row).
+    """
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type] = NoOptions
+    default_schedule: ClassVar[str] = "uniform"
+    """The schedule cells use when ``--schedules`` is not given."""
+    adaptive: ClassVar[bool] = False
+    """True when the number of evaluations is chosen at run time (error control)."""
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def supports(cls, sde: SDE, schedule: Schedule) -> None:
+        """Raise :class:`bench.Unsupported` if this sampler cannot run on ``sde`` and ``schedule``."""
+
+    @abc.abstractmethod
+    def nfe_nominal(self, steps: int) -> int | None:
+        """The evaluations per trajectory this sampler claims for ``steps`` steps (e.g. Heun's
+        2N − 1); ``None`` when it cannot be known in advance (adaptive samplers)."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        x_T: Tensor,
+        grid: TimeGrid,
+        model: ModelView,
+        noise: Noise,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """Run the sampler from the prior sample ``x_T`` over ``grid`` and return the sample.
+
+        Args:
+            x_T: the prior sample at t_0 = T, shaped ``(batch, *data_shape)``.
+            grid: the times t_0 > … > t_{N−1} and the data end t_N = 0, with a(t_i), std(t_i).
+            model: the model's views ``model.score``, ``model.eps``, ``model.denoise`` (each call
+                one counted evaluation) and ``model.sde``.
+            noise: fresh standard-normal noise shaped like its argument.
+            callback: called after every step with ``{"i", "t", "x", ...}``.
+        """

@@ -1,0 +1,117 @@
+"""What a sweep will cost before it runs: nominal NFE per cell and a time estimate.
+
+The estimate times one batch of model evaluations at the run's batch size (after one warm-up
+call) and multiplies by every cell's nominal evaluations; the samplers' own arithmetic and the
+metrics are not included, and adaptive samplers (no nominal NFE) are counted separately.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.core.noise import prior_noise
+from bench.errors import Unsupported
+from bench.results.textui import table
+from bench.run.components import Components
+from bench.run.grid import Cell
+from bench.run.setup import DTYPES, Environment, synchronize
+
+PROBE_CALLS = 3
+
+
+@dataclass
+class Plan:
+    """Per-cell nominal NFE (``None``: adaptive or unsupported) and the totals."""
+
+    nfe: dict[str, int | None] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    seconds_per_call: float | None = None
+    calls: int = 0
+    evaluations: int = 0  # NFE × samples
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.seconds_per_call is None else self.calls * self.seconds_per_call
+
+    @property
+    def adaptive(self) -> int:
+        return sum(v is None for k, v in self.nfe.items() if k not in self.reasons)
+
+
+def plan(cells: list[Cell], parts: Components, env: Environment) -> Plan:
+    """The nominal work of ``cells`` and the measured cost of one batched evaluation."""
+    out = Plan()
+    for cell in cells:
+        try:
+            nfe = parts.build(cell).sampler.nfe_nominal(cell.steps)
+        except Unsupported as exc:
+            out.nfe[cell.id], out.reasons[cell.id] = None, exc.reason
+            continue
+        out.nfe[cell.id] = nfe
+        if nfe is not None:
+            out.calls += nfe * math.ceil(cell.samples / cell.batch_size)
+            out.evaluations += nfe * cell.samples
+    if cells:
+        out.seconds_per_call = time_one_call(cells[0], parts, env)
+    return out
+
+
+def time_one_call(cell: Cell, parts: Components, env: Environment) -> float:
+    """Seconds of one batched model evaluation at the cell's batch size (median of a few)."""
+    sde = parts.sde(cell.sde, cell.steps)
+    fn = env.model_fn(sde)
+    z = prior_noise(cell.seed, 0, cell.batch_size, env.model.data_shape)
+    x = sde.prior_sampling(z.to(env.device, DTYPES[cell.dtype]))
+    t = 0.5 * (sde.T + sde.eps)
+    times = []
+    with torch.no_grad():
+        for i in range(PROBE_CALLS + 1):
+            synchronize(env.device)
+            start = time.perf_counter()
+            fn(x, t)
+            synchronize(env.device)
+            if i:  # the first call warms up
+                times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def summary(p: Plan) -> str:
+    """One line: total evaluations and the estimated sampling time."""
+    parts = [f"{p.evaluations:,} score evaluations (NFE × samples, nominal)"]
+    if p.seconds is not None:
+        parts.append(f"estimated sampling time ~{duration(p.seconds)} (from one timed batch")
+        parts[-1] += "; metrics and the samplers' own arithmetic not included)"
+    if p.adaptive:
+        parts.append(f"plus {p.adaptive} adaptive cell(s) whose NFE is not known in advance")
+    return "; ".join(parts)
+
+
+def render(p: Plan, cells: list[Cell]) -> str:
+    """The dry-run listing: one line per cell, then the totals."""
+    rows = [
+        {
+            "sde": c.sde,
+            "sampler": c.label,
+            "schedule": c.schedule,
+            "steps": c.steps,
+            "snr": c.snr,
+            "seed": c.seed,
+            "samples": c.samples,
+            "nfe_nominal": p.nfe.get(c.id) if c.id not in p.reasons else "unsupported",
+            "note": p.reasons.get(c.id, ""),
+        }
+        for c in cells
+    ]
+    return f"{table(rows, list(rows[0]))}\n{len(cells)} cells; {summary(p)}" if rows else "no cells"

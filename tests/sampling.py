@@ -1,0 +1,33 @@
+"""Small helpers for tests that drive the sampling core directly."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.core.pc import pc_sample
+from bench.core.schedule import TimeGrid
+from bench.core.sde import SDE
+
+
+def paper_grid(sde: SDE) -> TimeGrid:
+    """The reference code's grid linspace(T, eps, N) (the ``uniform`` schedule) for ``sde``."""
+    sde.discrete = True
+    return TimeGrid.build(sde, sde.timesteps(), paper=True)
+
+
+def run_pc(sde: SDE, predictor, corrector, x_T, **kwargs):
+    """The PC loop on the paper's grid of ``sde`` (its N steps)."""
+    return pc_sample(predictor, corrector, x_T, paper_grid(sde), **kwargs)
+
+
+def next_time(sde: SDE, t: float) -> float:
+    """The time after ``t`` on the paper's grid (0 after the last)."""
+    grid = paper_grid(sde).t
+    return grid[grid.index(t) + 1]
+
+
+def environment(registry, model, dtype: str = "float32", sdes=("ve", "vp", "subvp")):
+    """A CPU, one-thread :class:`bench.run.setup.Environment` around an already loaded model."""
+    from bench.run.setup import Environment, OptionSet
+
+    return Environment(registry, torch.device("cpu"), dtype, 1, model, OptionSet(), tuple(sdes))
