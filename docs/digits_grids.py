@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results.plots import image_tile, load_samples
+from bench.results.sample_plots import image_tile, load_samples
 
 
 def save_grid(images: np.ndarray, path: Path, title: str) -> None:

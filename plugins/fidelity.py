@@ -18,7 +18,7 @@ from torch import Tensor
 
 import bench
 from bench import fidelity
-from bench.core.metric import Metric
+from bench.core.metric import Metric, MetricContext
 from bench.core.model import ScoreModel
 from bench.errors import BenchError, Unsupported
 from bench.fidelity.gaussian import GaussianStats
@@ -75,7 +75,7 @@ class _ImageMetric(Metric):
             )
 
     @classmethod
-    def setup(cls, model: ScoreModel, options: Any, device: torch.device) -> fidelity.Setup:
+    def setup(cls, model: ScoreModel, options: Any, context: MetricContext) -> fidelity.Setup:
         extra = {}
         if cls.with_reference:
             extra = {"dataset": options.dataset, "split": options.split, "ref_n": options.ref_n}
@@ -83,21 +83,24 @@ class _ImageMetric(Metric):
             model,
             extractor=options.extractor,
             weights=options.weights,
-            device=device,
+            device=context.device,
+            datasets=context.dataset,
             with_reference=cls.with_reference,
             metric=cls.name,
             **extra,
         )
 
     @classmethod
-    def prepare(cls, model: ScoreModel, options: Any, device: torch.device) -> None:
+    def prepare(cls, model: ScoreModel, options: Any, context: MetricContext) -> None:
         """Find the weights and compute (or load) the reference statistics, once."""
-        cls.setup(model, options, device)
+        cls.setup(model, options, context)
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
-        self.state = self.setup(model, self.options, device)
-        self.featurize = fidelity.Featurizer(self.state.spec, device)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
+        if self.context is None:
+            raise TypeError(f"metric {self.name!r} needs its context (registry, device, cache)")
+        self.state = self.setup(model, self.options, self.context)
+        self.featurize = fidelity.Featurizer(self.state.spec, self.device)
 
     def columns(self) -> dict[str, Any]:
         """The provenance columns: extractor, reference and its size."""
@@ -114,8 +117,8 @@ class FID(_ImageMetric):
     name = "fid"
     Options = ReferenceOptions
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
         self.stats = GaussianStats()
 
     def update(self, samples: Tensor) -> None:
@@ -158,8 +161,8 @@ class KID(_ImageMetric):
     Options = KIDOptions
     column_directions = {"kid_subset_size": "info", "kid_subsets": "info", "kid_pool_n": "info"}
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
         self.pool = fidelity.FeatureReservoir(self.options.max_features, self.options.pool_seed)
 
     def update(self, samples: Tensor) -> None:
@@ -216,8 +219,8 @@ class InceptionScore(_ImageMetric):
             )
         return state
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
         self.logits: list[Tensor] = []
 
     def update(self, samples: Tensor) -> None:

@@ -47,8 +47,8 @@ class SlicedWasserstein(_ExactMetric):
     class Options(_ReferenceOptions):
         projections: int = 128
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
         D = int(torch.tensor(model.data_shape).prod())
         generator = torch.Generator().manual_seed(self.options.seed + 1)
         directions = torch.randn(
@@ -75,8 +75,8 @@ class FrechetDataSpace(_ExactMetric):
     name = "fd"
     Options = _ReferenceOptions
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
         self.stats = GaussianStats()
 
     def update(self, samples: Tensor) -> None:
@@ -99,8 +99,8 @@ class MeanLogDensity(_ExactMetric):
     Options = _ReferenceOptions
     column_directions = {"logp": "info", "logp_gap": "lower"}
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
         self.total = 0.0
         self.count = 0
 
@@ -132,8 +132,8 @@ class ModeCoverage(_ExactMetric):
         if not hasattr(model, "mixture"):
             raise Unsupported("metric 'coverage' needs a mixture model with component means")
 
-    def __init__(self, model, n, *, device, options=None):
-        super().__init__(model, n, device=device, options=options)
+    def __init__(self, model, n, **kwargs):
+        super().__init__(model, n, **kwargs)
         self.mixture = model.mixture
         self.counts = torch.zeros(self.mixture.weights.numel(), dtype=torch.float64)
 

@@ -17,6 +17,11 @@ def _fraction(i: int, N: int) -> float:
     return i / (N - 1) if N > 1 else 0.0
 
 
+def _between(a: float, b: float, f: float) -> float:
+    """(1 − f)·a + f·b: exact at both ends (a + f·(b − a) loses b to cancellation when |a| ≫ |b|)."""
+    return (1.0 - f) * a + f * b
+
+
 def _with_ends(sde: SDE, times: list[float]) -> list[float]:
     """Pin the end points to T and eps exactly (the inverse maps round at the last bit)."""
     times[0] = sde.T
@@ -75,7 +80,7 @@ class EDM(Schedule):
         s_min, s_max = self.range(sde)
         inv = 1.0 / self.options.rho
         a, b = s_max**inv, s_min**inv
-        return [(a + _fraction(i, steps) * (b - a)) ** self.options.rho for i in range(steps)]
+        return [(_between(a, b, _fraction(i, steps))) ** self.options.rho for i in range(steps)]
 
     def times(self, sde: SDE, steps: int) -> list[float]:
         times = times_of_sigmas(sde, self.sigmas(sde, steps))

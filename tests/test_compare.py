@@ -10,15 +10,13 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.errors import BenchError
-from bench.results.compare import (
+from bench.results.compare import change_and_noise, compare, verdict_of
+from bench.results.compare_settings import (
     Settings,
     Tolerance,
-    change_and_noise,
-    compare,
     find_pyproject,
     read_pyproject,
     settings_from,
-    verdict_of,
 )
 from bench.results.frame import to_frame
 from tests.rows import row, seeds, write_run

@@ -23,8 +23,10 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def _fresh_references():
     """Each test starts without in-process references (extractors stay built: they are pure)."""
-    fidelity._setups.clear()
-    fidelity._references.clear()
+    from bench.fidelity.reference import _references, _setups
+
+    _setups.clear()
+    _references.clear()
     fidelity.Featurizer._last = None
     yield
 
@@ -45,9 +47,15 @@ def metric_class(registry, name):
     return registry.get("metrics", name).obj
 
 
+def context(registry):
+    from bench.core.metric import MetricContext
+
+    return MetricContext(registry, CPU, fidelity.cache_dir())
+
+
 def make_metric(registry, name, model, n, **options):
     cls = metric_class(registry, name)
-    return cls(model, n, device=CPU, options=cls.Options(**options))
+    return cls(model, n, device=CPU, options=cls.Options(**options), context=context(registry))
 
 
 def feed(metric, images, batch=100):
@@ -103,7 +111,7 @@ def test_extractor_registered_once_and_used_by_torch_fidelity(registry, fake_mod
     assert 2 < ours_fid["fid"] < 30  # held-out digits sit near the data's own floor
 
 
-def test_shipped_classifier_accuracy_without_pickle(monkeypatch):
+def test_shipped_classifier_accuracy_without_pickle(monkeypatch, digits):
     from bench.fidelity import digits_classifier as dc
 
     def no_pickle(*args, **kwargs):
@@ -112,7 +120,7 @@ def test_shipped_classifier_accuracy_without_pickle(monkeypatch):
     monkeypatch.setattr(torch, "load", no_pickle)
     path = fidelity.shipped_digits_weights()
     net = dc.load_net(path)
-    acc = dc.accuracy(net, "test")
+    acc = dc.accuracy(net, digits, "test")
     meta = json.loads((path.parent / dc.META_FILE).read_text())
     assert acc >= 0.97
     assert acc == pytest.approx(meta["test_accuracy"], abs=1e-9)
@@ -280,11 +288,11 @@ def test_missing_user_weights_and_bad_options(registry, fake_model, monkeypatch,
     fid = metric_class(registry, "fid")
     monkeypatch.setenv(fidelity.WEIGHTS_ENV, str(tmp_path / "nope.pth"))
     with pytest.raises(BenchError, match="does not exist"):
-        fid.prepare(fake_model, fid.Options(extractor=fidelity.INCEPTION), CPU)
+        fid.prepare(fake_model, fid.Options(extractor=fidelity.INCEPTION), context(registry))
     with pytest.raises(ValueError, match="extractor must be one of"):
         fid.Options(extractor="vgg16")
     with pytest.raises(BenchError, match="ref_n=5000"):
-        fid.prepare(fake_model, fid.Options(ref_n=5000), CPU)
+        fid.prepare(fake_model, fid.Options(ref_n=5000), context(registry))
 
 
 def test_non_image_and_datasetless_models(registry, fake_model):
@@ -297,7 +305,7 @@ def test_non_image_and_datasetless_models(registry, fake_model):
         dataset = None
 
     with pytest.raises(BenchError, match="-o fid.dataset="):
-        fid.prepare(NoData(), fid.Options(), CPU)
+        fid.prepare(NoData(), fid.Options(), context(registry))
 
 
 def test_isc_refuses_weights_without_logits(registry, fake_model, tmp_path):
@@ -307,7 +315,11 @@ def test_isc_refuses_weights_without_logits(registry, fake_model, tmp_path):
     save_file({"fc.weight": torch.full((4, 4), float("nan"))}, str(path))
     isc = metric_class(registry, "isc")
     with pytest.raises(BenchError, match="Inception Score is undefined"):
-        isc.prepare(fake_model, isc.Options(extractor=fidelity.INCEPTION, weights=str(path)), CPU)
+        isc.prepare(
+            fake_model,
+            isc.Options(extractor=fidelity.INCEPTION, weights=str(path)),
+            context(registry),
+        )
 
 
 # -- the noise floor -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bench import fidelity
+from bench.core.metric import MetricContext
 from bench.errors import BenchError
 from bench.fidelity import inception
 from bench.fidelity.images import from_uint8
@@ -77,7 +78,7 @@ def test_isc_refused_for_converted_weights(registry, image_model, converted):
     isc = registry.get("metrics", "isc").obj
     options = isc.Options(extractor=fidelity.INCEPTION, weights=str(converted))
     with pytest.raises(BenchError, match="no classifier head"):
-        isc.prepare(image_model, options, CPU)
+        isc.prepare(image_model, options, MetricContext(registry, CPU, fidelity.cache_dir()))
 
 
 def test_unknown_torchscript_is_refused(tmp_path):

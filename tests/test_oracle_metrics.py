@@ -87,3 +87,35 @@ def test_metrics_refuse_models_without_exact_density(registry):
     for name in ("swd", "fd", "logp", "coverage"):
         with pytest.raises(Unsupported):
             registry.get("metrics", name).obj.supports(Net())
+
+
+def test_frechet_distance_is_torch_fidelitys():
+    """The oracles' own Fréchet distance equals torch-fidelity's FID function on the same fits."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    from bench.fidelity.gaussian import frechet_distance
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = GaussianStats(), GaussianStats()
+    a.update(torch.randn(500, 6, generator=generator, dtype=torch.float64))
+    b.update(1.3 * torch.randn(400, 6, generator=generator, dtype=torch.float64) + 0.2)
+    theirs = fid_statistics_to_metric(a.statistics(), b.statistics(), verbose=False)
+    assert frechet_distance(a.statistics(), b.statistics()) == theirs[KEY_METRIC_FID]
+    assert frechet_distance(a.statistics(), a.statistics()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_an_oracle_run_imports_neither_torch_fidelity_nor_torchvision(tmp_path):
+    """An exact-score run has no use for image feature extractors (seconds of imports)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from bench.cli import cli; "
+        f"cli(['run', '--samples', '20', '--steps', '3', '--sdes', 've', '--out', r'{tmp_path}', "
+        "'--no-progress'], standalone_mode=False); "
+        "print(sorted(m for m in ('torch_fidelity', 'torchvision') if m in sys.modules))"
+    )
+    env = {**__import__("os").environ, "BENCH_LOAD_PLUGINS": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

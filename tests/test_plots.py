@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import bench.results.plots as plots
+import bench.results.sample_plots as sample_plots
 from bench.results.report import build_report
 from tests.rows import row, seeds
 
@@ -20,6 +21,7 @@ def figures(monkeypatch):
         return [folder / f"{name}.png"]
 
     monkeypatch.setattr(plots, "save", keep)
+    monkeypatch.setattr(sample_plots, "save", keep)
     yield kept
     for fig in kept:
         plots._pyplot().close(fig)
@@ -41,7 +43,7 @@ def test_sample_grid_labels_every_row_and_column_even_over_empty_cells(tmp_path,
         if r["status"] == "ok":
             np.savez(samples / f"{r['cell_id']}.npz", samples=rng.random((4, 1, 8, 8)))
     report = build_report(rows)
-    plots.plot_samples(report, samples, tmp_path / "plots")
+    sample_plots.plot_samples(report, samples, tmp_path / "plots")
     (fig,) = figures
     axes = np.array(fig.axes).reshape(2, 2)
     assert [ax.get_title() for ax in axes[0]] == ["N=10", "N=30"]

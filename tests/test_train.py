@@ -127,10 +127,9 @@ def test_resume_with_other_settings_is_refused(vp_folder):
 @pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
 def test_dsm_loss_by_hand(sde_name, registry):
     """Eq. 7 with λ = std²: ‖f + z‖² (VE, f conditioned on log σ), ‖−ε̂ + z‖² (VP, sub-VP)."""
-    from bench_plugins.score_models.trained import PARAMETERISATIONS, architecture_from_dict
-    from bench_plugins.score_models.unet import UNet
-
-    from bench.train import default_architecture, dsm_loss
+    from bench.training.model_format import PARAMETERISATIONS, architecture_from_dict
+    from bench.training.train import default_architecture, dsm_loss
+    from bench.training.unet import UNet
 
     p = PARAMETERISATIONS[sde_name]
     cls = registry.get("sdes", sde_name).obj

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from bench.cli.params import NumberList
 
-DEFAULT_CLASSIFIER_DIR = "plugins/weights/digits-classifier"
+DEFAULT_CLASSIFIER_DIR = "bench/fidelity/weights/digits-classifier"
 
 
 @click.command("train-classifier")
@@ -29,18 +30,21 @@ DEFAULT_CLASSIFIER_DIR = "plugins/weights/digits-classifier"
     type=click.IntRange(min=1),
     help="CPU threads (the shipped weights were trained with 2).",
 )
-def train_classifier_command(out: str, seed: int, epochs: int, threads: int) -> None:
+@click.pass_obj
+def train_classifier_command(session: Any, out: str, seed: int, epochs: int, threads: int) -> None:
     """Train the digits feature classifier (FID/KID extractor 'digits-classifier').
 
     Reproduces the shipped weights: bench train-classifier --seed 0 --epochs 40 --threads 2
     """
     import torch
 
+    from bench import fidelity
     from bench.fidelity import digits_classifier as dc
 
     torch.set_num_threads(threads)
     config = dc.TrainConfig(seed=seed, epochs=epochs)
-    net, meta = dc.train(config, log=lambda m: click.echo(m, err=True))
+    digits = fidelity.resolve_dataset("digits", session.registry)
+    net, meta = dc.train(config, digits, log=lambda m: click.echo(m, err=True))
     meta["command"] = (
         f"bench train-classifier --out {out} --seed {seed} --epochs {epochs} --threads {threads}"
     )

@@ -138,7 +138,7 @@ def _folder(run_dir: Path, out: Path | None) -> Path:
 def _profile_report(run_dir: Path, fmt: str, out: Path | None, save: bool) -> None:
     """``bench report`` of a ``bench profile`` folder: its timing tables, no plots."""
     from bench.results.frame import load_profile_frame
-    from bench.results.report import render_profile
+    from bench.results.profile_report import render_profile
 
     frame = load_profile_frame(run_dir)
     title = f"sde-bench profile: {run_dir}"
@@ -336,7 +336,8 @@ def compare_command(
       bench compare old new --metric fid --max-regression 5%
       bench compare old new --max-regression 2% --max-regression nfe=0 --format markdown
     """
-    from bench.results.compare import compare, find_pyproject, read_pyproject, settings_from
+    from bench.results.compare import compare
+    from bench.results.compare_settings import find_pyproject, read_pyproject, settings_from
     from bench.results.compare_text import render_comparison
     from bench.results.frame import Directions, load_frame
 

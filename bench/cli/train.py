@@ -113,7 +113,7 @@ def train_command(session: Any, **kw: Any) -> None:
     import torch
 
     from bench.run.setup import resolve_device
-    from bench.train import Trainer
+    from bench.training.train import Trainer
 
     registry = session.registry
     sde_cls = registry.get("sdes", kw["sde_name"]).obj
@@ -191,9 +191,8 @@ def build_config(sde_cls: type, dataset: Any, kw: dict[str, Any]) -> Any:
     """The TrainConfig: SDE hyperparameters resolved (eps excluded), the recipe's architecture."""
     import dataclasses
 
-    from bench_plugins.score_models.trained import PARAMETERISATIONS
-
-    from bench.train import TrainConfig, default_architecture, max_pairwise_distance
+    from bench.training.model_format import PARAMETERISATIONS
+    from bench.training.train import TrainConfig, default_architecture, max_pairwise_distance
 
     if sde_cls.name not in PARAMETERISATIONS:
         raise BenchError(

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from bench.core.dataset import Dataset
 from bench.core.model import ScoreModel
 from bench.core.options import NoOptions, default_options
+
+
+@dataclass(frozen=True)
+class MetricContext:
+    """What a metric may use besides its model, n and options (rather than module globals).
+
+    Attributes:
+        registry: the command's component registry (``-p`` plugins included).
+        device: where the metric computes (feature extractors run here).
+        cache_dir: the suite's cache folder (``$BENCH_CACHE_DIR``), e.g. for reference statistics.
+    """
+
+    registry: Any
+    device: torch.device
+    cache_dir: Path
+
+    def dataset(self, spec: str) -> Dataset:
+        """The dataset ``NAME[:ARG]`` from the registry (e.g. a FID/KID reference set)."""
+        name, _, arg = spec.partition(":")
+        return self.registry.get("datasets", name).obj.load(arg or None)
 
 
 class Metric(abc.ABC):
@@ -26,18 +49,27 @@ class Metric(abc.ABC):
     higher_is_better: ClassVar[bool] = False
     column_directions: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, model: ScoreModel, n: int, *, device: torch.device, options: Any = None):
+    def __init__(
+        self,
+        model: ScoreModel,
+        n: int,
+        *,
+        device: torch.device,
+        options: Any = None,
+        context: MetricContext | None = None,
+    ) -> None:
         self.model = model
         self.n = n
         self.device = device
         self.options = default_options(type(self), options)
+        self.context = context
 
     @classmethod
     def supports(cls, model: ScoreModel) -> None:
         """Raise :class:`bench.Unsupported` if this metric cannot evaluate ``model``."""
 
     @classmethod
-    def prepare(cls, model: ScoreModel, options: Any, device: torch.device) -> None:
+    def prepare(cls, model: ScoreModel, options: Any, context: MetricContext) -> None:
         """Check prerequisites once, before any cell runs (raise :class:`bench.BenchError`).
 
         For example a feature extractor whose weights file is missing: the user gets one clear

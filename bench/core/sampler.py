@@ -44,11 +44,13 @@ class Sampler(abc.ABC):
     """True when the number of evaluations is chosen at run time (error control)."""
 
     def __init__(self, options: Any = None) -> None:
+        """Every sampler but ``pc`` is built as ``cls(options)`` (``pc`` from its predictor and
+        corrector, :class:`bench.core.pc.PCSampler`)."""
         self.options = options if options is not None else self.Options()
 
-    @classmethod
-    def supports(cls, sde: SDE, schedule: Schedule) -> None:
-        """Raise :class:`bench.Unsupported` if this sampler cannot run on ``sde`` and ``schedule``."""
+    def supports(self, sde: SDE, schedule: Schedule) -> None:
+        """Raise :class:`bench.Unsupported` if this sampler (with its options) cannot run on
+        ``sde`` and ``schedule``."""
 
     @abc.abstractmethod
     def nfe_nominal(self, steps: int) -> int | None:

@@ -108,13 +108,11 @@ def augment(x: Tensor, shift: int, generator: torch.Generator) -> Tensor:
     return out
 
 
-def train(config: TrainConfig, log: Any = print) -> tuple[DigitsNet, dict[str, Any]]:
-    """Train on the digits ``train`` split; return the net and its metadata (test accuracy)."""
-    from bench_plugins.datasets import Digits
-
+def train(config: TrainConfig, digits: Any, log: Any = print) -> tuple[DigitsNet, dict[str, Any]]:
+    """Train on the ``train`` split of ``digits`` (the registry's ``digits`` dataset); return the
+    net and its metadata (test accuracy)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    digits = Digits()
     x, y = quantised(digits.data("train")), digits.labels("train")
     net = DigitsNet(config.dropout)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -130,14 +128,16 @@ def train(config: TrainConfig, log: Any = print) -> tuple[DigitsNet, dict[str, A
             loss.backward()
             optimiser.step()
         if (epoch + 1) % 10 == 0:
-            log(f"epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {accuracy(net):.4f}")
+            log(
+                f"epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {accuracy(net, digits):.4f}"
+            )
     net.eval().requires_grad_(False)
     meta = {
         "architecture": "conv32-conv64-pool-conv128-fc128-fc10",
         "train": asdict(config),
         "train_split": "digits:train",
-        "test_accuracy": accuracy(net),
-        "train_accuracy": accuracy(net, "train"),
+        "test_accuracy": accuracy(net, digits),
+        "train_accuracy": accuracy(net, digits, "train"),
         "train_seconds": time.perf_counter() - start,
         "torch": torch.__version__,
         "features": {FEATURES: 128, LOGITS: 10},
@@ -146,11 +146,8 @@ def train(config: TrainConfig, log: Any = print) -> tuple[DigitsNet, dict[str, A
 
 
 @torch.no_grad()
-def accuracy(net: DigitsNet, split: str = "test") -> float:
-    """Share of correctly classified quantised digits of a split."""
-    from bench_plugins.datasets import Digits
-
-    digits = Digits()
+def accuracy(net: DigitsNet, digits: Any, split: str = "test") -> float:
+    """Share of correctly classified quantised digits of a split of ``digits``."""
     was_training = net.training
     net.eval()
     _, logits = net(quantised(digits.data(split)))

@@ -114,19 +114,7 @@ def load(
         loader.directory(Path(d))
     pm.check_pending()
     registry = loader.collect()
-    global _active
-    _active = registry
     return LoadReport(pm, loader.records, registry)
-
-
-_active: Registry | None = None
-
-
-def active_registry() -> Registry | None:
-    """The registry of the last :func:`load` in this process (the command's plugins, ``-p`` files
-    included), for code that is handed names but not the registry (e.g. a metric resolving its
-    reference dataset)."""
-    return _active
 
 
 def env_list(name: str, sep: str = ",") -> list[str] | None:

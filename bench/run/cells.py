@@ -70,8 +70,15 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
     built = parts.build(cell)
     batch_size, notes = cell.batch_size, []
     while True:
+        context = ctx.env.metric_context()
         metrics = [
-            m(ctx.model, cell.samples, device=ctx.device, options=parts.options("metrics", m.name))
+            m(
+                ctx.model,
+                cell.samples,
+                device=ctx.device,
+                options=parts.options("metrics", m.name),
+                context=context,
+            )
             for m in built.metrics
         ]
         try:

@@ -20,6 +20,7 @@ from torch import Tensor
 
 import bench
 from bench.core import options as opts
+from bench.core.metric import MetricContext
 from bench.core.model import ScoreModel
 from bench.errors import BenchError
 from bench.plugin.kinds import BY_OPTION
@@ -285,6 +286,12 @@ class Environment:
             opts.apply_sde_defaults(options.values, {s: {"eps": kw["eps"]} for s in sdes}, sdes)
         opts.apply_sde_defaults(options.values, model.sde_defaults, sdes)
         return env
+
+    def metric_context(self) -> MetricContext:
+        """What the run's metrics may use: the registry, the device and the cache folder."""
+        from bench.fidelity.cache import cache_dir
+
+        return MetricContext(self.registry, self.device, cache_dir())
 
     def model_fn(
         self, sde: Any, model: ScoreModel | None = None

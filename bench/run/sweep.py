@@ -314,7 +314,8 @@ class Sweep:
                 metric.supports(self.model)
             except Unsupported:
                 continue  # recorded per cell
-            metric.prepare(self.model, self.options.build("metrics", name, metric), self.device)
+            options = self.options.build("metrics", name, metric)
+            metric.prepare(self.model, options, self.env.metric_context())
 
     def identity(self) -> dict[str, Any]:
         """What defines the meaning of this run's rows (see IDENTITY_KEYS)."""

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_plugins.score_models import trained
-from bench_plugins.score_models.unet import UNet, UNetConfig, count_parameters
 from torch import Tensor, nn
 
 import bench
@@ -35,6 +33,8 @@ from bench.core.dataset import Dataset
 from bench.core.noise import derive_seed
 from bench.core.sde import SDE
 from bench.errors import BenchError
+from bench.training import model_format
+from bench.training.unet import UNet, UNetConfig, count_parameters
 
 CHECKPOINT_DIR = "checkpoint"
 LOSS_WINDOW = 250
@@ -89,7 +89,7 @@ class TrainState:
 
 
 # -- data and the objective ------------------------------------------------------------------------
-def training_data(dataset: Dataset, p: trained.Parameterisation) -> tuple[Tensor, str]:
+def training_data(dataset: Dataset, p: model_format.Parameterisation) -> tuple[Tensor, str]:
     """The train split (or ``all``) scaled to the sampler's space, and the split's name."""
     split = "train" if "train" in dataset.splits else "all"
     x = dataset.data(split).to(torch.float32)
@@ -127,13 +127,13 @@ def draw_batch(
 
 
 def dsm_loss(
-    net: nn.Module, sde: SDE, p: trained.Parameterisation, x0: Tensor, t: Tensor, z: Tensor
+    net: nn.Module, sde: SDE, p: model_format.Parameterisation, x0: Tensor, t: Tensor, z: Tensor
 ) -> Tensor:
     """Mean over the batch of ‖std(t)·s_θ(x_t, t) + z‖² (Eq. 7, λ(t) = std(t)²)."""
     coefs = torch.tensor([sde.marginal_coef(ti) for ti in t.tolist()], dtype=torch.float64)
     a, std = (c.to(x0.device) for c in coefs.unbind(1))
     x_t = a.to(x0)[:, None, None, None] * x0 + std.to(x0)[:, None, None, None] * z
-    scaled = trained.scaled_output(net, p, x_t, t.to(x0.device), std)  # = std·s_θ
+    scaled = model_format.scaled_output(net, p, x_t, t.to(x0.device), std)  # = std·s_θ
     return (scaled + z).square().sum(dim=(1, 2, 3)).mean()
 
 
@@ -150,7 +150,7 @@ def update_ema(ema_net: nn.Module, net: nn.Module, decay: float) -> None:
 
 
 def train_step(
-    state: TrainState, cfg: TrainConfig, sde: SDE, p: trained.Parameterisation, data: Tensor
+    state: TrainState, cfg: TrainConfig, sde: SDE, p: model_format.Parameterisation, data: Tensor
 ) -> float:
     """One Adam step on a fresh batch; returns the loss."""
     x0, t, z = draw_batch(data, cfg.batch_size, cfg.seed, state.step, cfg.t_eps)
@@ -184,7 +184,7 @@ def new_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     """A fresh network (initialised from the seed alone), its EMA copy and Adam."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, 0))
-        net = UNet(trained.architecture_from_dict(cfg.architecture)).to(device)
+        net = UNet(model_format.architecture_from_dict(cfg.architecture)).to(device)
     ema_net = copy.deepcopy(net).requires_grad_(False)
     return TrainState(net, ema_net, torch.optim.Adam(net.parameters(), lr=cfg.lr))
 
@@ -278,7 +278,7 @@ def resume_state(cfg: TrainConfig, out: Path, device: torch.device) -> TrainStat
 def _read(path: Path, device: torch.device) -> dict[str, Tensor]:
     if not path.is_file():
         raise BenchError(f"--resume: checkpoint file {path} is missing")
-    tensors = trained.read_weights(path.read_bytes(), str(path))
+    tensors = model_format.read_weights(path.read_bytes(), str(path))
     return {k: v.to(device) for k, v in tensors.items()}
 
 
@@ -286,14 +286,14 @@ def _read(path: Path, device: torch.device) -> dict[str, Tensor]:
 def metadata(
     state: TrainState,
     cfg: TrainConfig,
-    p: trained.Parameterisation,
+    p: model_format.Parameterisation,
     dataset: Dataset,
     split: str,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """The metadata.json of a model folder (read back by :mod:`bench_plugins...trained`)."""
+    """The metadata.json of a model folder (read back by :mod:`bench.training.model_format`)."""
     return {
-        "format": trained.FORMAT,
+        "format": model_format.FORMAT,
         "sde": {"name": cfg.sde, "options": cfg.sde_options},
         "parameterisation": p.to_dict(),
         "data": {
@@ -332,8 +332,8 @@ def metadata(
 def save_model_folder(state: TrainState, meta: dict[str, Any], out: Path) -> None:
     """``model.safetensors`` (EMA weights) and ``metadata.json``."""
     out.mkdir(parents=True, exist_ok=True)
-    save_tensors(state.ema_net.state_dict(), out / trained.WEIGHTS_FILE)
-    write_json(meta, out / trained.METADATA_FILE)
+    save_tensors(state.ema_net.state_dict(), out / model_format.WEIGHTS_FILE)
+    write_json(meta, out / model_format.METADATA_FILE)
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ class Trainer:
 
     def run(self, resume: bool = False) -> TrainState:
         """Train up to ``cfg.steps``, checkpointing every ``cfg.checkpoint_every`` steps."""
-        p = trained.PARAMETERISATIONS[self.cfg.sde]
+        p = model_format.PARAMETERISATIONS[self.cfg.sde]
         data, split = training_data(self.dataset, p)
         data = data.to(self.device)
         self.extra = self._extra(split, tuple(data.shape[1:]))
@@ -370,7 +370,7 @@ class Trainer:
         return state
 
     def _loop(
-        self, state: TrainState, p: trained.Parameterisation, data: Tensor, split: str
+        self, state: TrainState, p: model_format.Parameterisation, data: Tensor, split: str
     ) -> None:
         bar = self._bar(state.step)
         last_save = time.perf_counter()
@@ -388,7 +388,7 @@ class Trainer:
             bar.close()
 
     def _save(
-        self, state: TrainState, p: trained.Parameterisation, split: str, since: float
+        self, state: TrainState, p: model_format.Parameterisation, split: str, since: float
     ) -> None:
         save_checkpoint(state, self.cfg, self.out)
         meta = metadata(state, self.cfg, p, self.dataset, split, self.extra)
