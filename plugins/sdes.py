@@ -1,4 +1,5 @@
-"""The paper's SDEs: VE (SMLD), VP (DDPM) and sub-VP (Song et al. 2021, §3.4 and App. B)."""
+"""The paper's SDEs: VE (SMLD), VP (DDPM) and sub-VP (Song et al. 2021, §3.4 and App. B), and the
+σ-parameterised SDE of EDM (Karras et al. 2022, Eq. 6 with σ(t) = t, s(t) = 1)."""
 
 from __future__ import annotations
 
@@ -216,8 +217,81 @@ class SubVPSDE(_BetaSchedule):
         return vp_t_of_log_mean_coeff(math.log(a), self.beta_min, self.beta_max)
 
 
+class EDMSDE(SDE):
+    """EDM's SDE (Karras et al. 2022): σ(t) = t, no scaling; dx = sqrt(2t) dw on t ∈ [σ_min, σ_max].
+
+    With σ(t) = t and s(t) = 1 in Karras et al. (2022, Eq. 6 and Table 1), time *is* the noise
+    level: x_t = x_0 + t·z, so a(t) = 1, std(t) = t, f = 0 and g(t)² = d[t²]/dt = 2t, and the
+    probability-flow ODE is their Eq. 1 with dσ/dt = 1. The reverse process starts from the
+    prior N(0, T²·I) at T = ``sigma_max`` (80 in EDM) and stops at eps = σ_min (0.002 in EDM;
+    ``-o sde.edm.eps=...`` or ``--eps``). λ(t) = −log t, so t_of_log_snr is exp(−λ) in closed form,
+    and the ``edm`` schedule on this SDE gives exactly Karras et al.'s σ_i (their Eq. 5).
+
+    The reference code's discrete conventions do not exist for this SDE (it is not in Song et al.
+    2021): every step spans its own interval t − t_next, also on the ``uniform`` grid, with
+    Euler–Maruyama as the forward discretisation (G² = 2t·|dt|). A caller that gives no t_next
+    gets |dt| = T/N. There are no DDPM/SMLD tables: ancestral sampling is unsupported.
+    """
+
+    name = "edm"
+    default_eps = 0.002
+
+    @dataclasses.dataclass
+    class Options(SDE.Options):
+        sigma_max: float = 80.0
+
+        def __post_init__(self) -> None:
+            # Not the base check: here T = sigma_max, not 1.
+            if not (math.isfinite(self.sigma_max) and self.sigma_max > 0):
+                raise ValueError(f"sigma_max must be a positive number, got {self.sigma_max}")
+            eps = EDMSDE.default_eps if self.eps is None else self.eps
+            if not 0 < eps < self.sigma_max:
+                raise ValueError(
+                    f"eps (σ_min) must lie in (0, T) = (0, sigma_max = {self.sigma_max:g}), "
+                    f"got {eps:g}"
+                )
+
+    sigma_max: float
+
+    @property
+    def T(self) -> float:  # type: ignore[override]  # a per-instance T, not the class's 1.0
+        """The time horizon, T = σ_max."""
+        return self.sigma_max
+
+    def sde(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+        return torch.zeros_like(x), math.sqrt(2.0 * t)
+
+    def marginal_coef(self, t: float) -> tuple[float, float]:
+        return 1.0, t
+
+    def log_snr(self, t: float) -> float:
+        return -math.log(t) if t > 0 else math.inf
+
+    def t_of_log_snr(self, lam: float) -> float:
+        return math.exp(-lam)
+
+    def paper_step(self, t_next: float | None) -> bool:
+        """Only a caller without t_next takes a fixed step (|dt| = T/N): there is no paper grid."""
+        return t_next is None
+
+    def step_dt(self, t: float, t_next: float | None = None) -> float:
+        return -self.T / self.N if t_next is None else t_next - t
+
+    def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
+        """Euler–Maruyama: f_i = 0, G_i = sqrt(2t·|dt|)."""
+        dt = self.T / self.N if t_next is None else t - t_next
+        return torch.zeros_like(x), math.sqrt(2.0 * t * dt)
+
+    def prior_sampling(self, z: Tensor) -> Tensor:
+        return self.sigma_max * z
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        return standard_normal_logp(z, self.sigma_max)
+
+
 @bench.hookimpl
 def register_sdes(register):
     register(VESDE)
     register(VPSDE)
     register(SubVPSDE, aliases=("sub_vp", "sub-vp"))
+    register(EDMSDE)

@@ -12,10 +12,24 @@ ROOT = Path(__file__).parents[1]
 PATHS = ["bench", "plugins", "tests", "docs"]
 
 
+TYPED = ["bench/__init__.py", "bench/plugin", "bench/core"]
+"""The plugin boundary: the hookspecs and kinds, the registry and loader, and the base classes
+plugins derive from (SDE, schedule, sampler, predictor, corrector, views, model, metric)."""
+
+
 @pytest.mark.skipif(
     shutil.which("ruff") is None, reason="ruff is not installed (pip install -e '.[test]')"
 )
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
 def test_ruff(command):
     result = subprocess.run(["ruff", *command, *PATHS], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("mypy") is None, reason="mypy is not installed (pip install -e '.[test]')"
+)
+def test_the_plugin_boundary_type_checks():
+    """mypy runs clean on the boundary modules (settings in pyproject's [tool.mypy])."""
+    result = subprocess.run(["mypy", *TYPED], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -78,3 +78,38 @@ def test_the_detector_sees_host_reads():
         x.sum().item()
         bool(x.all())
     assert mode.seen == ["item", "__bool__"]
+
+
+def whole_samplers(registry):
+    """Every registered sampler but pc (covered above) and host loops (``ode``: scipy's RK45
+    runs on the host by design)."""
+    return [
+        n
+        for n in registry.names("samplers")
+        if n != "pc" and not getattr(registry.get("samplers", n).obj, "host_loop", False)
+    ]
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
+def test_whole_samplers_have_no_host_reads(registry, make_sde, sde_name):
+    """Every built-in sampler on its own default schedule, stochastic options switched on."""
+    from bench.core.views import ModelView
+
+    model = registry.get("score-models", "gmm64").obj.load(
+        None, device=torch.device("cpu"), dtype=torch.float32
+    )
+    stochastic = {"ddim": {"eta": 1.0}, "heun": {"s_churn": 10.0}}
+    names = whole_samplers(registry)
+    assert {"euler", "ddim", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm"} <= set(names)
+    for name in names:
+        cls = registry.get("samplers", name).obj
+        sampler = cls(cls.Options(**stochastic.get(name, {})))
+        sde = make_sde(sde_name, 12)
+        grid = registry.get("schedules", cls.default_schedule).obj().grid(sde, 12)
+        sde.discrete = grid.paper
+        view = ModelView(model.native_fn(sde), model.native, sde)
+        x_T = sde.prior_sampling(torch.randn(8, 1, 8, 8))
+        with HostReads() as mode, torch.no_grad():
+            sampler.sample(x_T, grid, view, step_noise(0, 0, torch.device("cpu")))
+        assert mode.seen == [], name
+        assert view.calls == sampler.nfe_nominal(12), name

@@ -12,6 +12,7 @@ DEFAULTS = {
     "steps": (100, 1000),
     "samples": 1000,
     "batch_size": 1000,
+    "snrs": (0.16,),
 }
 """Grid defaults where neither the user nor the model (``ScoreModel.default_grid``) sets one."""
 
@@ -75,9 +76,8 @@ def _default(key: str) -> str:
     "--snr",
     "snrs",
     type=NumberList(float, 0),
-    default="0.16",
-    show_default=True,
-    help="Langevin signal-to-noise ratios r (corrector cells only).",
+    default=None,
+    help=f"Langevin signal-to-noise ratios r (corrector cells only) {_default('snrs')}.",
 )
 @click.option(
     "--corrector-steps",

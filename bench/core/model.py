@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bench.core.options import NoOptions
 from bench.core.sde import SDE, ScoreFn
 from bench.core.views import ModelFn, ModelView
 from bench.errors import BenchError, Unsupported
@@ -37,13 +38,23 @@ class ScoreModel(abc.ABC):
     non-default hyperparameters runs out of the box. Treat as read-only; instances that need
     their own values assign a new dict.
     """
+    default_grid: dict[str, Any] = {}
+    """Sweep defaults the model asks for where the user gives none, keyed like ``bench run``'s
+    options (``steps``, ``samples``, ``batch_size``, ``snrs``, ``predictors``, …): e.g. a small
+    grid that finishes in minutes on a CPU, or the ``snr`` a checkpoint ships with. Rows record
+    the values taken in ``model_defaults``. Treat as read-only; instances assign a new dict."""
     data_shape: tuple[int, ...]
     spec: str
+
+    Options: ClassVar[type] = NoOptions
+    """Load-time options (``-o model.NAME.KEY=VALUE``), e.g. a checkpoint's architecture config;
+    a model with options receives them as ``load(..., options=...)``."""
 
     @classmethod
     @abc.abstractmethod
     def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
-        """Build the model from the ``ARG`` of ``NAME[:ARG]`` (``None`` when absent)."""
+        """Build the model from the ``ARG`` of ``NAME[:ARG]`` (``None`` when absent); models
+        with ``Options`` also take ``options=``."""
 
     native: ClassVar[str] = "score"
     """What the network outputs: ``score``, ``eps`` (noise prediction) or ``x0`` (denoiser D).

@@ -105,7 +105,7 @@ class Corrector(abc.ABC):
         """``n_steps`` corrector iterations at time t; returns (x, x_mean) of the last one."""
 
 
-def takes_t_next(component: type) -> bool:
+def takes_t_next(component: type[Predictor] | type[Corrector]) -> bool:
     """Whether ``component.update`` takes ``(x, t, t_next)`` (else the older ``(x, t)``)."""
     params = list(inspect.signature(component.update).parameters.values())[1:]  # minus self
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -117,7 +117,7 @@ def stepper(component: Predictor | Corrector) -> Step:
     if takes_t_next(type(component)):
         return component.update
     update = component.update
-    return lambda x, t, t_next: update(x, t)  # type: ignore[call-arg]
+    return lambda x, t, t_next: update(x, t)  # an update(x, t) plugin: t_next unused
 
 
 @torch.no_grad()

@@ -42,6 +42,12 @@ class Sampler(abc.ABC):
     """The schedule cells use when ``--schedules`` is not given."""
     adaptive: ClassVar[bool] = False
     """True when the number of evaluations is chosen at run time (error control)."""
+    host_loop: ClassVar[bool] = False
+    """True for a loop that runs on the host by design (e.g. scipy's RK45): it synchronises with
+    the device at every evaluation, and the no-host-sync test does not apply."""
+    uses_steps: ClassVar[bool] = True
+    """False when ``steps`` means nothing to the sampler (a black-box adaptive solver): the grid
+    then has one cell whatever ``--steps`` says, with ``steps`` empty."""
 
     def __init__(self, options: Any = None) -> None:
         """Every sampler but ``pc`` is built as ``cls(options)`` (``pc`` from its predictor and

@@ -133,7 +133,9 @@ class SDE(abc.ABC):
 
     def step_dt(self, t: float, t_next: float | None = None) -> float:
         """The (negative) time step: −1/N on the paper's grid (§1), else t_next − t."""
-        return -1.0 / self.N if self.paper_step(t_next) else t_next - t
+        if t_next is None or self.discrete:
+            return -1.0 / self.N
+        return t_next - t
 
     def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """(f_i, G_i) of x_{i+1} = x_i + f_i + G_i·z; Euler–Maruyama by default.
@@ -141,7 +143,7 @@ class SDE(abc.ABC):
         The forward step spans |dt|: 1/N on the paper's grid, t − t_next elsewhere.
         """
         drift, diffusion = self.sde(x, t)
-        dt = 1.0 / self.N if self.paper_step(t_next) else t - t_next
+        dt = 1.0 / self.N if t_next is None or self.discrete else t - t_next
         return drift * dt, diffusion * math.sqrt(dt)
 
     def langevin_alpha(self, t: float, t_next: float | None = None) -> float:

@@ -65,12 +65,13 @@ class Registry:
         base = BY_KEY[kind].base_class()
         if not (isinstance(obj, type) and issubclass(obj, base)):
             raise TypeError(f"{singular} {obj!r} must be a subclass of {base.__name__}")
-        name = name or getattr(obj, "name", None)
+        given = name or getattr(obj, "name", None)
         aliases = tuple(aliases) or tuple(getattr(obj, "aliases", ()))
-        for n in (name, *aliases):
+        for n in (given, *aliases):
             if not isinstance(n, str) or not NAME_RE.match(n):
                 raise ValueError(f"invalid {singular} name {n!r}: use [a-z][a-z0-9_-]*")
-        return Entry(kind, name, obj, Provider("?", "?"), aliases)
+        assert isinstance(given, str)
+        return Entry(kind, given, obj, Provider("?", "?"), aliases)
 
     def conflicts(self, entry: Entry) -> list[str]:
         """Messages for each name of ``entry`` already taken, naming both providers."""

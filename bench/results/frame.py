@@ -349,11 +349,22 @@ def sampler_labels(frame: pd.DataFrame) -> pd.Series:
     ``@snr`` and ``×k`` corrector steps added when a run sweeps them), the sampler's name for
     the others; ``[schedule]`` and ``{options}`` are added when a run sweeps them, so every label
     names one sampler."""
-    show = {
-        c: frame[c].nunique() > 1 if c in frame else False
-        for c in ("snr", "corrector_steps", "schedule", "sampler_options")
-    }
-    return frame.apply(lambda r: sampler_label(r, **show), axis=1).astype(str)
+    show = {c: frame[c].nunique() > 1 if c in frame else False for c in ("snr", "corrector_steps")}
+    per_sampler = {c: _varies_per_sampler(frame, c) for c in ("schedule", "sampler_options")}
+
+    def label(row: Any) -> str:
+        varies = {c: row.get("sampler") in names for c, names in per_sampler.items()}
+        return sampler_label(row, **show, **varies)
+
+    return frame.apply(label, axis=1).astype(str)
+
+
+def _varies_per_sampler(frame: pd.DataFrame, column: str) -> set[str]:
+    """The samplers that appear with more than one value of ``column`` in ``frame``."""
+    if column not in frame or "sampler" not in frame:
+        return set()
+    counts = frame.groupby("sampler", dropna=True)[column].nunique()
+    return set(counts[counts > 1].index)
 
 
 def sampler_label(

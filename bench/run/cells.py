@@ -286,6 +286,7 @@ def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
     row["torch"] = torch.__version__
     row["sde_bench"] = bench.__version__
     row.update(provenance(cell, ctx, parts))
+    row.update(ctx.extra)
     row["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return row
 

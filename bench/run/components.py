@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -27,6 +27,8 @@ class CellContext:
     env: Environment
     save_samples: Callable[[Cell, Tensor], None] | None = None
     on_batch: Callable[[int], None] | None = None  # progress: called with each batch's size
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Columns every row of the run carries (e.g. ``model_defaults``)."""
 
     @property
     def registry(self) -> Any:
@@ -80,6 +82,9 @@ class Components:
     def fixed_steps(self, schedule: str) -> int | None:
         return self.schedule(schedule).fixed_steps()
 
+    def uses_steps(self, sampler: str) -> bool:
+        return self.entry("samplers", sampler).obj.uses_steps
+
     def sampler(self, cell: Cell) -> Sampler:
         """The cell's sampler: a PC sampler from its predictor and corrector, or a whole one."""
         cls = self.entry("samplers", cell.sampler).obj
@@ -100,12 +105,13 @@ class Components:
     def build(self, cell: Cell) -> Built:
         """Every component of ``cell``; raises :class:`bench.Unsupported` for a combination that
         cannot run (the model's reason first, as the most fundamental)."""
-        sde = self.sde(cell.sde, cell.steps)
+        steps = cell.steps or 1  # a sampler to which steps mean nothing gets a one-step grid
+        sde = self.sde(cell.sde, steps)
         schedule = self.schedule(cell.schedule)
         sampler = self.sampler(cell)
         self.env.model.check_sde(sde)
         sampler.supports(sde, schedule)
-        grid = schedule.grid(sde, cell.steps)
+        grid = schedule.grid(sde, steps)
         sde.discrete = grid.paper
         metrics = [self.entry("metrics", m).obj for m in cell.metrics]
         for metric in metrics:
@@ -118,7 +124,7 @@ class Components:
         def of(kind: str, name: str | None) -> dict[str, Any] | None:
             return None if name is None else dataclasses.asdict(self.options(kind, name))
 
-        sde = self.sde(cell["sde"], cell["steps"])
+        sde = self.sde(cell["sde"], cell["steps"] or 1)
         return {
             "sde": {**of("sdes", cell["sde"]), "eps": sde.eps},  # type: ignore[dict-item]
             "sampler": of("samplers", cell["sampler"]),

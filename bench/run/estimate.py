@@ -47,7 +47,8 @@ def plan(cells: list[Cell], parts: Components, env: Environment) -> Plan:
     out = Plan()
     for cell in cells:
         try:
-            nfe = parts.build(cell).sampler.nfe_nominal(cell.steps)
+            built = parts.build(cell)
+            nfe = built.sampler.nfe_nominal(built.grid.steps)
         except Unsupported as exc:
             out.nfe[cell.id], out.reasons[cell.id] = None, exc.reason
             continue
@@ -62,7 +63,7 @@ def plan(cells: list[Cell], parts: Components, env: Environment) -> Plan:
 
 def time_one_call(cell: Cell, parts: Components, env: Environment) -> float:
     """Seconds of one batched model evaluation at the cell's batch size (median of a few)."""
-    sde = parts.sde(cell.sde, cell.steps)
+    sde = parts.sde(cell.sde, cell.steps or 1)
     fn = env.model_fn(sde)
     z = prior_noise(cell.seed, 0, cell.batch_size, env.model.data_shape)
     x = sde.prior_sampling(z.to(env.device, DTYPES[cell.dtype]))

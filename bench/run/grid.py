@@ -28,7 +28,7 @@ class Cell:
     predictor: str | None
     corrector: str | None
     probability_flow: bool | None
-    steps: int
+    steps: int | None
     snr: float | None
     corrector_steps: int | None
     seed: int
@@ -98,6 +98,8 @@ class GridParts(Protocol):
 
     def fixed_steps(self, schedule: str) -> int | None: ...
 
+    def uses_steps(self, sampler: str) -> bool: ...
+
     def resolved_options(self, cell: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -107,11 +109,13 @@ def expand(spec: GridSpec, parts: GridParts) -> list[Cell]:
     ``snr`` and ``corrector_steps`` mean nothing without a corrector, ``probability_flow``
     nothing without a predictor, and none of the PC fields anything for other samplers, so such
     cells collapse to one with ``None``/``False``. A schedule that fixes its own number of steps
-    (``file:``) collapses ``--steps``.
+    (``file:``), and a sampler to which steps mean nothing (``ode``), collapse ``--steps``.
     """
     cells: dict[str, Cell] = {}
     for kwargs in _points(spec, parts):
         steps = parts.fixed_steps(kwargs["schedule"]) or kwargs["steps"]
+        if not parts.uses_steps(kwargs["sampler"]):
+            steps = None
         kwargs.update(
             model=spec.model,
             steps=steps,

@@ -40,7 +40,7 @@ def profile_cell(env: Environment, kw: dict[str, Any]) -> Cell:
         predictor=predictor,
         corrector=corrector,
         probability_flow=False if pc else None,
-        steps=parts.fixed_steps(schedule) or kw["steps"],
+        steps=(parts.fixed_steps(schedule) or kw["steps"]) if parts.uses_steps(sampler) else None,
         snr=kw["snr"] if pc and corrector != "none" else None,
         corrector_steps=kw["corrector_steps"] if pc and corrector != "none" else None,
         seed=0,
@@ -142,7 +142,7 @@ def compare_compiled(
         return None, None
     from bench.run.setup import load_model
 
-    eager = load_model(env.registry, kw["model"], env.device, env.state_dtype)
+    eager = load_model(env.registry, kw["model"], env.device, env.state_dtype, env.options)
     eager_setup = dataclasses.replace(setup, fn=env.model_fn(setup.sde, eager))
     agreement = profile.agreement(setup, eager_setup)
     tolerance = profile.COMPILE_TOLERANCE[env.dtype]

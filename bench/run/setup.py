@@ -53,7 +53,7 @@ class OptionSet:
             if not sep or len(parts) not in (2, 3):
                 raise BenchError(f"option {item!r} is not KIND.NAME.KEY=VALUE or NAME.KEY=VALUE")
             kind, name = (parts[0], parts[1]) if len(parts) == 3 else (None, parts[0])
-            entry = find_component(registry, kind, name)
+            entry = find_component(registry, kind, name, parts[-1])
             owner = f"{registry_singular(entry)} {entry.name!r}"
             options_cls = getattr(entry.obj, "Options", opts.NoOptions)
             value = opts.coerce(options_cls, parts[-1], text.strip(), owner)
@@ -74,17 +74,28 @@ def registry_singular(entry: Entry) -> str:
     return BY_OPTION_KEY[entry.kind]
 
 
-SHORT_FORM_KINDS = ("sdes", "schedules", "samplers", "predictors", "correctors", "metrics")
+SHORT_FORM_KINDS = (
+    "sdes",
+    "schedules",
+    "samplers",
+    "predictors",
+    "correctors",
+    "score-models",
+    "metrics",
+)
 """Kinds whose components ``-o NAME.KEY=VALUE`` may name without a KIND."""
 
 
-def find_component(registry: Registry, kind: str | None, name: str) -> Entry:
-    """The component an option names, as ``KIND.NAME`` or a unique bare ``NAME``."""
+def find_component(registry: Registry, kind: str | None, name: str, key: str = "") -> Entry:
+    """The component an option names, as ``KIND.NAME`` or a bare ``NAME`` that is unique (or
+    unique among the components with an option ``key``: ``edm.rho`` is the schedule's)."""
     if kind is not None:
         if kind not in BY_OPTION:
             raise BenchError(f"unknown option kind {kind!r}; use one of {', '.join(BY_OPTION)}")
         return registry.get(BY_OPTION[kind].key, name)
     found = [registry.get(k, name) for k in SHORT_FORM_KINDS if name in registry.lookup[k]]
+    if len(found) > 1:
+        found = [e for e in found if key in opts.option_fields(e.obj.Options)] or found
     if len(found) != 1:
         what = "ambiguous" if found else "unknown"
         raise BenchError(
@@ -204,12 +215,20 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 # -- the model and the names the user gave -------------------------------------------------------
 def load_model(
-    registry: Registry, spec: str, device: torch.device, dtype: torch.dtype
+    registry: Registry,
+    spec: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    options: OptionSet | None = None,
 ) -> ScoreModel:
-    """A score model from ``NAME[:ARG]``."""
+    """A score model from ``NAME[:ARG]``; a model with ``Options`` (e.g. a checkpoint's config)
+    gets them from ``-o model.NAME.KEY=VALUE`` as ``load(..., options=...)``."""
     name, _, arg = spec.partition(":")
     entry = registry.get("score-models", name)
-    return entry.obj.load(arg or None, device=device, dtype=dtype)
+    extra = {}
+    if getattr(entry.obj, "Options", opts.NoOptions) is not opts.NoOptions:
+        extra["options"] = (options or OptionSet()).build("score-models", entry.name, entry.obj)
+    return entry.obj.load(arg or None, device=device, dtype=dtype, **extra)
 
 
 def default_sdes(model: ScoreModel) -> tuple[str, ...]:
@@ -262,7 +281,7 @@ class Environment:
                 values = options.values.setdefault(("metrics", metric), {})
                 values.setdefault("extractor", "inception-v3-compat")
                 values.setdefault("weights", kw["fid_weights"])
-        model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]])
+        model = load_model(registry, kw["model"], device, DTYPES[kw["dtype"]], options)
         sdes = canonical(registry, "sdes", tuple(kw.get("sdes") or ()) or default_sdes(model))
         if kw.get("tf32") is not None:
             torch.backends.cuda.matmul.allow_tf32 = kw["tf32"]

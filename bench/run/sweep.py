@@ -60,7 +60,9 @@ def resolve_grid_options(kw: dict[str, Any], given: set[str], model: Any) -> dic
     from bench.cli.run import DEFAULTS
 
     kw = dict(kw)
-    for key, value in {**DEFAULTS, **getattr(model, "default_grid", {})}.items():
+    taken = {k: v for k, v in model.default_grid.items() if kw.get(k) is None}
+    kw.setdefault("model_defaults", taken)  # a resumed run keeps what the first one recorded
+    for key, value in {**DEFAULTS, **taken}.items():
         if kw.get(key) is None:
             kw[key] = value
     samplers = tuple(kw.get("samplers") or (PCSampler.name,))
@@ -139,9 +141,7 @@ class Progress:
         if self.sample_bar is not None and self.index < len(self.cells):
             cell = self.cells[self.index]
             self.sample_bar.reset(total=cell.samples)
-            self.sample_bar.set_description(
-                f"{cell.sde} {cell.predictor}+{cell.corrector} N={cell.steps}"
-            )
+            self.sample_bar.set_description(f"{cell.sde} {cell.label} N={cell.steps}")
 
     def samples(self, n: int) -> None:
         if self.sample_bar is not None:
@@ -303,7 +303,9 @@ class Sweep:
         return [c for c in cells if c.id not in finished]
 
     def context(self) -> CellContext:
-        return CellContext(self.env, self._save_samples if self.save_samples else None)
+        taken = self.invocation["options"].get("model_defaults") or {}
+        extra = {"model_defaults": "; ".join(f"{k}={_text(v)}" for k, v in taken.items())}
+        return CellContext(self.env, self._save_samples if self.save_samples else None, extra=extra)
 
     def prepare_metrics(self) -> None:
         """Let each metric check its prerequisites once, before any work starts."""
@@ -396,6 +398,10 @@ class Sweep:
             samples=samples.numpy(),
             config=np.array(json.dumps(cell.config(), default=str)),
         )
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def say(message: str) -> None:

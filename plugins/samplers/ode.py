@@ -40,6 +40,8 @@ class ProbabilityFlowODE(Sampler):
     name = "ode"
     default_schedule = "uniform"
     adaptive = True
+    uses_steps = False
+    host_loop = True  # scipy integrates on the host: one device read per evaluation
 
     @dataclasses.dataclass
     class Options:
