@@ -23,6 +23,7 @@ class Langevin(Corrector):
     """
 
     name = "langevin"
+    batch_dependence = "Langevin step size from batch-mean norms (Alg. 4/5)"
 
     def update(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, Tensor]:
         alpha = self.sde.langevin_alpha(t, t_next)

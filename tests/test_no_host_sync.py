@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from bench.core.noise import step_noise
+from bench.core.noise import SampleNoise
 from bench.errors import Unsupported
 from tests.sampling import run_pc
 
@@ -62,7 +62,7 @@ def test_the_loop_has_no_host_reads(
     except Unsupported:
         pytest.skip("pairing unsupported (a table row, not a loop)")
     score = model.view(sde)
-    noise = step_noise(0, 0, torch.device("cpu"))
+    noise = SampleNoise(0, 0, 16)
     p = P(sde, score, probability_flow, noise)
     c = C(sde, score, 0.16, 2, noise)
     x_T = sde.prior_sampling(torch.randn(16, 1, 8, 8))
@@ -110,6 +110,6 @@ def test_whole_samplers_have_no_host_reads(registry, make_sde, sde_name):
         view = ModelView(model.native_fn(sde), model.native, sde)
         x_T = sde.prior_sampling(torch.randn(8, 1, 8, 8))
         with HostReads() as mode, torch.no_grad():
-            sampler.sample(x_T, grid, view, step_noise(0, 0, torch.device("cpu")))
+            sampler.sample(x_T, grid, view, SampleNoise(0, 0, x_T.shape[0]))
         assert mode.seen == [], name
         assert view.calls == sampler.nfe_nominal(12), name

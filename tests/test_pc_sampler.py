@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.core.noise import step_noise
+from bench.core.noise import SampleNoise
 from bench.core.pc import PCSampler, Predictor, takes_t_next
 from bench.errors import Unsupported
 from tests.oracle import exact_flow, gaussian_model, prior, run
@@ -48,8 +48,8 @@ def test_uniform_schedule_is_bit_identical_to_the_previous_loop(
     grid = registry.get("schedules", "uniform").obj().grid(sde, 40)
     sde.discrete = grid.paper
     with torch.no_grad():
-        new = sampler.sample(x_T, grid, model.view(sde), step_noise(5, 0, torch.device("cpu")))
-        score, noise = model.score_fn(sde), step_noise(5, 0, torch.device("cpu"))
+        new = sampler.sample(x_T, grid, model.view(sde), SampleNoise(5, 0, x_T.shape[0]))
+        score, noise = model.score_fn(sde), SampleNoise(5, 0, x_T.shape[0])
         old = previous_loop(sde, P(sde, score, pf, noise), C(sde, score, 0.16, 2, noise), x_T)
     assert torch.equal(new, old)
 

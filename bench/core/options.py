@@ -15,6 +15,28 @@ class NoOptions:
     """A component without options."""
 
 
+@dataclasses.dataclass
+class FreeOptions:
+    """Options with any keys, for components that wrap a library's own settings (e.g. a diffusers
+    scheduler's config): ``-o NAME.KEY=VALUE`` stores VALUE (a JSON literal, else the text) under
+    KEY in ``values``; the component checks the keys when it is built."""
+
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def accepts(options_cls: type, key: str) -> bool:
+    """Whether ``options_cls`` has an option ``key`` (free-form options accept every key)."""
+    return issubclass(options_cls, FreeOptions) or key in option_fields(options_cls)
+
+
+def literal(text: str) -> Any:
+    """A JSON literal (number, bool, null, list, object), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def default_options(component: type, options: Any) -> Any:
     """``options`` if given, else the component's default ``Options()``."""
     return options if options is not None else getattr(component, "Options", NoOptions)()

@@ -42,6 +42,8 @@ class Predictor(abc.ABC):
     Options: ClassVar[type] = NoOptions
     nfe_per_step: ClassVar[int] = 1
     """Score evaluations per step (for the nominal NFE; the suite counts the real ones)."""
+    batch_dependence: ClassVar[str | None] = None
+    """Why a step depends on the rest of the batch, if it does (see :class:`bench.Sampler`)."""
 
     def __init__(
         self,
@@ -79,6 +81,8 @@ class Corrector(abc.ABC):
     Options: ClassVar[type] = NoOptions
     nfe_per_step: ClassVar[int] = 1
     """Score evaluations per corrector iteration (for the nominal NFE)."""
+    batch_dependence: ClassVar[str | None] = None
+    """Why an iteration depends on the rest of the batch, if it does (e.g. batch-mean norms)."""
 
     def __init__(
         self,
@@ -192,6 +196,10 @@ class PCSampler(Sampler):
                 f"predictor {self.predictor.name!r} takes update(x, t) and assumes the paper's "
                 f"dt = -1/N: it runs on the uniform schedule only (give update a t_next argument)"
             )
+
+    def batch_dependent(self) -> str | None:
+        reasons = [c.batch_dependence for c in (self.predictor, self.corrector)]
+        return "; ".join(r for r in reasons if r) or None
 
     def nfe_nominal(self, steps: int) -> int:
         per_step = self.predictor.nfe_per_step

@@ -18,6 +18,7 @@ from bench.core.options import NoOptions
 from bench.core.schedule import Schedule, TimeGrid
 from bench.core.sde import SDE
 from bench.core.views import ModelView
+from bench.errors import BenchError
 
 Noise = Callable[[Tensor], Tensor]
 """Draws standard-normal noise shaped like its argument (from the cell's seeded streams)."""
@@ -45,18 +46,31 @@ class Sampler(abc.ABC):
     host_loop: ClassVar[bool] = False
     """True for a loop that runs on the host by design (e.g. scipy's RK45): it synchronises with
     the device at every evaluation, and the no-host-sync test does not apply."""
+    batch_dependence: ClassVar[str | None] = None
+    """Why the samples depend on the batch they are drawn in, if they do (e.g. step sizes shared
+    by the batch); ``None`` when every sample depends only on its seed and index. Rows say it."""
+    takes_arg: ClassVar[bool] = False
+    """Whether the sampler is named ``NAME:ARG`` (e.g. ``diffusers:DDIMScheduler``)."""
     uses_steps: ClassVar[bool] = True
     """False when ``steps`` means nothing to the sampler (a black-box adaptive solver): the grid
     then has one cell whatever ``--steps`` says, with ``steps`` empty."""
 
-    def __init__(self, options: Any = None) -> None:
-        """Every sampler but ``pc`` is built as ``cls(options)`` (``pc`` from its predictor and
-        corrector, :class:`bench.core.pc.PCSampler`)."""
+    def __init__(self, options: Any = None, arg: str | None = None) -> None:
+        """Every sampler but ``pc`` is built as ``cls(options, arg)`` (``pc`` from its predictor
+        and corrector, :class:`bench.core.pc.PCSampler`); ``arg`` is the ``ARG`` of
+        ``NAME:ARG`` for samplers that take one."""
+        if arg is not None and not self.takes_arg:
+            raise BenchError(f"sampler {self.name!r} takes no argument (got {self.name}:{arg})")
         self.options = options if options is not None else self.Options()
+        self.arg = arg
 
     def supports(self, sde: SDE, schedule: Schedule) -> None:
         """Raise :class:`bench.Unsupported` if this sampler (with its options) cannot run on
         ``sde`` and ``schedule``."""
+
+    def batch_dependent(self) -> str | None:
+        """Why this sampler's samples depend on the batch, or ``None`` (see ``batch_dependence``)."""
+        return self.batch_dependence
 
     @abc.abstractmethod
     def nfe_nominal(self, steps: int) -> int | None:

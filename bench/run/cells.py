@@ -13,7 +13,7 @@ from torch import Tensor
 
 import bench
 from bench.core.metric import Metric
-from bench.core.noise import prior_noise, step_noise
+from bench.core.noise import SampleNoise, prior_noise
 from bench.core.views import ModelView
 from bench.errors import Unsupported
 from bench.plugin.kinds import KINDS
@@ -95,6 +95,7 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
     out: dict[str, Any] = {
         **timing_columns(sampled),
         "nfe_nominal": built.sampler.nfe_nominal(built.grid.steps),
+        "batch_dependence": built.sampler.batch_dependent() or "",
         "batch_size_used": batch_size,
         "peak_memory_mb": sampled.peak_memory_mb,
         "peak_rss_mb": sampled.peak_rss_mb,
@@ -192,7 +193,7 @@ def sample_cell(
     reset_peak_rss()
     for b, (start, size) in enumerate(batches(cell.samples, batch_size or cell.batch_size)):
         x_T = prior(cell, built, start, size, model.data_shape, device)
-        noise = step_noise(cell.seed, b, device)
+        noise = SampleNoise(cell.seed, start, size)
         calls = view.calls
         synchronize(device)
         t0 = time.perf_counter()
@@ -203,7 +204,7 @@ def sample_cell(
         out.calls_per_batch.append(view.calls - calls)
         out.n_samples += size
         if not bool(torch.isfinite(x).all()):
-            out.diverged_step, out.diverged_t = first_nonfinite_step(cell, ctx, built, b, x_T)
+            out.diverged_step, out.diverged_t = first_nonfinite_step(cell, ctx, built, start, x_T)
             break
         data = model.to_data(x)
         for metric in metrics:
@@ -229,7 +230,7 @@ def prior(
 
 
 def first_nonfinite_step(
-    cell: Cell, ctx: CellContext, built: Built, batch: int, x_T: Tensor
+    cell: Cell, ctx: CellContext, built: Built, start: int, x_T: Tensor
 ) -> tuple[int, float]:
     """Replay a diverged batch with the same noise, checking every step (diagnosis only)."""
     found: list[tuple[int, float]] = []
@@ -241,7 +242,7 @@ def first_nonfinite_step(
     view = ModelView(ctx.env.model_fn(built.sde), ctx.model.native, built.sde)
     with torch.no_grad():
         built.sampler.sample(
-            x_T, built.grid, view, step_noise(cell.seed, batch, x_T.device), callback=check
+            x_T, built.grid, view, SampleNoise(cell.seed, start, x_T.shape[0]), callback=check
         )
     return found[0] if found else (built.grid.steps - 1, built.grid.t[-2])
 
@@ -296,7 +297,7 @@ def component_names(cell: Cell, ctx: CellContext) -> dict[str, str | None]:
     return {
         "sdes": cell.sde,
         "schedules": cell.schedule.partition(":")[0],
-        "samplers": cell.sampler,
+        "samplers": cell.sampler.partition(":")[0],
         "predictors": cell.predictor,
         "correctors": cell.corrector,
         "score-models": ctx.model.name,

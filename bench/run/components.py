@@ -77,19 +77,20 @@ class Components:
         return self.entry("schedules", name).obj(self.options("schedules", name), arg or None)
 
     def default_schedule(self, sampler: str) -> str:
-        return self.entry("samplers", sampler).obj.default_schedule
+        return self.entry("samplers", sampler.partition(":")[0]).obj.default_schedule
 
     def fixed_steps(self, schedule: str) -> int | None:
         return self.schedule(schedule).fixed_steps()
 
     def uses_steps(self, sampler: str) -> bool:
-        return self.entry("samplers", sampler).obj.uses_steps
+        return self.entry("samplers", sampler.partition(":")[0]).obj.uses_steps
 
     def sampler(self, cell: Cell) -> Sampler:
         """The cell's sampler: a PC sampler from its predictor and corrector, or a whole one."""
-        cls = self.entry("samplers", cell.sampler).obj
+        name, _, arg = cell.sampler.partition(":")
+        cls = self.entry("samplers", name).obj
         if not cell.is_pc:
-            return cls(self.options("samplers", cell.sampler))
+            return cls(self.options("samplers", name), arg or None)
         assert issubclass(cls, PCSampler)
         return cls(
             self.entry("predictors", cell.predictor).obj,
@@ -127,7 +128,7 @@ class Components:
         sde = self.sde(cell["sde"], cell["steps"] or 1)
         return {
             "sde": {**of("sdes", cell["sde"]), "eps": sde.eps},  # type: ignore[dict-item]
-            "sampler": of("samplers", cell["sampler"]),
+            "sampler": of("samplers", cell["sampler"].partition(":")[0]),
             "schedule": self.schedule(cell["schedule"]).describe(),
             "predictor": of("predictors", cell["predictor"]),
             "corrector": of("correctors", cell["corrector"]),

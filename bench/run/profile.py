@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from bench.core.model import ScoreModel
-from bench.core.noise import prior_noise, step_noise
+from bench.core.noise import SampleNoise, prior_noise
 from bench.core.pc import PCSampler
 from bench.core.sampler import Sampler
 from bench.core.schedule import TimeGrid
@@ -88,7 +88,7 @@ class Setup:
     seed: int = 0
 
     def noise(self) -> Callable[[Tensor], Tensor]:
-        return step_noise(self.seed, 0, self.device)
+        return SampleNoise(self.seed, 0, self.x_T.shape[0])
 
     @property
     def score(self) -> ModelFn:

@@ -25,13 +25,13 @@ def profile_cell(env: Environment, kw: dict[str, Any]) -> Cell:
     """The one configuration ``bench profile`` times, as a cell of a sweep."""
     registry = env.registry
     (sde,) = canonical(registry, "sdes", (kw["sde"],)) if kw.get("sde") else env.sdes[:1]
-    (sampler,) = canonical(registry, "samplers", (kw["sampler"],))
-    schedule = kw.get("schedule") or registry.get("samplers", sampler).obj.default_schedule
+    (sampler,) = canonical_specs(registry, "samplers", (kw["sampler"],))
+    parts = Components(env)
+    schedule = kw.get("schedule") or parts.default_schedule(sampler)
     (schedule,) = canonical_specs(registry, "schedules", (schedule,))
     pc = sampler == PCSampler.name
     (predictor,) = canonical(registry, "predictors", (kw["predictor"],)) if pc else (None,)
     (corrector,) = canonical(registry, "correctors", (kw["corrector"],)) if pc else (None,)
-    parts = Components(env)
     fields = dict(
         model=kw["model"],
         sde=sde,

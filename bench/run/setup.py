@@ -56,8 +56,11 @@ class OptionSet:
             entry = find_component(registry, kind, name, parts[-1])
             owner = f"{registry_singular(entry)} {entry.name!r}"
             options_cls = getattr(entry.obj, "Options", opts.NoOptions)
-            value = opts.coerce(options_cls, parts[-1], text.strip(), owner)
-            out.values.setdefault((entry.kind, entry.name), {})[parts[-1]] = value
+            values = out.values.setdefault((entry.kind, entry.name), {})
+            if issubclass(options_cls, opts.FreeOptions):
+                values.setdefault("values", {})[parts[-1]] = opts.literal(text.strip())
+            else:
+                values[parts[-1]] = opts.coerce(options_cls, parts[-1], text.strip(), owner)
             out.build(entry.kind, entry.name, entry.obj)  # validate now, even if unused
         return out
 
@@ -95,7 +98,7 @@ def find_component(registry: Registry, kind: str | None, name: str, key: str = "
         return registry.get(BY_OPTION[kind].key, name)
     found = [registry.get(k, name) for k in SHORT_FORM_KINDS if name in registry.lookup[k]]
     if len(found) > 1:
-        found = [e for e in found if key in opts.option_fields(e.obj.Options)] or found
+        found = [e for e in found if opts.accepts(e.obj.Options, key)] or found
     if len(found) != 1:
         what = "ambiguous" if found else "unknown"
         raise BenchError(

@@ -81,7 +81,7 @@ def grid_spec(registry: Any, kw: dict[str, Any], env: Environment) -> GridSpec:
     return GridSpec(
         model=kw["model"],
         sdes=env.sdes,
-        samplers=canonical(registry, "samplers", tuple(kw["samplers"])),
+        samplers=canonical_specs(registry, "samplers", tuple(kw["samplers"])),
         schedules=canonical_specs(registry, "schedules", tuple(schedules)) if schedules else None,
         predictors=canonical(registry, "predictors", tuple(kw["predictors"])),
         correctors=canonical(registry, "correctors", tuple(kw["correctors"])),
@@ -229,13 +229,16 @@ class Sweep:
             self.store.unlock()
 
     def cells(self) -> list[Cell]:
-        """The grid's cells, with every schedule checked against every SDE first (a bad
-        ``file:`` schedule is refused before any work starts)."""
+        """The grid's cells, with every schedule checked against every SDE and every sampler
+        built once first (a bad ``file:`` schedule or sampler argument is refused before any
+        work starts)."""
         parts = Components(self.env)
         cells = grid_mod.expand(self.spec, parts)
         for schedule in dict.fromkeys(c.schedule for c in cells):
             for sde in self.spec.sdes:
                 parts.schedule(schedule).check(parts.sde(sde, 2))
+        for first in {c.sampler: c for c in reversed(cells)}.values():
+            parts.sampler(first)  # a sampler's ARG and options are checked before any work
         return cells
 
     def plan(self) -> None:

@@ -42,6 +42,7 @@ class ProbabilityFlowODE(Sampler):
     adaptive = True
     uses_steps = False
     host_loop = True  # scipy integrates on the host: one device read per evaluation
+    batch_dependence = "RK45 step sizes shared by the batch (one system, as the reference)"
 
     @dataclasses.dataclass
     class Options:
