@@ -124,6 +124,12 @@ class FID(_ImageMetric):
     def update(self, samples: Tensor) -> None:
         self.stats.update(self.featurize(samples)[self.state.spec.fid_layer])
 
+    def state(self) -> Any:
+        return self.stats.state()
+
+    def merge(self, states: list[Any]) -> None:
+        self.stats.merge(states)
+
     def compute(self) -> dict[str, Any]:
         value = math.nan
         if self.stats.n >= 2:
@@ -168,6 +174,16 @@ class KID(_ImageMetric):
     def update(self, samples: Tensor) -> None:
         self.pool.add(self.featurize(samples)[self.state.spec.fid_layer])
 
+    def update_at(self, samples: Tensor, start: int) -> None:
+        """The kept subset depends on each feature's sample index, not on the batch order."""
+        self.pool.add(self.featurize(samples)[self.state.spec.fid_layer], start)
+
+    def state(self) -> Any:
+        return self.pool.state()
+
+    def merge(self, states: list[Any]) -> None:
+        self.pool.merge(states)
+
     def compute(self) -> dict[str, Any]:
         ref = self.state.reference
         ours = self.pool.features()
@@ -208,8 +224,8 @@ class InceptionScore(_ImageMetric):
     with_reference = False
 
     @classmethod
-    def setup(cls, model: ScoreModel, options: Any, device: torch.device) -> fidelity.Setup:
-        state = super().setup(model, options, device)
+    def setup(cls, model: ScoreModel, options: Any, context: MetricContext) -> fidelity.Setup:
+        state = super().setup(model, options, context)
         if not state.spec.has_logits:
             raise BenchError(
                 f"metric 'isc' cannot use {state.spec.name} weights without a logits layer "
@@ -221,15 +237,25 @@ class InceptionScore(_ImageMetric):
 
     def __init__(self, model, n, **kwargs):
         super().__init__(model, n, **kwargs)
-        self.logits: list[Tensor] = []
+        self.logits: list[tuple[int, Tensor]] = []  # (first sample index, logits)
 
     def update(self, samples: Tensor) -> None:
-        self.logits.append(self.featurize(samples)[self.state.spec.isc_layer])
+        self.update_at(samples, sum(len(x) for _, x in self.logits))
+
+    def update_at(self, samples: Tensor, start: int) -> None:
+        self.logits.append((start, self.featurize(samples)[self.state.spec.isc_layer]))
+
+    def state(self) -> Any:
+        return self.logits
+
+    def merge(self, states: list[Any]) -> None:
+        self.logits = [part for state in states for part in state]
 
     def compute(self) -> dict[str, Any]:
         mean = std = math.nan
-        if len(self.logits) and sum(len(x) for x in self.logits) >= self.options.splits:
-            mean, std = fidelity.isc_from_logits(torch.cat(self.logits), self.options.splits)
+        parts = [x for _, x in sorted(self.logits, key=lambda part: part[0])]  # sample order
+        if parts and sum(len(x) for x in parts) >= self.options.splits:
+            mean, std = fidelity.isc_from_logits(torch.cat(parts), self.options.splits)
         return {"isc": mean, "isc_std": std, "isc_splits": self.options.splits, **self.columns()}
 
 

@@ -469,7 +469,7 @@ def test_reservoir_is_a_uniform_seeded_subset():
 
 
 def test_reservoir_keeps_every_row_with_equal_probability():
-    """Inclusion frequency of each stream position over many seeds is cap / n (Algorithm R)."""
+    """Inclusion frequency of each stream position over many seeds is cap / n (bottom-k)."""
     cap, n, trials = 5, 50, 2000
     hits = torch.zeros(n)
     for seed in range(trials):

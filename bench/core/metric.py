@@ -80,6 +80,32 @@ class Metric(abc.ABC):
     def update(self, samples: Tensor) -> None:
         """Accumulate one batch of data-space samples."""
 
+    def update_at(self, samples: Tensor, start: int) -> None:
+        """Accumulate a batch whose first sample has index ``start`` in the cell.
+
+        The runner calls this; the default forgets the index and calls :meth:`update`. Under
+        torchrun a rank sees only its shard's batches, so a metric whose result depends on the
+        samples' order (a random subset, a shuffle) overrides this to key on the index.
+        """
+        self.update(samples)
+
+    def state(self) -> Any:
+        """What :meth:`update` accumulated, picklable (CPU tensors, numbers), so that the ranks
+        of a torchrun sweep can be combined; ``None`` (the default) means the metric cannot
+        run under torchrun, and such a run is refused before any work starts."""
+        return None
+
+    def merge(self, states: list[Any]) -> None:
+        """Make this metric hold the combination of ``states`` — every rank's :meth:`state`,
+        in rank order, this rank's included — before :meth:`compute` (rank 0 only). The result
+        must equal what one process feeding every batch would compute, to float rounding."""
+        raise NotImplementedError(f"metric {self.name!r} cannot merge states across ranks")
+
+    @classmethod
+    def mergeable(cls) -> bool:
+        """Whether the metric implements :meth:`state` and :meth:`merge` (torchrun runs)."""
+        return cls.state is not Metric.state and cls.merge is not Metric.merge
+
     @abc.abstractmethod
     def compute(self) -> dict[str, float]:
         """The metric values over everything accumulated."""

@@ -44,6 +44,17 @@ class GaussianStats:
         self.sum += f.sum(0)
         self.outer += f.T @ f
 
+    def state(self) -> tuple[int, Tensor | None, Tensor | None]:
+        """The running sums (for merging the ranks of a distributed run)."""
+        return self.n, self.sum, self.outer
+
+    def merge(self, states: list[tuple[int, Tensor | None, Tensor | None]]) -> None:
+        """Hold the sums of several streams: n, Σf and Σff^T add up (float64)."""
+        parts = [s for s in states if s[1] is not None]
+        self.n = sum(n for n, _, _ in states)
+        self.sum = sum(s for _, s, _ in parts) if parts else None  # type: ignore[assignment]
+        self.outer = sum(o for _, _, o in parts) if parts else None  # type: ignore[assignment]
+
     def statistics(self) -> dict[str, Any]:
         """``{"mu", "sigma"}`` as numpy arrays, with the unbiased covariance of ``np.cov``."""
         if self.sum is None or self.outer is None or self.n < 2:

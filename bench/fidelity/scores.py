@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from bench.core.noise import splitmix64
 from bench.errors import BenchError
 from bench.fidelity.reference import REFERENCE_SEED
 
@@ -19,65 +21,76 @@ KID_MAX_FEATURES = 10_000
 # -- a bounded, uniform random subset of streamed features ----------------------------------------
 class FeatureReservoir:
     """At most ``cap`` rows of a stream of (B, D) feature batches: all of them while they fit,
-    then a uniform random subset (reservoir sampling, Vitter's Algorithm R, vectorised per batch).
+    then a uniform random subset of them (bottom-k sampling).
 
-    Row ``i`` of the stream (0-based) past the first ``cap`` draws ``j`` uniformly from
-    0..i and replaces slot ``j`` if ``j < cap``, so every row seen is held with probability
-    cap / seen. The draws come from a generator seeded with ``seed``: the same stream gives the
-    same subset. Up to ``cap`` rows the held features are exactly the stream, in order. Memory is
-    cap × D whatever the stream's length.
+    Row ``i`` of the stream gets a priority u_i, a uniform number that is a hash of (seed, i),
+    and the ``cap`` rows of lowest priority are kept: every row is held with probability
+    cap / seen, and the subset depends on which rows were seen, not on the order or the batches
+    they came in. So the shards of one stream that several ranks see merge (:meth:`merge`) into
+    exactly the subset one process keeps. Up to ``cap`` rows the held features are exactly the
+    stream, in order. Memory is about 2·cap × D whatever the stream's length.
     """
 
     def __init__(self, cap: int, seed: int) -> None:
         if cap < 1:
             raise ValueError(f"the reservoir needs room for at least one row, not {cap}")
         self.cap = cap
+        self.seed = seed
         self.seen = 0
-        self._parts: list[Tensor] = []
-        self._pool: Tensor | None = None
-        self._generator = torch.Generator().manual_seed(seed)
+        self._rows: list[tuple[Tensor, Tensor, Tensor]] = []  # (index, priority, features)
 
     @property
     def held(self) -> int:
         """Rows held now (at most ``cap``)."""
-        if self._pool is not None:
-            return int(self._pool.shape[0])
-        return sum(int(p.shape[0]) for p in self._parts)
+        self._compact(self.cap)
+        return sum(int(i.shape[0]) for i, _, _ in self._rows)
 
-    def add(self, batch: Tensor) -> None:
-        """Offer one (B, D) batch of rows to the reservoir."""
-        batch = batch.detach()
-        if self._pool is None:
-            room = self.cap - self.seen
-            if batch.shape[0] <= room:
-                self._parts.append(batch)
-                self.seen += int(batch.shape[0])
-                return
-            self._parts.append(batch[:room])
-            self._pool = torch.cat(self._parts)
-            self._parts = []
-            self.seen = self.cap
-            batch = batch[room:]
-        m = int(batch.shape[0])
-        if m == 0:
+    def add(self, batch: Tensor, start: int | None = None) -> None:
+        """Offer one (B, D) batch whose first row has stream index ``start`` (default: the rows
+        seen so far, i.e. the batches arrive in order)."""
+        start = self.seen if start is None else start
+        index = torch.arange(start, start + batch.shape[0])
+        self._rows.append((index, priorities(self.seed, index), batch.detach()))
+        self.seen += int(batch.shape[0])
+        self._compact(2 * self.cap)
+
+    def _compact(self, limit: int) -> None:
+        """Keep the ``cap`` lowest priorities once more than ``limit`` rows are held."""
+        if sum(int(i.shape[0]) for i, _, _ in self._rows) <= limit:
             return
-        index = torch.arange(self.seen, self.seen + m, dtype=torch.float64)
-        u = torch.rand(m, generator=self._generator, dtype=torch.float64)
-        slot = torch.minimum((u * (index + 1)).floor(), index).long()  # uniform on 0..i
-        rows = torch.nonzero(slot < self.cap).squeeze(1)
-        if rows.numel():
-            # Sequential replacement: of several rows drawing one slot, the last one stays.
-            last = torch.full((self.cap,), -1, dtype=torch.long)
-            last.scatter_reduce_(0, slot[rows], rows, reduce="amax")
-            hit = torch.nonzero(last >= 0).squeeze(1)
-            self._pool[hit] = batch[last[hit]].to(self._pool.dtype)
-        self.seen += m
+        index, priority, features = (torch.cat(parts) for parts in zip(*self._rows))
+        keep = torch.topk(priority, self.cap, largest=False).indices
+        self._rows = [(index[keep], priority[keep], features[keep])]
 
     def features(self) -> Tensor:
-        """The held rows: (min(seen, cap), D), in stream order while nothing was dropped."""
-        if self._pool is not None:
-            return self._pool
-        return torch.cat(self._parts) if self._parts else torch.empty(0)
+        """The held rows, (min(seen, cap), D), in stream order."""
+        self._compact(self.cap)
+        if not self._rows:
+            return torch.empty(0)
+        index, _, features = (torch.cat(parts) for parts in zip(*self._rows))
+        return features[torch.argsort(index)]
+
+    def state(self) -> tuple[int, list[tuple[Tensor, Tensor, Tensor]]]:
+        """What was seen and what is held (for merging the ranks of a distributed run)."""
+        self._compact(self.cap)
+        return self.seen, self._rows
+
+    def merge(self, states: list[tuple[int, list[tuple[Tensor, Tensor, Tensor]]]]) -> None:
+        """Hold the union of several reservoirs' streams (their rows are disjoint)."""
+        self.seen = sum(seen for seen, _ in states)
+        self._rows = [row for _, rows in states for row in rows]
+        self._compact(self.cap)
+
+
+def priorities(seed: int, index: Tensor) -> Tensor:
+    """Uniform numbers in [0, 1) that are a fixed function of (seed, index) (splitmix64)."""
+    x = index.numpy().astype(np.uint64) + np.uint64(splitmix64(seed))
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 
 
 # -- metric values through torch-fidelity ----------------------------------------------------------

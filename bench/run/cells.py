@@ -20,13 +20,14 @@ from bench.plugin.kinds import KINDS
 from bench.plugin.registry import Registry
 from bench.run import interrupts
 from bench.run.components import Built, CellContext, Components
+from bench.run.distributed import check_outcomes
 from bench.run.grid import Cell, batches
 from bench.run.setup import AUTOCAST, DTYPES, synchronize, tf32_enabled
 
 
 @dataclass
 class Sampled:
-    """What sampling a cell produced (before metrics)."""
+    """What sampling a cell (or a rank's shard of it) produced, before metrics."""
 
     calls_per_batch: list[int] = field(default_factory=list)
     n_samples: int = 0
@@ -35,38 +36,105 @@ class Sampled:
     diverged_t: float | None = None
     peak_memory_mb: float | None = None
     peak_rss_mb: float | None = None
+    kept: list[tuple[int, Tensor]] = field(default_factory=list)  # (start, data) to save
+
+    @classmethod
+    def combine(cls, parts: list[Sampled]) -> Sampled:
+        """The ranks' shards as one cell: wall-clock of the slowest rank, every batch's calls,
+        the first divergence, the largest memory peaks."""
+        diverged = [p for p in parts if p.diverged_step is not None]
+        return cls(
+            [c for p in parts for c in p.calls_per_batch],
+            sum(p.n_samples for p in parts),
+            max(p.wall_clock_s for p in parts),
+            diverged[0].diverged_step if diverged else None,
+            diverged[0].diverged_t if diverged else None,
+            _max([p.peak_memory_mb for p in parts]),
+            _max([p.peak_rss_mb for p in parts]),
+            sorted((k for p in parts for k in p.kept), key=lambda k: k[0]),
+        )
+
+
+def _max(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+@dataclass
+class Attempt:
+    """One rank's work on a cell: its components, metrics and shard, or why it failed."""
+
+    status: str = "ok"  # ok | unsupported | error
+    reason: str = ""
+    plugin: str | None = None
+    built: Built | None = None
+    metrics: list[Metric] = field(default_factory=list)
+    sampled: Sampled | None = None
+    batch_size: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def shared(self) -> dict[str, Any]:
+        """What rank 0 needs from this rank: the outcome, the shard's sampling and metric states."""
+        out: dict[str, Any] = {
+            "status": self.status,
+            "error": self.reason * (self.status == "error"),
+        }
+        if self.sampled is not None:
+            out["sampled"] = self.sampled
+            out["states"] = [m.state() for m in self.metrics]
+            out["batch_size"] = self.batch_size
+        return out
+
+    def merge(self, shared: list[dict[str, Any]]) -> None:
+        """Combine every rank's shard into this (rank 0's) attempt."""
+        if self.sampled is None:
+            return
+        self.sampled = Sampled.combine([s["sampled"] for s in shared])
+        self.batch_size = min(s["batch_size"] for s in shared)
+        for i, metric in enumerate(self.metrics):
+            metric.merge([s["states"][i] for s in shared])
 
 
 def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
     """Run one cell. Every outcome is a row: ok, unsupported, diverged or error.
 
     An exception raised by plugin code becomes ``status="error"`` naming the plugin; the sweep
-    goes on. ``KeyboardInterrupt`` is not caught: the sweep stops cleanly one level up.
+    goes on. ``KeyboardInterrupt`` is not caught: the sweep stops cleanly one level up. Under
+    torchrun every rank samples its shard and rank 0 alone returns the row (others: the status);
+    a cell that fails on some ranks only ends the run (:func:`check_outcomes`).
     """
     parts = Components(ctx.env)
     row = base_row(cell, ctx, parts)
+    attempt = _attempt(cell, ctx, parts)
+    if ctx.ranks.distributed:
+        shared = ctx.ranks.gather(attempt.shared())
+        check_outcomes(shared, cell.id)
+        if not ctx.ranks.main:
+            return {"status": attempt.status}  # rank 0 writes the row
+        attempt.merge(shared)
+    if attempt.status == "unsupported":
+        return {**row, "status": "unsupported", "reason": attempt.reason}
+    if attempt.status == "error":
+        return {**row, "status": "error", "error_plugin": attempt.plugin, "reason": attempt.reason}
+    return {**row, **_finish(cell, ctx, attempt)}
+
+
+def _attempt(cell: Cell, ctx: CellContext, parts: Components) -> Attempt:
     try:
-        return {**row, **_run_cell(cell, ctx, parts)}
+        return _sample(cell, ctx, parts)
     except Unsupported as exc:
-        return {**row, "status": "unsupported", "reason": exc.reason}
+        return Attempt("unsupported", exc.reason)
     except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the sweep
         if interrupts.received():  # Ctrl-C that the plugin turned into another exception
             raise KeyboardInterrupt from exc
         plugin, where = blame(exc, ctx.registry)
-        return {
-            **row,
-            "status": "error",
-            "error_plugin": plugin,
-            "reason": "; ".join(
-                [
-                    f"in {plugin} ({where}): {type(exc).__name__}: {exc}",
-                    *getattr(exc, "__notes__", []),
-                ]
-            ),
-        }
+        notes = getattr(exc, "__notes__", [])
+        reason = "; ".join([f"in {plugin} ({where}): {type(exc).__name__}: {exc}", *notes])
+        return Attempt("error", reason, plugin)
 
 
-def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
+def _sample(cell: Cell, ctx: CellContext, parts: Components) -> Attempt:
+    """This rank's shard of the cell, retried at half the batch size on out-of-memory."""
     built = parts.build(cell)
     batch_size, notes = cell.batch_size, []
     while True:
@@ -83,7 +151,9 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
         ]
         try:
             sampled = sample_cell(cell, ctx, built, metrics, batch_size)
-            break
+            return Attempt(
+                built=built, metrics=metrics, sampled=sampled, batch_size=batch_size, notes=notes
+            )
         except (torch.OutOfMemoryError, MemoryError) as exc:
             if batch_size == 1:
                 if notes:
@@ -92,16 +162,24 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
             notes.append(f"out of memory at batch size {batch_size}")
             batch_size = max(1, batch_size // 2)
             _free_memory(ctx.device)
+
+
+def _finish(cell: Cell, ctx: CellContext, attempt: Attempt) -> dict[str, Any]:
+    """The row's measured columns from a (merged) attempt: timing, NFE, status, metrics."""
+    built, sampled, notes = attempt.built, attempt.sampled, attempt.notes
+    assert built is not None and sampled is not None
+    if ctx.save_samples is not None and sampled.kept:
+        ctx.save_samples(cell, torch.cat([data for _, data in sampled.kept]))
     out: dict[str, Any] = {
         **timing_columns(sampled),
         "nfe_nominal": built.sampler.nfe_nominal(built.grid.steps),
         "batch_dependence": built.sampler.batch_dependent() or "",
-        "batch_size_used": batch_size,
+        "batch_size_used": attempt.batch_size,
         "peak_memory_mb": sampled.peak_memory_mb,
         "peak_rss_mb": sampled.peak_rss_mb,
     }
     if notes:
-        out["reason"] = "; ".join(notes) + f"; retried with batch size {batch_size}"
+        out["reason"] = "; ".join(notes) + f"; retried with batch size {attempt.batch_size}"
     if sampled.diverged_step is not None:
         reason = (
             f"non-finite samples from step {sampled.diverged_step} (t={sampled.diverged_t:.6g})"
@@ -113,7 +191,7 @@ def _run_cell(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]
             "reason": "; ".join([*notes, reason]),
         }
     start = time.perf_counter()
-    for metric in metrics:
+    for metric in attempt.metrics:
         out.update(metric.compute())
         out[f"{metric.name}_n"] = cell.samples
     out["metrics_s"] = time.perf_counter() - start
@@ -187,11 +265,11 @@ def sample_cell(
     model, device = ctx.model, ctx.device
     view = ModelView(ctx.env.model_fn(built.sde), model.native, built.sde)
     out = Sampled()
-    kept: list[Tensor] = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     reset_peak_rss()
-    for b, (start, size) in enumerate(batches(cell.samples, batch_size or cell.batch_size)):
+    every = list(batches(cell.samples, batch_size or cell.batch_size))
+    for start, size in ctx.ranks.shard(every):
         x_T = prior(cell, built, start, size, model.data_shape, device)
         noise = SampleNoise(cell.seed, start, size)
         calls = view.calls
@@ -208,16 +286,14 @@ def sample_cell(
             break
         data = model.to_data(x)
         for metric in metrics:
-            metric.update(data)
+            metric.update_at(data, start)
         if ctx.save_samples is not None:
-            kept.append(data.cpu())
+            out.kept.append((start, data.cpu()))
         if ctx.on_batch is not None:
             ctx.on_batch(size)
     if device.type == "cuda":
         out.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
     out.peak_rss_mb = peak_rss_mb()
-    if ctx.save_samples is not None and kept:
-        ctx.save_samples(cell, torch.cat(kept))
     return out
 
 

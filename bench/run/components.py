@@ -16,6 +16,7 @@ from bench.core.sampler import Sampler
 from bench.core.schedule import Schedule, TimeGrid
 from bench.core.sde import SDE
 from bench.plugin.registry import Entry
+from bench.run.distributed import Ranks
 from bench.run.grid import Cell
 from bench.run.setup import Environment
 
@@ -28,7 +29,9 @@ class CellContext:
     save_samples: Callable[[Cell, Tensor], None] | None = None
     on_batch: Callable[[int], None] | None = None  # progress: called with each batch's size
     extra: dict[str, Any] = field(default_factory=dict)
-    """Columns every row of the run carries (e.g. ``model_defaults``)."""
+    """Columns every row of the run carries (e.g. ``model_defaults``, the world size)."""
+    ranks: Ranks = field(default_factory=Ranks)
+    """This process's rank under torchrun (a world of one otherwise)."""
 
     @property
     def registry(self) -> Any:

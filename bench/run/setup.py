@@ -25,6 +25,7 @@ from bench.core.model import ScoreModel
 from bench.errors import BenchError
 from bench.plugin.kinds import BY_OPTION
 from bench.plugin.registry import Entry, Registry
+from bench.run.distributed import Ranks, local_device
 
 DTYPES = {
     "float32": torch.float32,
@@ -273,11 +274,13 @@ class Environment:
         return DTYPES[self.dtype]
 
     @classmethod
-    def create(cls, registry: Registry, kw: dict[str, Any]) -> Environment:
+    def create(
+        cls, registry: Registry, kw: dict[str, Any], ranks: Ranks | None = None
+    ) -> Environment:
         """Set up from command-line values: ``device``, ``dtype``, ``model``, ``options``,
         ``threads``, and optionally ``sdes``, ``tf32``, ``compile_mode``, ``eps``,
-        ``fid_weights``."""
-        device = resolve_device(kw["device"])
+        ``fid_weights``; under torchrun ``--device cuda`` is the rank's own GPU."""
+        device = local_device(resolve_device(kw["device"]), ranks or Ranks())
         options = OptionSet.parse(list(kw.get("options") or ()), registry)
         if kw.get("fid_weights"):  # also from $BENCH_FID_WEIGHTS (the option's envvar)
             for metric in ("fid", "kid"):

@@ -11,7 +11,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -25,6 +25,7 @@ from bench.run import estimate
 from bench.run import grid as grid_mod
 from bench.run.cells import provenance, run_cell
 from bench.run.components import CellContext, Components
+from bench.run.distributed import Ranks
 from bench.run.grid import Cell, GridSpec
 from bench.run.setup import Environment, canonical, canonical_specs, machine_info
 from bench.run.store import RunStore
@@ -171,6 +172,7 @@ class Sweep:
     new_run: bool
     dry_run: bool
     invocation: dict[str, Any]
+    ranks: Ranks = field(default_factory=Ranks)
 
     @property
     def model(self) -> Any:
@@ -193,7 +195,8 @@ class Sweep:
         if kw.get("resume"):
             kw = resume_options(kw, set(given))
         registry = session.registry
-        env = Environment.create(registry, kw)
+        ranks = Ranks.from_env(device_type(kw["device"]))
+        env = Environment.create(registry, kw, ranks)
         for warning in env.warnings:
             say(warning)
         kw = resolve_grid_options(kw, set(given), env.model)
@@ -216,17 +219,21 @@ class Sweep:
             kw["new_run"],
             bool(kw.get("dry_run")),
             invocation,
+            ranks,
         )
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         torch.set_num_threads(self.threads)
-        self.store.prepare()  # a results folder we cannot write fails before any work
-        self.store.lock()
+        if self.ranks.main:
+            self.store.prepare()  # a results folder we cannot write fails before any work
+            self.store.lock()  # one writer per run folder: rank 0
         try:
             return self._run()
         finally:
-            self.store.unlock()
+            if self.ranks.main:
+                self.store.unlock()
+            self.ranks.close()
 
     def cells(self) -> list[Cell]:
         """The grid's cells, with every schedule checked against every SDE and every sampler
@@ -252,18 +259,23 @@ class Sweep:
         ctx = self.context()
         cells = self.cells()
         self.prepare_metrics()
-        self.open_store(len(cells))
-        todo = self.cells_to_run(cells, ctx)
-        self.header(len(cells), len(cells) - len(todo))
-        if todo:
-            say(estimate.summary(estimate.plan(todo, Components(self.env), self.env)))
+        main = self.ranks.main
+        if main:
+            self.open_store(len(cells))
+        ids = self.ranks.broadcast([c.id for c in self.cells_to_run(cells, ctx)] if main else None)
+        todo = [c for c in cells if c.id in set(ids)]
+        if main:
+            self.header(len(cells), len(cells) - len(todo))
+            if todo:
+                say(estimate.summary(estimate.plan(todo, Components(self.env), self.env)))
         finished = 0
         try:
-            with Progress(todo, self.progress) as bars:
+            with Progress(todo, self.progress and main) as bars:
                 ctx.on_batch = bars.samples
                 for cell in todo:
                     row = run_cell(cell, ctx)
-                    self.store.append(row)
+                    if main:
+                        self.store.append(row)
                     finished += 1
                     bars.cell_done()
                     if row["status"] == "error" and self.fail_fast:
@@ -275,6 +287,8 @@ class Sweep:
             )
             say(f"resume with: bench run --resume {self.store.path}")
             raise
+        if not main:
+            return []
         from bench.results.report import short_report
 
         click.echo(short_report(self.store.rows(), registry=self.session.registry))
@@ -308,19 +322,36 @@ class Sweep:
     def context(self) -> CellContext:
         taken = self.invocation["options"].get("model_defaults") or {}
         extra = {"model_defaults": "; ".join(f"{k}={_text(v)}" for k, v in taken.items())}
-        return CellContext(self.env, self._save_samples if self.save_samples else None, extra=extra)
+        extra.update(self.ranks.describe(self.device))
+        saver = self._save_samples if self.save_samples else None
+        return CellContext(self.env, saver, extra=extra, ranks=self.ranks)
 
     def prepare_metrics(self) -> None:
-        """Let each metric check its prerequisites once, before any work starts."""
+        """Let each metric check its prerequisites once, before any work starts.
+
+        Under torchrun each node's local rank 0 goes first (it computes and caches reference
+        statistics), the other ranks then find them in the cache; a metric that cannot merge
+        its state across ranks is refused.
+        """
         registry = self.session.registry
+        metrics = []
         for name in self.spec.metrics:
             metric = registry.get("metrics", name).obj
             try:
                 metric.supports(self.model)
             except Unsupported:
                 continue  # recorded per cell
-            options = self.options.build("metrics", name, metric)
-            metric.prepare(self.model, options, self.env.metric_context())
+            if self.ranks.distributed and not metric.mergeable():
+                raise BenchError(
+                    f"metric {name!r} cannot run under torchrun: it does not expose and merge "
+                    f"its state (Metric.state and Metric.merge); run it in one process"
+                )
+            metrics.append((metric, self.options.build("metrics", name, metric)))
+        for turn in (0, 1):
+            if (self.ranks.local_rank > 0) == bool(turn):
+                for metric, options in metrics:
+                    metric.prepare(self.model, options, self.env.metric_context())
+            self.ranks.barrier()
 
     def identity(self) -> dict[str, Any]:
         """What defines the meaning of this run's rows (see IDENTITY_KEYS)."""
@@ -401,6 +432,13 @@ class Sweep:
             samples=samples.numpy(),
             config=np.array(json.dumps(cell.config(), default=str)),
         )
+
+
+def device_type(text: str) -> str:
+    """``cuda`` or ``cpu``: which torch.distributed backend a ``--device`` value needs."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if text.startswith("cuda") else "cpu"
 
 
 def _text(value: Any) -> str:
