@@ -92,14 +92,16 @@ SHORT_FORM_KINDS = (
 
 def find_component(registry: Registry, kind: str | None, name: str, key: str = "") -> Entry:
     """The component an option names, as ``KIND.NAME`` or a bare ``NAME`` that is unique (or
-    unique among the components with an option ``key``: ``edm.rho`` is the schedule's)."""
+    unique among the components that declare an option ``key`` — ``edm.rho`` is the schedule's,
+    ``diffusers.label`` the score model's — else among those with free-form options)."""
     if kind is not None:
         if kind not in BY_OPTION:
             raise BenchError(f"unknown option kind {kind!r}; use one of {', '.join(BY_OPTION)}")
         return registry.get(BY_OPTION[kind].key, name)
     found = [registry.get(k, name) for k in SHORT_FORM_KINDS if name in registry.lookup[k]]
-    if len(found) > 1:
-        found = [e for e in found if opts.accepts(e.obj.Options, key)] or found
+    if len(found) > 1:  # the one that declares the key, else the one that takes any key
+        declared = [e for e in found if key in opts.option_fields(e.obj.Options)]
+        found = declared or [e for e in found if opts.accepts(e.obj.Options, key)] or found
     if len(found) != 1:
         what = "ambiguous" if found else "unknown"
         raise BenchError(

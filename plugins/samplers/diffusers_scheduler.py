@@ -1,0 +1,521 @@
+"""Any diffusers scheduler as a sampler: ``--samplers diffusers:CLASS`` (von Platen et al., diffusers).
+
+The scheduler's own ``set_timesteps`` / ``scale_model_input`` / ``step`` loop runs on a model of
+the suite, behind the suite's NFE counter (every model call goes through ``model.eps`` or
+``model.denoise``), timer, seeds and metrics. Options are the scheduler's own settings:
+``-o diffusers.solver_order=3`` goes to ``CLASS.from_config`` (a parameter of ``step``, such as
+DDIM's ``eta`` or Euler's ``s_churn``, goes to every ``step`` call). The mapping, in short
+(docs/solvers/diffusers.md has it in full):
+
+* **DDPM-type schedulers** (an ᾱ table built from ``beta_start``/``beta_end``: DDIM, DDPM, PNDM,
+  DPM-Solver, UniPC, DEIS, Euler, Heun, LMS, KDPM2, …) run on the β-SDEs (VP and sub-VP). They get
+  ``num_train_timesteps`` = 1000 and the linear β schedule of the SDE's discretisation,
+  β_k = linspace(β_min/1000, β_max/1000, 1000) (Ho et al. 2020; Song et al. 2021, App. B), with
+  ``prediction_type="epsilon"`` and ``clip_sample=False`` unless the user sets them. A model call
+  at timestep k is made at the continuous time with the same signal-to-noise ratio as the noise
+  level the scheduler assumes there: ᾱ_k (its ``alphas_cumprod``) or its own σ̃ (``sigmas``),
+  λ = ½·log(ᾱ/(1 − ᾱ)) = −log σ̃, t = ``sde.t_of_log_snr(λ)`` — on the VP SDE then
+  a(t)² = ᾱ exactly, so the model sees the scheduler's ``scale_model_input(sample, k)`` itself.
+* **EDM schedulers** (``EDMEulerScheduler``, ``EDMDPMSolverMultistepScheduler``; Karras et al.
+  2022) run on every SDE, with ``sigma_min``/``sigma_max`` = the SDE's σ̃ = std/a range. Their
+  sample is x̃ = x/a; the model's denoiser D is fed as F = (D − c_skip·x̃)/c_out, so that their
+  ``precondition_outputs`` returns D.
+* Everything else (flow matching, consistency models, VQ, inversion schedulers, schedulers whose
+  ``step`` needs more than the model output, the timestep and the sample) is an ``unsupported``
+  row with the reason, and so are DDPM-type schedulers on σ-parameterised SDEs (VE, EDM).
+
+diffusers is an optional extra, imported only when a ``diffusers:CLASS`` sampler is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import struct
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bench.core.options import FreeOptions
+from bench.core.sampler import Callback, Noise, Sampler
+from bench.core.schedule import Schedule, TimeGrid, sigma_range
+from bench.core.sde import SDE
+from bench.core.views import ModelView
+from bench.errors import BenchError, Unsupported
+
+NUM_TRAIN_TIMESTEPS = 1000
+"""The DDPM chain's length given to DDPM-type schedulers (Ho et al. 2020), unless overridden."""
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+"""The ``prediction_type`` values a DDPM-type scheduler can be fed from the model's views."""
+
+STEP_RESERVED = frozenset(
+    {"self", "model_output", "timestep", "sample", "generator", "return_dict", "variance_noise"}
+)
+"""``step`` parameters the sampler sets itself (not options)."""
+
+EDM_KIND, VP_KIND = "edm", "vp"
+
+
+def import_diffusers() -> Any:
+    """The diffusers module; a one-line install hint (exit status 2) if it is missing."""
+    try:
+        import diffusers
+    except ImportError as exc:
+        from bench_plugins.score_models.diffusers_folder import INSTALL_HINT
+
+        raise BenchError(
+            f"the diffusers sampler needs the optional diffusers package: {INSTALL_HINT} ({exc})"
+        ) from None
+    return diffusers
+
+
+def scheduler_names(diffusers: Any) -> list[str]:
+    """The scheduler classes the installed diffusers exports (names ending in ``Scheduler``)."""
+    return sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and not n.startswith("_"))
+
+
+def close_matches(word: str, candidates: list[str], n: int = 5) -> list[str]:
+    """Candidates close to ``word``, case-insensitively (difflib), then those containing it."""
+    lower = {c.lower(): c for c in candidates}
+    found = [lower[m] for m in difflib.get_close_matches(word.lower(), list(lower), n, 0.6)]
+    found += [c for c in candidates if word.lower() in c.lower() and c not in found]
+    return found[:n]
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    matches = close_matches(word, candidates)
+    return f"; did you mean {', '.join(matches)}?" if matches else ""
+
+
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The named parameters of ``cls.__init__`` (its config keys), without ``self``/``**kwargs``."""
+    params = inspect.signature(cls.__init__).parameters
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {k: p for k, p in params.items() if k != "self" and p.kind in named}
+
+
+def step_parameters(cls: type) -> tuple[dict[str, inspect.Parameter], list[str]]:
+    """(the optional ``step`` parameters a user may set, the required ones the loop cannot give)."""
+    step = getattr(cls, "step", None)
+    if step is None:
+        return {}, []
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = {k: p for k, p in inspect.signature(step).parameters.items() if p.kind in named}
+    required = [
+        k
+        for k, p in params.items()
+        if p.default is inspect.Parameter.empty and k not in STEP_RESERVED
+    ]
+    optional = {
+        k: p
+        for k, p in params.items()
+        if p.default is not inspect.Parameter.empty and k not in STEP_RESERVED
+    }
+    return optional, required
+
+
+def sample_seeds(noise: Noise, x_T: Tensor) -> list[int]:
+    """One 63-bit seed per sample: the float64 bits of one draw of that sample's noise stream.
+
+    The cell's noise (:class:`bench.core.noise.SampleNoise`) gives each sample its own stream, so
+    sample j's seed depends only on (seed, j), not on the batch it is drawn in.
+    """
+    draws = noise(x_T.new_empty((x_T.shape[0], 1), dtype=torch.float64)).flatten().tolist()
+    return [int.from_bytes(struct.pack("<d", u), "little") & (2**63 - 1) for u in draws]
+
+
+class SampleGenerators(list):
+    """A ``torch.Generator`` per sample on x_T's device, seeded by :func:`sample_seeds` on first use.
+
+    diffusers' ``randn_tensor`` draws sample j's noise from ``generator[j]`` when given a list
+    of one generator per sample, so a stochastic scheduler's samples do not depend on the batch
+    size either. The seeds are drawn when a generator is first read (``randn_tensor`` reads
+    ``generator[0]`` first), so a scheduler that never draws noise costs no draws.
+    """
+
+    def __init__(self, noise: Noise, x_T: Tensor) -> None:
+        super().__init__(torch.Generator(device=x_T.device) for _ in range(x_T.shape[0]))
+        self._seed: tuple[Noise, Tensor] | None = (noise, x_T)
+
+    def _seed_once(self) -> None:
+        if self._seed is not None:
+            noise, x_T = self._seed
+            self._seed = None
+            for generator, seed in zip(list.__iter__(self), sample_seeds(noise, x_T)):
+                generator.manual_seed(seed)
+
+    def __getitem__(self, index: Any) -> Any:
+        self._seed_once()
+        return super().__getitem__(index)
+
+    def __iter__(self) -> Any:
+        self._seed_once()
+        return super().__iter__()
+
+
+class DiffusersScheduler(Sampler):
+    """A diffusers scheduler's own sampling loop, ``--samplers diffusers:CLASS``.
+
+    For each of the scheduler's ``timesteps`` k (after ``set_timesteps(N)``): ``scale_model_input``,
+    one counted model call at the time t_k with the scheduler's signal-to-noise ratio, then
+    ``step``; the result is the last ``prev_sample``. ``nfe_nominal(N)`` is N, what the library
+    calls steps; the counted NFE is the number of model calls its loop makes (``len(timesteps)``:
+    Heun and KDPM2 2N − 1, PNDM N + 9 with its Runge–Kutta warm-up, N + 1 with
+    ``skip_prk_steps``), so the table shows where a library's step count differs from its NFE.
+
+    The scheduler picks its own timesteps (``timestep_spacing`` and the like are its options):
+    the suite's schedules do not apply, and any schedule other than the default ``uniform``
+    is an ``unsupported`` row, so a sweep over schedules does not repeat identical cells under
+    different names.
+
+    Stochastic schedulers (DDPM, Euler ancestral, DDIM with ``eta`` > 0, …) draw their noise
+    through diffusers' ``randn_tensor`` from a list of ``torch.Generator`` s, one per sample, each
+    seeded with one draw of that sample's noise stream (:class:`SampleGenerators`): seeded, and
+    independent of the batch size.
+    """
+
+    name = "diffusers"
+    Options = FreeOptions
+    default_schedule = "uniform"
+    host_loop = True  # diffusers' step reads its timestep index back (``nonzero().item()``)
+    takes_arg = True
+
+    options: FreeOptions
+    kind: str | None
+    """``vp`` (DDPM-type), ``edm`` or ``None`` (cannot run on any SDE: see :attr:`refusal`)."""
+    refusal: str | None
+    """Why the scheduler cannot run at all, or ``None``."""
+
+    def __init__(self, options: FreeOptions | None = None, arg: str | None = None) -> None:
+        """Resolve ``CLASS`` in the installed diffusers and check the options against it.
+
+        Raises:
+            BenchError: no ``CLASS``, diffusers missing, an unknown class (with the close
+                matches), an unknown option key (with the close matches) or a configuration the
+                scheduler itself rejects.
+        """
+        super().__init__(options, arg)
+        if not arg:
+            raise BenchError(
+                "the diffusers sampler needs a scheduler class: --samplers diffusers:CLASS "
+                "(e.g. diffusers:DPMSolverMultistepScheduler)"
+            )
+        diffusers = import_diffusers()
+        self.cls = self._resolve(diffusers, arg)
+        values = dict(self.options.values)
+        self.init_params = init_parameters(self.cls)
+        step_optional, step_required = step_parameters(self.cls)
+        valid = sorted({*self.init_params, *step_optional})
+        for key in values:
+            if key not in valid:
+                raise BenchError(
+                    f"diffusers {arg} has no option {key!r}{_did_you_mean(key, valid)} "
+                    f"(its settings: {', '.join(valid) or 'none'})"
+                )
+        self.init_values = {k: v for k, v in values.items() if k in self.init_params}
+        self.step_values = {k: v for k, v in values.items() if k not in self.init_params}
+        missing = [
+            k
+            for k, p in self.init_params.items()
+            if p.default is inspect.Parameter.empty and k not in self.init_values
+        ]
+        if missing:  # a token/masking scheduler and the like: nothing the suite can set
+            self.kind = None
+            self.refusal = f"diffusers {arg} needs {', '.join(missing)}: not a score-SDE scheduler"
+            return
+        trial = self.build_scheduler(None)
+        self.kind, self.refusal = self._classify(trial, step_required)
+        if self.kind == VP_KIND and trial.config.prediction_type not in PREDICTION_TYPES:
+            raise BenchError(
+                f"diffusers {arg}: prediction_type {trial.config.prediction_type!r} cannot be "
+                f"fed from a score model; use one of {', '.join(PREDICTION_TYPES)}"
+            )
+
+    # -- building ------------------------------------------------------------------------------
+    def _resolve(self, diffusers: Any, arg: str) -> type:
+        """The scheduler class named ``arg``; a BenchError with close matches otherwise."""
+        from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+        names = scheduler_names(diffusers)
+        try:
+            cls = getattr(diffusers, arg)
+        except (AttributeError, ImportError, RuntimeError):
+            cls = None
+        if not isinstance(cls, type):
+            raise BenchError(
+                f"diffusers {diffusers.__version__} has no scheduler class {arg!r}"
+                f"{_did_you_mean(arg, names)}"
+            )
+        if not issubclass(cls, SchedulerMixin):
+            if getattr(cls, "_backends", None):  # diffusers' placeholder: a dependency is missing
+                try:
+                    cls()
+                except ImportError as exc:
+                    raise BenchError(f"diffusers {arg}: {str(exc).strip()}") from None
+            others = [n for n in names if n != arg]
+            raise BenchError(
+                f"diffusers {arg} is not a scheduler class (in diffusers {diffusers.__version__})"
+                f"{_did_you_mean(arg, others)}"
+            )
+        return cls
+
+    def config(self, sde: SDE | None) -> dict[str, Any]:
+        """The ``from_config`` dict: the SDE's noise schedule, then the user's options on top.
+
+        DDPM-type: ``num_train_timesteps`` M = 1000, ``beta_start``/``beta_end`` =
+        β_min/M, β_max/M of a β-SDE (the VP defaults 0.1, 20 when ``sde`` is None or has no β),
+        ``beta_schedule="linear"``, ``prediction_type="epsilon"``, ``clip_sample=False``.
+        EDM: ``sigma_min``/``sigma_max`` = the SDE's σ̃(eps), σ̃(T) (:func:`sigma_range`).
+        Only keys ``CLASS.__init__`` takes are set; a class with neither gets the user's only.
+        """
+        params, user = self.init_params, self.init_values
+        out: dict[str, Any] = {}
+        if {"beta_start", "beta_end"} <= set(params):
+            M = int(user.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS))
+            beta_min = getattr(sde, "beta_min", 0.1)
+            beta_max = getattr(sde, "beta_max", 20.0)
+            suite = {
+                "num_train_timesteps": M,
+                "beta_start": beta_min / M,
+                "beta_end": beta_max / M,
+                "beta_schedule": "linear",
+                "prediction_type": "epsilon",
+                "clip_sample": False,
+            }
+            out = {k: v for k, v in suite.items() if k in params}
+        elif {"sigma_min", "sigma_max"} <= set(params) and sde is not None:
+            out["sigma_min"], out["sigma_max"] = sigma_range(sde)
+        return {**out, **user}
+
+    def build_scheduler(self, sde: SDE | None) -> Any:
+        """A fresh scheduler for ``sde`` (a scheduler is stateful: one per trajectory batch)."""
+        try:
+            return self.cls.from_config(self.config(sde))
+        except ImportError as exc:
+            raise BenchError(f"diffusers {self.arg}: {str(exc).strip()}") from None
+        except Exception as exc:  # noqa: BLE001 - the library's own check of its settings
+            raise BenchError(f"diffusers {self.arg}: {type(exc).__name__}: {exc}") from None
+
+    def _classify(self, trial: Any, step_required: list[str]) -> tuple[str | None, str | None]:
+        """(kind, reason it cannot run) of a scheduler instance."""
+        name = self.arg
+        if not callable(getattr(trial, "step", None)):
+            return None, f"diffusers {name} has no step() (not a one-call-per-step scheduler)"
+        if step_required:
+            return None, (
+                f"diffusers {name}.step needs {', '.join(step_required)} besides the model "
+                "output, the timestep and the sample"
+            )
+        if callable(getattr(trial, "precondition_outputs", None)) and hasattr(trial, "sigmas"):
+            kind = EDM_KIND
+        elif hasattr(trial, "alphas_cumprod") and {"beta_start", "beta_end"} <= set(
+            self.init_params
+        ):
+            kind = VP_KIND
+        elif hasattr(trial, "alphas_cumprod"):
+            return None, (
+                f"diffusers {name} has a fixed noise schedule (no beta_start/beta_end): it "
+                "cannot take the SDE's β schedule"
+            )
+        else:
+            return None, (
+                f"diffusers {name} is neither DDPM-type (an alphas_cumprod table from "
+                "beta_start/beta_end) nor EDM-type (σ levels and precondition_outputs): its "
+                "noise levels cannot be mapped onto an SDE's"
+            )
+        try:
+            trial.set_timesteps(3)
+            first, last = float(trial.timesteps[0]), float(trial.timesteps[-1])
+        except Exception:  # noqa: BLE001 - left to the run, where it becomes an error row
+            return kind, None
+        if kind == VP_KIND and first < last:
+            return None, f"diffusers {name} runs from data to noise (an inversion scheduler)"
+        return kind, None
+
+    # -- the Sampler interface -----------------------------------------------------------------
+    def supports(self, sde: SDE, schedule: Schedule) -> None:
+        """Refuse schedulers that cannot run at all, DDPM-type ones off the β-SDEs, and every
+        schedule but ``uniform`` (the scheduler chooses its own timesteps)."""
+        if self.refusal is not None:
+            raise Unsupported(self.refusal)
+        if schedule.name != self.default_schedule:
+            raise Unsupported(
+                f"diffusers {self.arg} chooses its own timesteps (set_timesteps): the suite's "
+                f"schedules do not apply; run it on the default schedule ({self.default_schedule}) "
+                "and set its spacing with its options (e.g. -o diffusers.timestep_spacing=trailing)"
+            )
+        if self.kind == VP_KIND and not (hasattr(sde, "beta_min") and hasattr(sde, "beta_max")):
+            raise Unsupported(
+                f"diffusers {self.arg} is a DDPM-type scheduler (an ᾱ table from a β schedule, "
+                f"unit-variance prior); the {sde.name} SDE is σ-parameterised: use "
+                "EDMEulerScheduler or EDMDPMSolverMultistepScheduler there"
+            )
+
+    def nfe_nominal(self, steps: int) -> int:
+        """N, what the library calls steps (``set_timesteps(N)``); the counted NFE may differ."""
+        return steps
+
+    def sample(
+        self,
+        x_T: Tensor,
+        grid: TimeGrid,
+        model: ModelView,
+        noise: Noise,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """Run the scheduler's loop for ``grid.steps`` inference steps and return its last sample.
+
+        Args:
+            x_T: the prior sample of ``model.sde``, taken (as by every sampler of the suite) as
+                the state at the first model time t_0; the scheduler starts from it in VP
+                normalisation, x_T/sqrt(a(t_0)² + std(t_0)²) (x_T itself on VP), times
+                ``init_noise_sigma``.
+            grid: only ``grid.steps`` is used (the scheduler chooses its timesteps).
+            model: the model's views; one ``model.eps`` (``model.denoise`` for
+                ``prediction_type="sample"`` and EDM schedulers) per scheduler timestep.
+            noise: one draw per sample seeds the generators of stochastic schedulers.
+            callback: called after every ``step`` with ``{"i", "t", "x", "denoised",
+                "timestep"}``; ``x`` is the scheduler's ``prev_sample`` in its own space.
+
+        Returns:
+            The scheduler's last ``prev_sample`` (its final noise level: σ̃ = 0, the data end, for
+            most schedulers; see docs/solvers/diffusers.md).
+
+        Raises:
+            Unsupported: a noise level with no time on the SDE (e.g. zero terminal SNR).
+        """
+        sde = model.sde
+        scheduler = self.build_scheduler(sde)
+        if "device" in inspect.signature(scheduler.set_timesteps).parameters:
+            scheduler.set_timesteps(grid.steps, device=x_T.device)
+        else:
+            scheduler.set_timesteps(grid.steps)
+        step_kwargs = dict(self.step_values)
+        if "generator" in inspect.signature(scheduler.step).parameters:
+            step_kwargs["generator"] = SampleGenerators(noise, x_T)
+        first = scheduler.timesteps[0]
+        a_0, std_0 = sde.marginal_coef(self.time_of(sde, current_sigma(scheduler, first), first))
+        sample = _scaled(x_T, 1.0 / math.hypot(a_0, std_0)) * scheduler.init_noise_sigma
+        for i, timestep in enumerate(scheduler.timesteps):
+            model_input = scheduler.scale_model_input(sample, timestep)
+            sigma = current_sigma(scheduler, timestep)
+            t = self.time_of(sde, sigma, timestep)
+            a, _ = sde.marginal_coef(t)
+            if self.kind == EDM_KIND:
+                output = self._edm_output(scheduler, sample, model, t, a)
+            else:
+                if model_input is not sample:
+                    self._check_scale(model_input, sample, sigma, timestep)
+                x = _scaled(model_input, a * math.sqrt(1.0 + sigma * sigma))
+                output = self._vp_output(scheduler, x, model, t, sigma)
+            result = scheduler.step(output, timestep, sample, return_dict=True, **step_kwargs)
+            sample = result.prev_sample
+            if callback is not None:
+                denoised = getattr(result, "pred_original_sample", None)
+                callback({"i": i, "t": t, "x": sample, "denoised": denoised, "timestep": timestep})
+        return sample.to(x_T.dtype)
+
+    # -- one model call --------------------------------------------------------------------------
+    def _check_scale(
+        self, model_input: Tensor, sample: Tensor, sigma: float, timestep: Any
+    ) -> None:
+        """A scheduler whose sample is x̃ = x/√ᾱ (k-diffusion type) scales it by 1/√(σ̃² + 1):
+        refuse to go on if that is not the σ̃ read from its tables (a class with other rules)."""
+        expected = sample / math.sqrt(sigma * sigma + 1.0)
+        if not torch.allclose(model_input, expected, rtol=1e-5, atol=1e-12):
+            raise Unsupported(
+                f"diffusers {self.arg}: cannot tell the noise level it assumes at timestep "
+                f"{float(timestep):g} (its scale_model_input does not divide by sqrt(σ̃² + 1) "
+                f"for σ̃ = {sigma:g} from its sigmas)"
+            )
+
+    def time_of(self, sde: SDE, sigma: float, timestep: Any) -> float:
+        """The time t with σ̃(t) = ``sigma``, i.e. λ(t) = −log σ̃ (``sde.t_of_log_snr``)."""
+        if not (0.0 < sigma < math.inf):
+            raise Unsupported(
+                f"diffusers {self.arg}: timestep {float(timestep):g} has noise level σ̃ = {sigma:g}, "
+                f"which is no time of the {sde.name} SDE (e.g. zero terminal SNR)"
+            )
+        t = sde.t_of_log_snr(-math.log(sigma))
+        if not (0.0 < t < math.inf):
+            raise Unsupported(
+                f"diffusers {self.arg}: σ̃ = {sigma:g} (timestep {float(timestep):g}) has no time "
+                f"on the {sde.name} SDE"
+            )
+        return t
+
+    def _vp_output(
+        self, scheduler: Any, x: Tensor, model: ModelView, t: float, sigma: float
+    ) -> Tensor:
+        """The model output in the scheduler's ``prediction_type``, from one evaluation at (x, t).
+
+        ε and x̂₀ are the same in every parameterisation with the same SNR; v = √ᾱ·ε − √(1−ᾱ)·x̂₀
+        (Salimans & Ho 2022) with √ᾱ = 1/√(1 + σ̃²), √(1−ᾱ) = σ̃/√(1 + σ̃²).
+        """
+        kind = scheduler.config.prediction_type
+        if kind == "sample":
+            return model.denoise(x, t)
+        eps = model.eps(x, t)
+        if kind == "epsilon":
+            return eps
+        a, std = model.sde.marginal_coef(t)
+        x0 = (x - eps * std) / a
+        root = math.sqrt(1.0 + sigma * sigma)
+        return (eps - x0 * sigma) / root
+
+    def _edm_output(
+        self, scheduler: Any, sample: Tensor, model: ModelView, t: float, a: float
+    ) -> Tensor:
+        """F with ``precondition_outputs(x̃, F, σ)`` = c_skip·x̃ + c_out·F = D(a·x̃; t).
+
+        c_skip·x̃ and c_out are read from the scheduler's own ``precondition_outputs`` (no
+        evaluation), so its ``sigma_data`` and ``prediction_type`` are honoured.
+        """
+        sigma = scheduler.sigmas[scheduler.step_index]
+        denoised = model.denoise(_scaled(sample, a), t)
+        skip = scheduler.precondition_outputs(sample, torch.zeros_like(sample), sigma)
+        one = torch.ones((), dtype=sample.dtype, device=sample.device)
+        c_out = scheduler.precondition_outputs(torch.zeros_like(one), one, sigma)
+        return (denoised - skip) / c_out
+
+
+def _scaled(x: Tensor, factor: float) -> Tensor:
+    """x·factor, or x itself when the factor is 1 to rounding (the VP SDE's own scale)."""
+    return x if abs(factor - 1.0) < 1e-12 else x * factor
+
+
+def current_sigma(scheduler: Any, timestep: Any) -> float:
+    """σ̃ = std/a of the noise level the scheduler assumes for the sample it is about to step.
+
+    A scheduler with ``sigmas`` and a ``step_index`` (k-diffusion and DPM-Solver families, EDM)
+    reads ``sigmas[step_index]`` (its index is set as its own ``step`` would set it), as their
+    ``scale_model_input`` and ``step`` do; the second stage of KDPM2 reads
+    ``sigmas_interpol[step_index]``, of KDPM2-ancestral ``sigmas_interpol[step_index − 1]``, of
+    DPM-Solver-SDE ``mid_point_sigma``. Otherwise (DDIM, DDPM, PNDM, LCM, …) σ̃ =
+    sqrt((1 − ᾱ_k)/ᾱ_k) with ᾱ_k = ``alphas_cumprod[k]`` at the integer timestep k.
+    (:meth:`DiffusersScheduler.sample` checks the σ̃ against ``scale_model_input``.)
+    """
+    sigmas = getattr(scheduler, "sigmas", None)
+    if isinstance(sigmas, Tensor) and hasattr(scheduler, "step_index"):
+        if scheduler.step_index is None and hasattr(scheduler, "_init_step_index"):
+            scheduler._init_step_index(timestep)
+        index = scheduler.step_index
+        if index is not None:
+            if not getattr(scheduler, "state_in_first_order", True):
+                if hasattr(scheduler, "sigmas_interpol"):
+                    ancestral = hasattr(scheduler, "sigmas_up")  # KDPM2AncestralDiscrete
+                    return float(scheduler.sigmas_interpol[index - 1 if ancestral else index])
+                if getattr(scheduler, "mid_point_sigma", None) is not None:
+                    return float(scheduler.mid_point_sigma)
+            return float(sigmas[index])
+    k = float(timestep)
+    if k != int(k):
+        raise Unsupported(f"timestep {k:g} is not an index of the scheduler's alphas_cumprod")
+    alpha_bar = float(scheduler.alphas_cumprod[int(k)])
+    return math.sqrt((1.0 - alpha_bar) / alpha_bar) if alpha_bar > 0 else math.inf
+
+
+SAMPLERS = (DiffusersScheduler,)
