@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -118,3 +119,23 @@ def load_into(module: Any, state: dict[str, Any], source: str, what: str = "mode
         )
         raise BenchError(f"{source}: weights do not fit the {what} ({detail})")
     module.load_state_dict(state, strict=True)
+
+
+def state_sha256(state: dict[str, Any]) -> str:
+    """sha256 of a state dict as loaded: every name, dtype, shape and the raw bytes, in order.
+
+    Args:
+        state: the tensors, e.g. ``module.state_dict()`` before any dtype conversion.
+
+    Returns:
+        The hex digest; equal for equal tensors whatever file they came from.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|".encode())
+        digest.update(f"{list(tensor.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -77,14 +77,17 @@ def test_ddpm_pipeline_maps_to_vp(ddpm):
     assert ddpm.sde_defaults == {"vp": {"beta_min": pytest.approx(0.1), "beta_max": 20.0}}
     assert ddpm.dataset is None
     info = ddpm.describe()
-    assert info["prediction_type"] == "epsilon" and info["label"] == "t*999"
+    assert info["prediction_type"] == "epsilon" and info["label"] == "floor(t*999)"
     assert info["data_range"] == [-1.0, 1.0] and len(info["weights_sha256"]) == 64
+    assert info["weight_files"] == ["diffusion_pytorch_model.safetensors"]
+    assert ddpm.default_grid == {}  # no snr in a DDPM scheduler config
 
 
 def test_ncsnpp_pipeline_maps_to_ve(ve):
     assert ve.trained_for == "ve"
     assert ve.sde_defaults == {"ve": {"sigma_min": 0.01, "sigma_max": 50.0}}
     assert ve.describe()["snr"] == 0.16 and ve.describe()["data_range"] == [0.0, 1.0]
+    assert ve.default_grid == {"snrs": (0.16,)}  # the folder's snr is the default --snr
 
 
 def test_linear_ddpm_schedule_is_the_vp_sde_table(make_sde):
@@ -104,15 +107,25 @@ def test_linear_ddpm_schedule_is_the_vp_sde_table(make_sde):
 
 
 @pytest.mark.parametrize("t", [1.0, 0.5, 0.3337, 1e-3])
-def test_vp_score_is_minus_eps_over_discrete_std(ddpm, make_sde, t):
-    """s = −ε̂(x, t·999) / sqrt(1 − ᾱ_k), k = floor(t·999), ᾱ of linspace(1e-4, 0.02, 1000)."""
+@pytest.mark.parametrize("label", ["index", "time"])
+def test_vp_score_is_minus_eps_over_discrete_std(folders, ddpm, make_sde, t, label):
+    """s = −ε̂(x, label) / sqrt(1 − ᾱ_k), k = floor(t·999), ᾱ of linspace(1e-4, 0.02, 1000);
+    the label is k itself (default) or t·999 (``label=time``)."""
+    model = ddpm if label == "index" else ddpm_with(folders, label=label)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
-    alpha_bar = float(np.cumprod(1 - betas)[math.floor(t * 999 + 1e-9)])
-    expected = -raw(ddpm, x, t * 999) / math.sqrt(1 - alpha_bar)
-    got = ddpm.score_fn(make_sde("vp", 10))(x, t)
+    k = math.floor(t * 999 + 1e-9)
+    alpha_bar = float(np.cumprod(1 - betas)[k])
+    expected = -raw(model, x, k if label == "index" else t * 999) / math.sqrt(1 - alpha_bar)
+    got = model.score_fn(make_sde("vp", 10))(x, t)
     assert got.shape == x.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def ddpm_with(folders, arg: str = "", dtype=torch.float32, **options):
+    """The DDPM folder's model with ``,KEY=VALUE`` settings and ``-o diffusers.KEY`` options."""
+    opts = du.DiffusersUNet.Options(**options)
+    return du.DiffusersUNet.load(f"{folders['ddpm']}{arg}", device=CPU, dtype=dtype, options=opts)
 
 
 def test_vp_continuous_std_variant(folders, make_sde):
@@ -122,20 +135,193 @@ def test_vp_continuous_std_variant(folders, make_sde):
     sde = make_sde("vp", 10)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     _, std = sde.marginal_coef(0.25)
-    expected = -raw(model, x, 0.25 * 999) / std
+    expected = -raw(model, x, math.floor(0.25 * 999)) / std
     torch.testing.assert_close(model.score_fn(sde)(x, 0.25), expected, rtol=1e-5, atol=1e-6)
     assert model.describe()["std"] == "continuous"
 
 
-def test_label_reaches_the_network_unrounded(ddpm, make_sde):
-    """UNet2DModel casts a Python number label to long; the plugin passes a float tensor."""
+@pytest.mark.parametrize("label, expected", [("index", 499.0), ("time", 499.5)])
+def test_label_reaches_the_network_unrounded(folders, make_sde, label, expected):
+    """UNet2DModel casts a Python number label to long; the plugin passes a float tensor, so
+    ``label=time`` arrives as 499.5 and the default integer DDPM timestep as 499."""
+    model = ddpm_with(folders, label=label)
     seen = []
-    handle = ddpm.unet.time_proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    handle = model.unet.time_proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
     try:
-        ddpm.score_fn(make_sde("vp", 10))(torch.zeros(1, 3, 8, 8), 0.5)
+        model.score_fn(make_sde("vp", 10))(torch.zeros(1, 3, 8, 8), 0.5)
     finally:
         handle.remove()
-    assert seen[0].dtype == torch.float32 and seen[0].tolist() == [499.5]
+    assert seen[0].dtype == torch.float32 and seen[0].tolist() == [expected]
+
+
+def test_label_and_std_settings_in_the_arg_or_as_options(folders, ve):
+    """``,label=time`` and ``-o diffusers.label=time`` are the same setting; a clash is refused,
+    and so is a VP setting on a VE model."""
+    by_arg, by_option = ddpm_with(folders, ",label=time"), ddpm_with(folders, label="time")
+    assert by_arg.label == by_option.label == "time"
+    assert by_arg.describe()["label"] == "t*999"
+    both = ddpm_with(folders, ",std=continuous", label="time")
+    assert (both.std, both.label) == ("continuous", "time")
+    with pytest.raises(BenchError, match="given twice"):
+        ddpm_with(folders, ",label=index", label="time")
+    with pytest.raises(BenchError, match="not understood"):
+        ddpm_with(folders, ",label=round")
+    with pytest.raises(BenchError, match="VP \\(DDPM\\) models only"):
+        du.DiffusersUNet.load(
+            str(folders["ve"]),
+            device=CPU,
+            dtype=torch.float32,
+            options=du.DiffusersUNet.Options(label="time"),
+        )
+
+
+def test_label_option_through_the_cli(folders, tmp_path):
+    """``-o diffusers.label=time`` reaches the model and run.json records the convention."""
+    out = tmp_path / "r"
+    result = _run_cli(
+        "--model", f"diffusers:{folders['ddpm']}", "-o", "diffusers.label=time",
+        *FAST, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["model"]["label"] == "t*999"
+    bad = _run_cli("--model", f"diffusers:{folders['ddpm']}", "-o", "diffusers.label=x", *FAST)
+    assert bad.exit_code == 2 and "label must be one of index, time" in bad.output
+
+
+@pytest.mark.slow
+def test_integer_label_reproduces_ddpm_sampler_at_n1000(folders, registry, make_sde):
+    """The suite's ancestral sampler on the VP SDE, N = 1000, uniform grid, float64, is DDPM's
+    own sampler (diffusers' DDPMScheduler, fixed_large variance, no clipping, float64 tables)
+    when the label is the integer timestep: to ~4e-13. The unrounded t·999 drifts (~1e-5
+    relative, 1e-2 absolute, here)."""
+    from diffusers import DDPMScheduler
+
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    config = {k: v for k, v in dm.DDPM_SCHEDULER.items() if k[0] != "_"}
+    scheduler = DDPMScheduler(**config | {"clip_sample": False, "variance_type": "fixed_large"})
+    scheduler.betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    scheduler.alphas = 1 - scheduler.betas
+    scheduler.alphas_cumprod = torch.cumprod(scheduler.alphas, 0)
+    scheduler.one = torch.tensor(1.0, dtype=torch.float64)
+    scheduler.set_timesteps(1000)
+    model = ddpm_with(folders, dtype=torch.float64)
+    theirs, noise = x_T.clone(), torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for k in scheduler.timesteps:  # DDPMPipeline's loop
+            eps = model.unet(theirs, k).sample
+            theirs = scheduler.step(eps, k, theirs, generator=noise).prev_sample
+
+    def ours(label: str) -> torch.Tensor:
+        m = model if label == "index" else ddpm_with(folders, dtype=torch.float64, label=label)
+        sde = make_sde("vp", 1000)
+        g = torch.Generator().manual_seed(8)  # the same draws, in the same order
+        draw = lambda y: torch.randn(y.shape, generator=g, dtype=y.dtype)  # noqa: E731
+        step = registry.get("predictors", "ancestral").obj(sde, m.view(sde).score, noise=draw)
+        x = x_T.clone()
+        for t in sde.timesteps():
+            x, x_mean = step.update(x, t, None)
+        return x_mean  # the last step's mean: DDPM adds no noise at its t = 0
+
+    scale = theirs.abs().max()
+    assert float((ours("index") - theirs).abs().max() / scale) < 5e-12
+    assert float((ours("time") - theirs).abs().max() / scale) > 1e-7
+
+
+EULER_CONTINUOUS_V = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "timestep_type": "continuous",
+}
+
+
+def test_euler_continuous_v_prediction_labels_are_quarter_log_sigma(tmp_path, make_sde):
+    """EulerDiscreteScheduler(timestep_type="continuous", v_prediction): the network gets
+    ¼·log σ and its x̂₀ is diffusers' own ``pred_original_sample`` at the same σ."""
+    from diffusers import EulerDiscreteScheduler
+
+    folder = dm.write_pipeline(tmp_path / "v", dm.TINY_DDPM_UNET, EULER_CONTINUOUS_V)
+    model = du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
+    assert model.std == "continuous" and model.describe()["label"] == "0.25*log(sigma(t))"
+    scheduler = EulerDiscreteScheduler(
+        **{k: v for k, v in EULER_CONTINUOUS_V.items() if k[0] != "_"}
+    )
+    scheduler.set_timesteps(10)
+    sde = make_sde("vp", 10, **model.sde_defaults["vp"])
+    view = model.view(sde)
+    seen = []
+    hook = model.unet.time_proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    try:
+        for i in (2, 5, 9):
+            sigma, label = float(scheduler.sigmas[i]), scheduler.timesteps[i]
+            x_sigma = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(i)) * sigma
+            scheduler._step_index = i
+            v = model.unet(scheduler.scale_model_input(x_sigma, label), label).sample
+            scheduler._step_index = i
+            expected = scheduler.step(v, label, x_sigma).pred_original_sample
+            t = sde.t_of_log_snr(-math.log(sigma))
+            a, _ = sde.marginal_coef(t)
+            got = view.denoise(x_sigma * a, t)
+            torch.testing.assert_close(seen[-1], torch.full((2,), float(label)), rtol=0, atol=1e-6)
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    finally:
+        hook.remove()
+
+
+def test_euler_continuous_labels_refuse_index_settings(tmp_path):
+    folder = dm.write_pipeline(tmp_path / "v", dm.TINY_DDPM_UNET, EULER_CONTINUOUS_V)
+    for arg in (",label=index", ",std=discrete"):
+        with pytest.raises(BenchError, match="timestep_type='continuous'"):
+            du.DiffusersUNet.load(f"{folder}{arg}", device=CPU, dtype=torch.float32)
+    discrete = dm.write_pipeline(
+        tmp_path / "e", dm.TINY_DDPM_UNET, EULER_CONTINUOUS_V | {"prediction_type": "epsilon"}
+    )  # diffusers uses ¼·log σ only with v-prediction: this one keeps integer timesteps
+    model = du.DiffusersUNet.load(str(discrete), device=CPU, dtype=torch.float32)
+    assert model.describe()["label"] == "floor(t*999)"
+
+
+def test_weights_sha256_hashes_only_what_is_loaded(folders, tmp_path):
+    """A variant file beside the weights changes nothing; the hash is sha256sum of the file
+    loaded, or of the shards of a sharded checkpoint in index order."""
+    import hashlib
+
+    from diffusers import UNet2DModel
+
+    folder = tmp_path / "m"
+    shutil.copytree(folders["ddpm"], folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    before = du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
+    (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"not loaded")
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded either")
+    after = du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
+    assert before.weights_sha256() == after.weights_sha256()
+    assert after.weights_sha256() == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert after.describe()["weight_files"] == ["diffusion_pytorch_model.safetensors"]
+
+    sharded = tmp_path / "sharded"
+    shutil.copytree(folders["ddpm"], sharded)
+    shutil.rmtree(sharded / "unet")
+    unet = UNet2DModel.from_pretrained(str(folders["ddpm"] / "unet"))
+    unet.save_pretrained(sharded / "unet", max_shard_size="100KB")
+    model = du.DiffusersUNet.load(str(sharded), device=CPU, dtype=torch.float32)
+    shards = model.describe()["weight_files"]
+    assert len(shards) > 1
+    digest = hashlib.sha256()
+    for name in shards:
+        digest.update((sharded / "unet" / name).read_bytes())
+    assert model.weights_sha256() == digest.hexdigest()
+
+
+def test_variant_weights_only_are_refused(folders, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(folders["ddpm"], folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_name("diffusion_pytorch_model.fp16.safetensors"))
+    with pytest.raises(BenchError, match="only variant weights"):
+        du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
@@ -323,6 +509,10 @@ def test_missing_diffusers_through_the_cli(folders, monkeypatch, tmp_path):
     assert len(lines) == 1 and "optional diffusers package" in lines[0]
 
 
+FAST = ("--predictors", "euler", "--correctors", "none", "--steps", "2", "--samples", "2",
+        "--batch-size", "2", "--metrics", "none", "--threads", "1", "--device", "cpu")  # fmt: skip
+
+
 def _run_cli(*args):
     from click.testing import CliRunner
 
@@ -411,4 +601,23 @@ def test_bench_run_five_step_sweep(folders, tmp_path):
     assert rows["ve"]["status"] == "unsupported"
     assert "trained for the vp SDE" in rows["ve"]["reason"]
     meta = json.loads((out / "run.json").read_text())
-    assert meta["model"]["trained_for"] == "vp" and meta["model"]["label"] == "t*999"
+    assert meta["model"]["trained_for"] == "vp" and meta["model"]["label"] == "floor(t*999)"
+
+
+@pytest.mark.parametrize("given", [None, "0.2"])
+def test_ve_folder_snr_is_the_default_snr(folders, tmp_path, given):
+    """A ScoreSdeVe folder's snr (0.15 here, as in the public NCSN++ folders) is used when
+    --snr is not given, and the rows record where it came from (``model_defaults``)."""
+    folder = copy_with_scheduler(folders["ve"], tmp_path / "ve", snr=0.15)
+    out = tmp_path / "run"
+    args = ["--model", f"diffusers:{folder}", "--predictors", "reverse_diffusion"]
+    args += ["--correctors", "langevin", "--steps", "2", "--samples", "2", "--batch-size", "2"]
+    args += ["--metrics", "none", "--threads", "1", "--device", "cpu", "--out", out]
+    result = _run_cli(*args, *(["--snr", given] if given else []))
+    assert result.exit_code == 0, result.output
+    (row,) = map(json.loads, (out / "rows.jsonl").read_text().splitlines())
+    assert row["status"] == "ok" and row["nfe"] == 4
+    if given:
+        assert row["snr"] == 0.2 and row["model_defaults"] == ""
+    else:
+        assert row["snr"] == 0.15 and row["model_defaults"] == "snrs=0.15"

@@ -56,7 +56,7 @@ class ScoreModel(abc.ABC):
         """Build the model from the ``ARG`` of ``NAME[:ARG]`` (``None`` when absent); models
         with ``Options`` also take ``options=``."""
 
-    native: ClassVar[str] = "score"
+    native: str = "score"
     """What the network outputs: ``score``, ``eps`` (noise prediction) or ``x0`` (denoiser D).
 
     Score models implement :meth:`score_fn`; models with another native output implement

@@ -27,6 +27,7 @@ from typing import Any
 from bench.errors import BenchError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_TYPES = ("discrete", "continuous")
 VE_SCHEDULER = "ScoreSdeVeScheduler"
 UNET_CLASS = "UNet2DModel"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -41,6 +42,11 @@ class VPSchedule:
     DDPM trains on β_j = linspace(β_start, β_end, N)[j], j = 0..N−1. The VP SDE's discrete table
     is β_j = linspace(β_min/N, β_max/N, N)[j], so the two agree exactly when β_min = N·β_start and
     β_max = N·β_end (0.1 and 20 for the 1e-4 … 0.02, N = 1000 schedule of DDPM CIFAR-10).
+
+    ``timestep_type`` is ``EulerDiscreteScheduler``'s: ``"continuous"`` together with
+    v-prediction means the network was trained on the EDM-style label c_noise = ¼·log σ
+    (Karras et al. 2022, Table 1) instead of a timestep index; diffusers applies it only in that
+    combination, and so does :attr:`continuous_labels`.
     """
 
     beta_start: float
@@ -48,8 +54,14 @@ class VPSchedule:
     n_train: int
     prediction_type: str
     scheduler: str
+    timestep_type: str = "discrete"
 
     sde = "vp"
+
+    @property
+    def continuous_labels(self) -> bool:
+        """Whether the network takes ¼·log σ labels (diffusers: continuous and v-prediction)."""
+        return self.timestep_type == "continuous" and self.prediction_type == "v_prediction"
 
     @property
     def beta_min(self) -> float:
@@ -294,6 +306,12 @@ def _vp_schedule(cfg: dict[str, Any], path: Path, cls: str) -> VPSchedule:
             f"{path}: prediction_type {prediction!r} is not understood "
             f"(supported: {', '.join(PREDICTION_TYPES)})"
         )
+    timestep_type = cfg.get("timestep_type", "discrete")
+    if timestep_type not in TIMESTEP_TYPES:
+        raise BenchError(
+            f"{path}: timestep_type {timestep_type!r} is not understood "
+            f"(supported: {', '.join(TIMESTEP_TYPES)})"
+        )
     start, end = _number(cfg, "beta_start", path), _number(cfg, "beta_end", path)
     n = int(_number(cfg, "num_train_timesteps", path))
     if not (0 < start < end < 1 and n >= 2):
@@ -301,7 +319,7 @@ def _vp_schedule(cfg: dict[str, Any], path: Path, cls: str) -> VPSchedule:
             f"{path}: need 0 < beta_start < beta_end < 1 and num_train_timesteps "
             f">= 2, got {start}, {end}, {n}"
         )
-    return VPSchedule(start, end, n, prediction, cls)
+    return VPSchedule(start, end, n, prediction, cls, timestep_type)
 
 
 def _ve_schedule(cfg: dict[str, Any], path: Path) -> VESchedule:

@@ -1,21 +1,30 @@
 """Pretrained diffusers ``UNet2DModel`` checkpoints as score models, offline.
 
-``--model diffusers:PATH_OR_ID[,std=discrete|continuous]``. DDPM ε-prediction models
+``--model diffusers:PATH_OR_ID[,std=discrete|continuous][,label=index|time]`` (the two settings
+are also ``-o diffusers.std=...`` and ``-o diffusers.label=...``). DDPM ε-prediction models
 (``google/ddpm-cifar10-32``) serve the VP SDE and NCSN++ models (``google/ncsnpp-*``) the VE SDE,
 with the reference code's conversions from network output to score (score_sde.md §2.6):
 
-* VP (DDPM, discrete): label t·(N−1) (not rounded) and s = −ε̂ / sqrt(1 − ᾱ_k),
-  k = floor(t·(N−1)), ᾱ the training schedule's table; ``std=continuous`` divides by the VP
-  SDE's std(t) = sqrt(1 − e^{2L(t)}) instead (the reference's continuous-VP rule).
+* VP (DDPM, trained on integer timesteps): label k = floor(t·(N−1)), the integer DDPM timestep
+  at the step's t (``label=index``, the default: at N = 1000 on the uniform grid the suite's
+  ancestral sampler then reproduces DDPM's own), or t·(N−1) unrounded as the score_sde reference
+  code feeds it (``label=time``); s = −ε̂ / sqrt(1 − ᾱ_k) with ᾱ the training schedule's table,
+  or ``std=continuous`` divides by the VP SDE's std(t) = sqrt(1 − e^{2L(t)}) instead.
+* VP with ``EulerDiscreteScheduler(timestep_type="continuous", prediction_type="v_prediction")``:
+  the network was trained on c_noise = ¼·log σ (Karras et al. 2022, Table 1), σ = std(t)/a(t),
+  so that is its label, with the SDE's continuous a(t) and std(t).
 * VE (NCSN++, continuous): label σ(t); ``UNet2DModel`` with ``time_embedding_type="fourier"``
-  divides its output by that label itself, so the output is the score.
+  divides its output by that label itself, so the output is the score. The scheduler's ``snr``
+  becomes the model's default ``--snr`` (recorded in the rows' ``model_defaults``).
 
 diffusers is an optional extra; it is imported only when a model is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import math
 import os
 import warnings
@@ -32,6 +41,14 @@ from bench.core.sde import SDE, ScoreFn
 from bench.errors import BenchError, Unsupported
 
 STD_CHOICES = ("discrete", "continuous")
+LABEL_CHOICES = ("index", "time")
+SETTINGS = {"std": STD_CHOICES, "label": LABEL_CHOICES}
+"""The model's settings: ``,KEY=VALUE`` after the location, or ``-o diffusers.KEY=VALUE``."""
+SAFE_NAME, SAFE_INDEX = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+)
+BIN_NAME, BIN_INDEX = "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"
 
 
 def import_diffusers():
@@ -59,19 +76,50 @@ def parse_arg(arg: str | None) -> tuple[str, dict[str, str]]:
     location, *items = arg.split(",")
     settings = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() != "std" or value.strip() not in STD_CHOICES:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or value not in SETTINGS.get(key, ()):
             raise BenchError(
                 f"diffusers model setting {item!r} is not understood: use "
-                f"std={'|'.join(STD_CHOICES)} (VP models only)"
+                f"std={'|'.join(STD_CHOICES)} or label={'|'.join(LABEL_CHOICES)} (VP models only)"
             )
-        settings[key.strip()] = value.strip()
+        settings[key] = value
     return location, settings
 
 
-def weight_files(unet_dir: Path) -> tuple[list[Path], list[Path]]:
-    """(safetensors files, .bin files) in the UNet folder."""
-    return sorted(unet_dir.glob("*.safetensors")), sorted(unet_dir.glob("*.bin"))
+def loaded_weight_files(unet_dir: Path) -> tuple[bool, list[Path]]:
+    """(use_safetensors, the files ``from_pretrained`` reads) for a UNet folder with no variant.
+
+    diffusers reads ``diffusion_pytorch_model.safetensors`` (or the shards its ``.index.json``
+    names) and only without those the ``.bin`` counterparts; variant files such as
+    ``diffusion_pytorch_model.fp16.safetensors`` are not read unless a variant is asked for,
+    which this plugin never does.
+    """
+    for safe, single, index in ((True, SAFE_NAME, SAFE_INDEX), (False, BIN_NAME, BIN_INDEX)):
+        if (unet_dir / index).is_file():
+            return safe, _shards(unet_dir, unet_dir / index)
+        if (unet_dir / single).is_file():
+            return safe, [unet_dir / single]
+    others = sorted(p.name for p in (*unet_dir.glob("*.safetensors"), *unet_dir.glob("*.bin")))
+    if others:
+        raise BenchError(
+            f"{unet_dir}: no {SAFE_NAME} or {BIN_NAME}, only variant weights "
+            f"({', '.join(others[:3])}); copy or rename the variant you want to {SAFE_NAME}"
+        )
+    raise BenchError(f"{unet_dir}: no weights ({SAFE_NAME} or {BIN_NAME})")
+
+
+def _shards(unet_dir: Path, index: Path) -> list[Path]:
+    """The shard files a sharded checkpoint's index names, in order of first mention."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        names = list(dict.fromkeys(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BenchError(f"{index}: not a readable shard index ({exc})") from None
+    files = [unet_dir / name for name in names]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing or not files:
+        raise BenchError(f"{index}: shard files missing: {', '.join(missing) or '(none listed)'}")
+    return files
 
 
 def check_bin_is_weights_only(path: Path) -> None:
@@ -90,17 +138,15 @@ def load_unet(unet_dir: Path, device: torch.device, dtype: torch.dtype):
     config does not use are ignored with a warning.
     """
     diffusers = import_diffusers()
-    safe, bins = weight_files(unet_dir)
-    if not safe and not bins:
-        raise BenchError(f"{unet_dir}: no weights (diffusion_pytorch_model.safetensors or .bin)")
+    safe, files = loaded_weight_files(unet_dir)
     if not safe:
-        for path in bins:
+        for path in files:
             check_bin_is_weights_only(path)
     try:
         unet, info = diffusers.UNet2DModel.from_pretrained(
             str(unet_dir),
             local_files_only=True,
-            use_safetensors=bool(safe),
+            use_safetensors=safe,
             torch_dtype=dtype,
             low_cpu_mem_usage=False,
             output_loading_info=True,
@@ -127,6 +173,20 @@ class DiffusersUNet(ScoreModel):
 
     name = "diffusers"
 
+    @dataclasses.dataclass
+    class Options:
+        """The VP settings, also written ``diffusers:PATH,std=...,label=...`` (``None``: the
+        ARG's value, else the default: ``std=discrete``, ``label=index``)."""
+
+        std: str | None = None
+        label: str | None = None
+
+        def __post_init__(self) -> None:
+            for key, choices in SETTINGS.items():
+                value = getattr(self, key)
+                if value is not None and value not in choices:
+                    raise ValueError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
     def __init__(
         self,
         unet: torch.nn.Module,
@@ -135,12 +195,14 @@ class DiffusersUNet(ScoreModel):
         std: str,
         device: torch.device,
         dtype: torch.dtype,
+        label: str = "index",
     ) -> None:
         self.unet = unet
         self.checkpoint = checkpoint
         self.schedule = checkpoint.schedule
         self.spec = spec
         self.std = std
+        self.label = label
         self.device = device
         self.dtype = dtype
         self.label_dtype = torch.float64 if dtype == torch.float64 else torch.float32
@@ -150,20 +212,42 @@ class DiffusersUNet(ScoreModel):
         self.dataset = None
         if self.trained_for == "vp":
             self._alphas_cumprod = self.schedule.alphas_cumprod()
+        snr = getattr(self.schedule, "snr", None)
+        self.default_grid = {"snrs": (snr,)} if snr is not None else {}
         self._weights_sha256: str | None = None
 
     @classmethod
-    def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
+    def load(
+        cls,
+        arg: str | None,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        options: DiffusersUNet.Options | None = None,
+    ) -> ScoreModel:
         location, settings = parse_arg(arg)
+        settings = merge_settings(settings, options)
         import_diffusers()
         checkpoint = folder.read_checkpoint(location)
-        std = settings.get("std", "discrete")
-        if "std" in settings and checkpoint.schedule.sde != "vp":
+        schedule = checkpoint.schedule
+        if settings and schedule.sde != "vp":
+            given = ", ".join(f"{k}={v}" for k, v in settings.items())
             raise BenchError(
-                f"std={std} applies to VP (DDPM) models only; {location!r} is a VE model"
+                f"{given} applies to VP (DDPM) models only; {location!r} is a VE model"
             )
+        if schedule.sde == "vp" and schedule.continuous_labels:
+            wrong = {k: v for k, v in settings.items() if (k, v) != ("std", "continuous")}
+            if wrong:
+                given = ", ".join(f"{k}={v}" for k, v in wrong.items())
+                raise BenchError(
+                    f"{given} does not apply to {location!r}: its {schedule.scheduler} has "
+                    "timestep_type='continuous' with v-prediction, so its labels are "
+                    "0.25·log σ(t) with the VP SDE's continuous σ(t) = std(t)/a(t)"
+                )
+            settings = {"std": "continuous"}
         unet = load_unet(checkpoint.unet_dir, device, dtype)
-        return cls(unet, checkpoint, f"diffusers:{arg}", std, device, dtype)
+        std, label = settings.get("std", "discrete"), settings.get("label", "index")
+        return cls(unet, checkpoint, f"diffusers:{arg}", std, device, dtype, label)
 
     # -- the SDE the model serves ------------------------------------------------------------
     def check_sde(self, sde: SDE) -> None:
@@ -193,6 +277,21 @@ class DiffusersUNet(ScoreModel):
         labels = torch.full((x.shape[0],), label, dtype=self.label_dtype, device=x.device)
         return self.unet(x.to(self.dtype), labels, return_dict=False)[0]
 
+    def vp_label(self, sde: SDE, t: float) -> float:
+        """The VP network's label at time t (see the module docstring).
+
+        ``index``: k = floor(t·(N_train − 1)), the DDPM timestep whose ᾱ_k the discrete std
+        uses; ``time``: t·(N_train − 1) unrounded (the score_sde reference's discrete-VP label);
+        continuous-label (EDM-style) networks: ¼·log(std(t)/a(t)).
+        """
+        if self.schedule.continuous_labels:
+            a, std = sde.marginal_coef(t)
+            return 0.25 * math.log(std / a)
+        n = self.schedule.n_train
+        if self.label == "time":
+            return t * (n - 1)
+        return float(min(max(int(math.floor(t * (n - 1) + 1e-9)), 0), n - 1))
+
     def vp_coefficients(self, sde: SDE, t: float) -> tuple[float, float]:
         """(a, std) of x_t = a·x_0 + std·ε at time t, from the training table or the SDE.
 
@@ -208,12 +307,11 @@ class DiffusersUNet(ScoreModel):
         return math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
 
     def _vp_score(self, sde: SDE) -> ScoreFn:
-        n = self.schedule.n_train
         prediction = self.schedule.prediction_type
 
         def score(x: Tensor, t: float) -> Tensor:
             a, std = self.vp_coefficients(sde, t)
-            out = self.network(x, t * (n - 1)).to(x.dtype)
+            out = self.network(x, self.vp_label(sde, t)).to(x.dtype)
             return prediction_to_score(prediction, out, x, a, std)
 
         return score
@@ -235,11 +333,13 @@ class DiffusersUNet(ScoreModel):
         return x if (lo, hi) == (0.0, 1.0) else (x - lo) / (hi - lo)
 
     def weights_sha256(self) -> str:
-        """sha256 over the UNet folder's weight files (the ones loaded), computed once."""
+        """sha256 of the weight file that is loaded (``sha256sum`` of it), or of the shards a
+        sharded checkpoint's index names, concatenated in order; variants are never hashed.
+        Computed once."""
         if self._weights_sha256 is None:
-            safe, bins = weight_files(self.checkpoint.unet_dir)
+            _, files = loaded_weight_files(self.checkpoint.unet_dir)
             digest = hashlib.sha256()
-            for path in safe or bins:
+            for path in files:
                 with path.open("rb") as fh:
                     for block in iter(lambda: fh.read(1 << 20), b""):
                         digest.update(block)
@@ -266,10 +366,37 @@ class DiffusersUNet(ScoreModel):
             "diffusers": import_diffusers().__version__,
         }
         if s.sde == "vp":
-            out |= {"n_train": s.n_train, "label": f"t*{s.n_train - 1}", "std": self.std}
+            out |= {"n_train": s.n_train, "label": self.label_convention(), "std": self.std}
+            out |= {"timestep_type": s.timestep_type}
         else:
             out |= {"label": "sigma(t)", "snr": s.snr}
+        out["weight_files"] = [p.name for p in loaded_weight_files(c.unet_dir)[1]]
         return out
+
+    def label_convention(self) -> str:
+        """The VP label as a formula: ``floor(t*999)``, ``t*999`` or ``0.25*log(sigma(t))``."""
+        if self.schedule.continuous_labels:
+            return "0.25*log(sigma(t))"
+        n1 = self.schedule.n_train - 1
+        return f"t*{n1}" if self.label == "time" else f"floor(t*{n1})"
+
+
+def merge_settings(
+    settings: dict[str, str], options: DiffusersUNet.Options | None
+) -> dict[str, str]:
+    """The ARG's settings and the ``-o diffusers.KEY`` options together; a clash is an error."""
+    merged = dict(settings)
+    for key in SETTINGS:
+        value = getattr(options, key, None) if options is not None else None
+        if value is None:
+            continue
+        if merged.get(key, value) != value:
+            raise BenchError(
+                f"diffusers setting {key} is given twice: {key}={merged[key]} in --model and "
+                f"-o diffusers.{key}={value}"
+            )
+        merged[key] = value
+    return merged
 
 
 def prediction_to_score(prediction: str, out: Tensor, x: Tensor, a: float, std: float) -> Tensor:
