@@ -57,15 +57,8 @@ def test_batch_coupled_samplers_say_so_in_the_row(tmp_path):
     assert result.exit_code == 0, result.output
     import pandas as pd
 
-    rows = pd.read_csv(out / "results.csv").fillna("")
-    why = dict(zip(rows["label"] if "label" in rows else rows["sampler"], rows["batch_dependence"]))
-    coupled = {
-        k: v
-        for k, v in zip(
-            rows["sampler"] + "/" + rows["corrector"].astype(str), rows["batch_dependence"]
-        )
-        if v
-    }
+    rows = pd.read_csv(out / "results.csv", keep_default_na=False)
+    names = rows["sampler"] + "/" + rows["corrector"]
+    coupled = {n: why for n, why in zip(names, rows["batch_dependence"]) if why}
     assert set(coupled) == {"pc/langevin", "ode/"}, coupled
     assert "batch-mean norms" in coupled["pc/langevin"] and "RK45" in coupled["ode/"]
-    assert why is not None

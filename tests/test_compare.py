@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -280,7 +281,8 @@ def test_command_exit_codes_and_markdown(runs, tmp_path):
     )
     assert bad.exit_code == 1
     assert "**FAIL**" in bad.output and "## regressions" in bad.output
-    assert "❌ regression" in bad.output and "| ring8 | vp | euler_maruyama+none |" in bad.output
+    assert "❌ regression" in bad.output and "| euler_maruyama+none | swd↓ |" in bad.output
+    assert "Every compared cell has model=ring8, sde=vp, steps=10" in bad.output  # not per row
     assert summary.read_text().startswith("# sde-bench compare")
     assert pd.read_csv(tmp_path / "c.csv")["verdict"].tolist() == ["regression"]
     assert invoke(base, worse, "--max-regression", "swd=0.2").exit_code == 0
@@ -312,3 +314,70 @@ def test_command_usage_errors_exit_2(runs):
     assert invoke(base, base, "--metric", "fid").exit_code == 2
     assert invoke(base, base, "--max-regression", "lots").exit_code == 2
     assert invoke(base, base, "--rename", "nonsense").exit_code == 2
+
+
+# -- readable output: the columns that tell cells apart, the rest in the CSV ----------------------
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.parametrize("extra", [[], ["--all"]], ids=["changed", "all"])
+def test_compare_output_on_the_committed_baseline_fits_a_terminal(extra, tmp_path):
+    """Every line of `bench compare results/baseline results/baseline` is at most 160 columns
+    (the option strings of every component used to make each row about 390 wide); the CSV
+    keeps every identifying column in full."""
+    baseline = str(ROOT / "results" / "baseline")
+    out = invoke(baseline, baseline, *extra, "--csv", str(tmp_path / "all.csv"))
+    assert out.exit_code == 0, out.output
+    widest = max(out.output.splitlines(), key=len)
+    assert len(widest) <= 160, widest
+    csv = pd.read_csv(tmp_path / "all.csv")
+    assert {"metric_options", "sde_options", "samples", "predictor", "label"} <= set(csv.columns)
+    assert csv["metric_options"].str.contains("projections=128").any()
+    if extra:
+        header = next(line for line in out.output.splitlines() if "verdict" in line)
+        assert header.split()[:4] == ["model", "sde", "label", "steps"]
+        assert "metric_options" not in out.output and "projections=128" not in out.output
+
+
+def test_display_columns_are_the_ones_that_tell_cells_apart():
+    from bench.results.compare import display_columns
+    from bench.results.frame import group_columns, to_frame
+    from bench.results.stats import with_groups
+
+    def shown(rows):
+        frame = to_frame(rows)
+        keys = group_columns(frame)
+        return display_columns(with_groups(frame, keys).drop_duplicates("_group"), keys)
+
+    one = [row(), row(predictor="reverse_diffusion")]
+    assert shown(one) == ["label"]  # model, SDE and steps are the same everywhere
+    steps = one + [row(steps=20)]
+    assert shown(steps) == ["label", "steps"]
+    samples = steps + [row(samples=500)]
+    assert shown(samples) == ["label", "steps", "samples"]  # needed: two cells look alike
+    per_model = [
+        row(model="ring8", metric_options="swd: projections=128"),
+        row(model="gmm64", metric_options="swd: projections=64"),
+    ]
+    assert shown(per_model) == ["model", "label"]  # the options follow the model: not shown
+    same_model = [
+        row(metric_options="swd: projections=128"),
+        row(metric_options="swd: projections=64"),
+    ]
+    assert shown(same_model) == ["label", "metric_options"]  # the only difference: shown
+
+
+def test_markdown_lists_the_settings_the_table_leaves_out(runs):
+    base = runs("base", seeds(BASE, metric_options="swd: projections=128"))
+    out = invoke(base, base, "--format", "markdown", "--all")
+    assert out.exit_code == 0
+    assert "settings of the compared cells" not in out.output  # constant: in the sentence
+    assert "metric_options=swd: projections=128" in out.output
+    mixed = runs(
+        "mixed",
+        seeds(BASE, metric_options="swd: projections=128")
+        + seeds(BASE, model="gmm64", metric_options="swd: projections=64"),
+    )
+    out = invoke(mixed, mixed, "--format", "markdown", "--all")
+    assert "<details><summary>settings of the compared cells (2 distinct" in out.output
+    assert "| gmm64 | swd: projections=64 |" in out.output

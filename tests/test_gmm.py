@@ -133,3 +133,74 @@ def test_gmm_needs_a_path(registry, tmp_path):
         load(registry, "gmm")
     with pytest.raises(BenchError, match="does not exist"):
         load(registry, f"gmm:{tmp_path / 'missing.json'}")
+
+
+def straightforward_score(spec, x, a, std):
+    """∇ log p_t written out per component in float64: (B, K, D) differences, log-weights,
+    per-component variances, softmax responsibilities, weighted sum (no expansion of squares)."""
+    w = torch.tensor(spec["weights"], dtype=torch.float64)
+    w = w / w.sum()
+    mu = a * torch.tensor(spec["means"], dtype=torch.float64)
+    v = a**2 * torch.tensor(spec["stds"], dtype=torch.float64) ** 2 + std**2
+    xf = x.reshape(x.shape[0], -1).to(torch.float64)
+    diff = xf[:, None, :] - mu[None]  # (B, K, D)
+    logits = w.log() - 0.5 * mu.shape[1] * v.log() - diff.square().sum(-1) / (2 * v)
+    r = torch.softmax(logits, dim=1)
+    return (-(r / v)[:, :, None] * diff).sum(1).reshape(x.shape)
+
+
+@pytest.mark.parametrize("host", [True, False], ids=["numpy-table", "torch-table"])
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
+def test_score_is_exact_in_float64(registry, tmp_path, make_sde, monkeypatch, sde_name, host):
+    """The lean score (per-time constant table, expanded squares) equals a straightforward
+    per-component implementation to float64 rounding, for both ways of filling the table, an
+    unequal 2-D mixture and the 64-D image-shaped one, from t = eps to t = 1."""
+    from importlib import resources
+
+    import bench_plugins.score_models.gmm as gmm
+
+    real = gmm.TimeConstants
+    monkeypatch.setattr(gmm, "TimeConstants", lambda *a, **kw: real(*a, **kw, host=host))
+    path = tmp_path / "mix.json"
+    path.write_text(json.dumps(UNEQUAL))
+    gmm64 = json.loads((resources.files("bench_plugins") / "data" / "gmm64.json").read_text())
+    sde = make_sde(sde_name)
+    generator = torch.Generator().manual_seed(5)
+    for spec, model in ((UNEQUAL, load(registry, f"gmm:{path}")), (gmm64, load(registry, "gmm64"))):
+        assert gmm.TimeConstants(model.mixture, model.device, model.dtype).on_host == host
+        score = model.score_fn(sde)
+        for t in (sde.eps, 1e-3, 0.05, 0.3, 1.0):
+            a, std = sde.marginal_coef(t)
+            x = a * model.sample_data(64, generator) + std * torch.randn(
+                64, *model.data_shape, generator=generator, dtype=torch.float64
+            )
+            x[:4] *= 3  # a few points far out in the tails
+            want = straightforward_score(spec, x, a, std)
+            got = score(x, t)
+            assert got.shape == x.shape and got.dtype == torch.float64
+            torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12 * want.abs().max().item())
+
+
+def test_the_table_is_not_aliased_by_the_result(unequal, make_sde):
+    """The returned score is a fresh tensor: the next call, at another time, leaves it alone."""
+    sde = make_sde("ve")
+    score = unequal.score_fn(sde)
+    x = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    first = score(x, 0.5)
+    kept = first.clone()
+    score(x, 0.01)
+    torch.testing.assert_close(first, kept, rtol=0, atol=0)
+
+
+def test_gradients_through_the_score_survive_the_next_call(unequal, make_sde):
+    """Autograd keeps the constants of its call, not the table the next call overwrites."""
+    sde = make_sde("vp")
+    score = unequal.score_fn(sde)
+    x = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x1 = x.clone().requires_grad_(True)
+    score(x1, 0.3).square().sum().backward()
+    x2 = x.clone().requires_grad_(True)
+    out = score(x2, 0.3).square().sum()
+    score(x, 0.9)  # refills the table before the backward pass
+    out.backward()
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)

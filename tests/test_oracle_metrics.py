@@ -67,7 +67,8 @@ def test_coverage_detects_a_dropped_mode(registry):
     assert out["coverage_min"] == 0.0
     assert out["coverage_tv"] == pytest.approx(1 - 1 / 8)
     full = feed(metric(registry, "coverage", model, 800), ref)
-    assert full["coverage_tv"] == pytest.approx(full["coverage_tv_ref"])
+    assert abs(full["coverage_tv"] - full["coverage_tv_ref"]) <= 3 * full["coverage_tv_ref_std"]
+    assert full["coverage_min"] > out["coverage_min"]
 
 
 def test_metrics_refuse_models_without_exact_density(registry):

@@ -104,3 +104,85 @@ def test_no_best_or_frontier_for_informational_metrics(tmp_path, figures, metric
     assert bool(stars) is judged and ("best SNR" in snr_fig._suptitle.get_text()) is judged
     labels = [line.get_label() for line in cost_fig.axes[0].get_lines()]
     assert ("Pareto frontier" in labels) is judged
+
+
+def tick_label_boxes(fig, ax):
+    """The rendered bounding boxes of the visible x tick labels of ``ax`` (display pixels)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    low, high = ax.get_xlim()
+    return [
+        (label.get_text(), label.get_window_extent(renderer))
+        for tick, label in zip(ax.get_xticks(), ax.get_xticklabels())
+        if low <= tick <= high and label.get_visible() and label.get_text()
+    ]
+
+
+@pytest.mark.parametrize("width", [4.6, 2.5, 1.6])
+def test_log_nfe_tick_labels_never_overlap(tmp_path, figures, monkeypatch, width):
+    """NFE 100, 200, 300, 1000, 2000 used to print "200300" on a log axis: every rendered
+    label now keeps clear of its neighbours, at the standard panel width and narrower."""
+    figure = plots._figure
+    monkeypatch.setattr(plots, "_figure", lambda n, panel=None: figure(n, (width, 3.5)))
+    rows = []
+    for n in (100, 200, 300, 1000, 2000):
+        rows += seeds({"swd": [0.3 / n**0.3, 0.31 / n**0.3]}, steps=n)
+    plots.plot_metric_vs_cost(build_report(rows), "swd", "nfe", tmp_path)
+    fig = figures[0]
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    boxes = tick_label_boxes(fig, ax)
+    assert len(boxes) >= 2
+    for (left, a), (right, b) in zip(boxes, boxes[1:]):
+        assert a.x1 < b.x0, f"{left!r} and {right!r} overlap at panel width {width}"
+    if width == 4.6:  # room for every NFE that was run: they are the ticks
+        assert [t for t, _ in boxes] == ["100", "200", "300", "1000", "2000"]
+
+
+def test_fitting_ticks_fall_back_to_fewer_round_values():
+    """Too close for their labels, the NFEs give way to 1-2-5 ticks, then to fewer."""
+    wide = plots.fitting_ticks([100, 200, 300, 1000, 2000], 80, 2500, 400, lambda s: 8 * len(s))
+    assert wide == [100, 200, 300, 1000, 2000]
+    narrow = plots.fitting_ticks([100, 200, 300, 1000, 2000], 80, 2500, 90, lambda s: 8 * len(s))
+    assert narrow and narrow != wide and all(80 <= t <= 2500 for t in narrow)
+    xs = [np.log10(t) * 90 / (np.log10(2500) - np.log10(80)) for t in narrow]
+    half = [4 * len(plots.fmt(float(t), 3)) for t in narrow]
+    assert all(xs[i + 1] - xs[i] >= half[i] + half[i + 1] for i in range(len(xs) - 1))
+
+
+def floor_rows(**kw):
+    """Two samplers at two step counts, with the floor columns an oracle run writes."""
+    floor = {"swd_ref": 0.15, "swd_ref_std": 0.03, "floor_draws": 16}
+    rows = []
+    for steps, a, b in ((10, [0.5, 0.52], [0.16, 0.15]), (100, [0.2, 0.21], [0.14, 0.16])):
+        rows += seeds({"swd": a}, steps=steps, **floor, **kw)
+        rows += seeds({"swd": b}, steps=steps, predictor="reverse_diffusion", **floor, **kw)
+    return rows
+
+
+def test_every_metric_plot_draws_the_floor_band(tmp_path, figures):
+    """The floor (exact samples at this n) is a grey band of ± 2 sd·√(1/seeds + 1/draws)."""
+    report = build_report(floor_rows())
+    plots.plot_metric_vs_cost(report, "swd", "nfe", tmp_path)
+    plots.plot_metric_vs_cost(report, "swd", "wall_clock_s", tmp_path)
+    for fig in figures:
+        ax = fig.axes[0]
+        (band,) = [p for p in ax.patches if p.get_label().startswith("floor: exact samples")]
+        y = [band.get_y(), band.get_y() + band.get_height()]
+        half = 2 * 0.03 * np.sqrt(1 / 2 + 1 / 16)
+        assert y == pytest.approx([0.15 - half, 0.15 + half])
+        low, high = ax.get_ylim()
+        assert low <= y[0] and high >= y[1]
+
+
+def test_fid_plots_say_when_the_rows_carry_no_floor(tmp_path, figures):
+    rows = []
+    for n in (10, 100):
+        rows += seeds({"fid": [30.0 / n, 31.0 / n]}, steps=n, metrics="fid", fid_n=64)
+    plots.plot_metric_vs_cost(build_report(rows), "fid", "nfe", tmp_path)
+    notes = [t.get_text() for t in figures[0].axes[0].texts]
+    assert "no fid floor in these rows (bench fid-floor)" in notes
+    rows = [dict(r, fid_floor=2.5, fid_floor_std=0.4) for r in rows]
+    plots.plot_metric_vs_cost(build_report(rows), "fid", "nfe", tmp_path)
+    labels = [p.get_label() for p in figures[1].axes[0].patches]
+    assert any(label.startswith("floor: exact samples") for label in labels)

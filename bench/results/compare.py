@@ -31,6 +31,8 @@ from bench.results.frame import (
     SAMPLER_COLUMNS,
     Directions,
     group_columns,
+    key_frame,
+    key_value,
     metric_columns,
     sampler_labels,
 )
@@ -43,15 +45,22 @@ class Comparison:
     """The outcome of :func:`compare`.
 
     Attributes:
-        table: one row per matched group × gated column: the group's display columns,
-            ``metric``, ``direction``, ``old``, ``new``, ``change``, ``rel_change``, ``noise``,
-            ``noise_kind``, ``tolerance``, ``allowed``, ``seeds_old``, ``seeds_new`` and
-            ``verdict`` (same, regression, improved, within noise, within tolerance, missing).
+        table: one row per matched group × gated column: every column that identifies the
+            group (:attr:`identity`: the display columns first, then the whole config key,
+            option strings included — what ``--csv`` writes), ``metric``, ``direction``,
+            ``old``, ``new``, ``change``, ``rel_change``, ``noise``, ``noise_kind``,
+            ``tolerance``, ``allowed``, ``seeds_old``, ``seeds_new`` and ``verdict`` (same,
+            regression, improved, within noise, within tolerance, missing).
         status: groups whose status differs: display columns, ``old``, ``new``, ``failed``.
         missing: groups of the baseline absent from the current run (display columns).
         added: groups of the current run absent from the baseline.
         metrics: the gated columns.
         notes: remarks (columns on one side only, seeds that differ, ...).
+        display: the columns the terminal and Markdown tables show: those that identify a
+            group and differ between groups (:func:`display_columns`).
+        identity: every identifying column, in the order of :attr:`table`.
+        constant: identifying columns with one value in every compared group (not shown in
+            the tables; named once above them).
     """
 
     table: pd.DataFrame
@@ -63,6 +72,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     display: list[str] = field(default_factory=list)
     matched: int = 0
+    identity: list[str] = field(default_factory=list)
+    constant: dict[str, Any] = field(default_factory=dict)
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -96,6 +107,7 @@ def compare(
     gated = gated_columns(baseline, current, settings, directions, notes)
     old, new = with_groups(baseline, keys), with_groups(current, keys)
     display = _display_columns(old, new, keys)
+    identity = display + [c for c in [LABEL, *keys] if c not in display]
     old_groups, new_groups = _index(old), _index(new)
     matched = [g for g in old_groups if g in new_groups]
     missing = [g for g in old_groups if g not in new_groups]
@@ -104,7 +116,7 @@ def compare(
     for g in matched:
         a, b = old_groups[g], new_groups[g]
         status += _status_change(a, b, display)
-        records += [_judge(a, b, m, settings, directions(m), display) for m in gated]
+        records += [_judge(a, b, m, settings, directions(m), identity) for m in gated]
     records = [r for r in records if r is not None]
     notes += _seed_notes(old_groups, new_groups, matched)
     return Comparison(
@@ -117,6 +129,8 @@ def compare(
         notes=notes,
         display=display,
         matched=len(matched),
+        identity=identity,
+        constant=_constant_columns(old, new, keys, display),
     )
 
 
@@ -175,12 +189,50 @@ def _index(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _display_columns(old: pd.DataFrame, new: pd.DataFrame, keys: list[str]) -> list[str]:
-    """Model, SDE, sampler, steps and any other key column that varies (e.g. samples)."""
-    both = pd.concat([old[keys], new[keys]], ignore_index=True)
-    base = [c for c in ("model", "sde") if c in keys]
-    skip = {*SAMPLER_COLUMNS, "model", "sde", "steps", "eps", "sde_options"}
-    extra = [c for c in keys if c not in skip and both[c].nunique(dropna=False) > 1]
-    return base + [LABEL] + (["steps"] if "steps" in keys else []) + extra
+    groups = pd.concat([old, new], ignore_index=True).drop_duplicates(GROUP)
+    return display_columns(groups, keys)
+
+
+def display_columns(groups: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The columns a reader needs to tell the groups (one row each) apart, and no others.
+
+    Model, SDE, sampler label and steps where they differ between groups (the label always),
+    then — only while two groups still look alike — the other key columns that separate the
+    most of them: for example ``samples`` when a run sweeps it, but not the metric options
+    that merely follow the model, nor any option string that follows the sampler's label.
+    """
+    base = [c for c in ("model", "sde") if c in keys] + [LABEL]
+    base += ["steps"] if "steps" in keys else []
+    shown = [c for c in base if c == LABEL or groups[c].nunique(dropna=False) > 1]
+    rest = [c for c in keys if c not in base and groups[c].nunique(dropna=False) > 1]
+    rest.sort(key=lambda c: c in SAMPLER_COLUMNS)  # the label names the sampler: try them last
+    while rest and _alike(groups, shown):
+        best = min(rest, key=lambda c: _alike(groups, [*shown, c]))
+        if _alike(groups, [*shown, best]) == _alike(groups, shown):
+            break
+        shown.append(best)
+        rest.remove(best)
+    order = [*base, *keys]
+    return sorted(shown, key=order.index)
+
+
+def _alike(groups: pd.DataFrame, columns: list[str]) -> int:
+    """How many groups share their values of ``columns`` with another group."""
+    text = key_frame(groups, columns).agg("|".join, axis=1) if columns else groups[GROUP]
+    return int(text.duplicated(keep=False).sum())
+
+
+def _constant_columns(
+    old: pd.DataFrame, new: pd.DataFrame, keys: list[str], display: list[str]
+) -> dict[str, Any]:
+    """Identifying columns with a single value across both runs (model, SDE, samples, ...)."""
+    both = pd.concat([old, new], ignore_index=True)
+    out = {}
+    for c in [c for c in ("model", "sde", "steps") if c in keys] + keys:
+        if c not in display and c not in out and both[c].nunique(dropna=False) == 1:
+            if key_value(both[c].iloc[0]) != "-":  # empty option strings say nothing
+                out[c] = both[c].iloc[0]
+    return out
 
 
 def _heads(groups: dict[str, pd.DataFrame], names: list[str], display: list[str]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from bench.results.compare import Comparison, summary_counts
+from bench.results.frame import LABEL, SAMPLER_COLUMNS
 from bench.results.report import fmt, heading, markdown_table, signed, text_table
 
 VERDICT_MARKS = {
@@ -63,11 +64,14 @@ def render_comparison(
     """
 
     table = markdown_table if markdown else text_table
+    prose = (lambda text: text) if markdown else wrap
     out = [
         heading("sde-bench compare", 1, markdown),
-        _verdict_line(result, baseline, current, markdown),
-        _rule_line(result),
+        prose(_verdict_line(result, baseline, current, markdown)),
+        prose(_rule_line(result)),
     ]
+    if result.constant:
+        out.append(prose(_constant_line(result, markdown)))
     if len(result.regressions):
         out += [
             heading("regressions", 2, markdown),
@@ -87,9 +91,62 @@ def render_comparison(
             table(result.added),
         ]
     out += _all_rows(result, table, markdown, show_all)
+    if markdown:
+        out += _settings_block(result)
     if result.notes:
-        out += [heading("notes", 2, markdown), "\n".join(f"- {n}" for n in result.notes)]
+        notes = [f"- {n}" if markdown else wrap(f"- {n}", indent="  ") for n in result.notes]
+        out += [heading("notes", 2, markdown), "\n".join(notes)]
     return "\n\n".join(out) + "\n"
+
+
+WIDTH = 100
+"""Prose lines of the terminal output are wrapped at this width (tables are as wide as their
+columns: :attr:`Comparison.display` keeps them to the columns that tell cells apart)."""
+
+
+def wrap(text: str, indent: str = "") -> str:
+    """``text`` wrapped at :data:`WIDTH` columns (continuation lines indented by ``indent``)."""
+    import textwrap
+
+    return textwrap.fill(
+        text, WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
+
+
+def _constant_line(result: Comparison, markdown: bool) -> str:
+    """The identifying values every compared cell shares (short ones; the rest: --csv)."""
+    short = {c: v for c, v in result.constant.items() if len(fmt(v)) <= 40}
+    hidden = [c for c in result.constant if c not in short]
+    text = "Every compared cell has " + ", ".join(f"{c}={fmt(v)}" for c, v in short.items())
+    if hidden:
+        text += f" and one value of {', '.join(hidden)}"
+    where = "the table below" if markdown else "--csv (and the Markdown output)"
+    return text + f"; other settings that do not tell cells apart are in {where}."
+
+
+def _settings_block(result: Comparison) -> list[str]:
+    """Markdown: the identifying columns the tables leave out (option strings and the like),
+    one row per distinct combination, in a collapsed block."""
+    rows = result.table
+    if rows.empty:
+        return []
+    hidden = [
+        c
+        for c in result.identity
+        if c in rows
+        and c not in result.display
+        and c not in result.constant
+        and c not in (LABEL, *SAMPLER_COLUMNS)  # the label names the sampler
+    ]
+    if not hidden:
+        return []
+    anchor = [c for c in ("model", "sde") if c in result.display]
+    settings = rows[anchor + hidden].map(fmt).drop_duplicates()
+    body = markdown_table(settings.reset_index(drop=True))
+    return [
+        f"<details><summary>settings of the compared cells ({len(settings)} distinct, "
+        "not shown above)</summary>\n\n" + body + "\n\n</details>"
+    ]
 
 
 def _verdict_line(result: Comparison, baseline: str, current: str, markdown: bool) -> str:

@@ -81,9 +81,12 @@ SETTING_COLUMNS = frozenset({"kid_subset_size", "kid_subsets", "kid_pool_n", "is
 """Columns a metric reports about its own settings (subset sizes, pool size): kept in the rows,
 never shown as metric tables."""
 
-INFO_SUFFIXES = ("_ref", "_std", "_n")
-"""Metric columns with these suffixes describe a metric (its reference value, its spread, its
-n) rather than rate the sampler: tables may show them, compare never gates them."""
+INFO_SUFFIXES = ("_ref", "_std", "_n", "_floor")
+"""Metric columns with these suffixes describe a metric (its reference value or floor, its
+spread, its n) rather than rate the sampler: tables may show them, compare never gates them."""
+
+FLOOR_DRAWS = "floor_draws"
+"""The column that says over how many independent exact draws the floors were taken."""
 
 KNOWN_DIRECTIONS: dict[str, Direction] = {
     "swd": "lower",
@@ -148,8 +151,11 @@ def _run_rows(run: Path) -> list[dict[str, Any]]:
 
     if run.is_file():
         return _csv_rows(run)
-    found = RunStore(run).rows()
-    return found if found else _csv_rows(run / "results.csv")
+    store = RunStore(run)  # warns once per damaged line of rows.jsonl (stderr)
+    found = store.rows()
+    if found or store.damaged:  # a damaged log is still the truth: never the stale CSV
+        return found
+    return _csv_rows(run / "results.csv")
 
 
 def _csv_rows(path: Path) -> list[dict[str, Any]]:
@@ -341,6 +347,28 @@ class Directions:
 def direction(column: str, registry: Any | None = None) -> Direction:
     """The direction of one column (see :class:`Directions`)."""
     return Directions.from_registry(registry)(column)
+
+
+# -- floors ---------------------------------------------------------------------------------------
+def floor_columns(frame: pd.DataFrame, metric: str) -> tuple[str, str] | None:
+    """The (mean, standard deviation) columns of ``metric``'s floor, if the rows carry them.
+
+    A floor is what exact samples (or real data) score at the cell's n: ``<metric>_ref`` with
+    ``<metric>_ref_std`` for the exact-score metrics (numeric: a ``<metric>_ref`` that names a
+    reference set, such as ``fid_ref``, is not one), else ``<metric>_floor`` with
+    ``<metric>_floor_std`` (the data's own FID, for example).
+    """
+    for mean in (f"{metric}_ref", f"{metric}_floor"):
+        std = f"{mean}_std"
+        if (
+            mean in frame
+            and std in frame
+            and frame[mean].notna().any()
+            and is_numeric(frame[mean])
+            and is_numeric(frame[std])
+        ):
+            return mean, std
+    return None
 
 
 # -- sampler labels -------------------------------------------------------------------------------

@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 
 from bench.results.frame import LABEL, Directions, sampler_label
-from bench.results.report import Report, block_columns, fmt
+from bench.results.report import (
+    DATA_FLOOR_METRICS,
+    FLOOR_Z,
+    Report,
+    block_columns,
+    floor_of,
+    fmt,
+    metric_owner,
+)
 
 PANEL = (4.6, 3.5)
 MAX_PANELS_PER_ROW = 3
@@ -142,7 +150,7 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
         colors = _colors(list(dict.fromkeys(report.summary[LABEL])))
         for ax, (title, block) in zip(axes, parts):
             ok = _cost_panel(ax, block, metric, cost, direction, colors)
-            _reference_line(ax, report.frame, metric, model)
+            _floor_band(ax, block, report.frame, metric, model)
             if ok is not None:  # after the reference line, which may widen the limits
                 ci = ok.get(f"{metric}_ci")
                 _mark_clipped(ax, ok["x"], ok[metric], ci, [colors[s] for s in ok[LABEL]])
@@ -153,6 +161,9 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
         fig.suptitle(f"{model}: {metric} vs {cost}{ringed}", fontsize=11)
         _legend(fig, axes)
         fig.tight_layout()
+        for ax, (_, block) in zip(axes, parts):  # the final axes widths: labels that fit
+            if ax.get_xscale() == "log":
+                _log_ticks(ax, _tick_values(block, metric, cost))
         paths += save(fig, folder, slug(f"{metric}_vs_{cost}_{model}"))
     return paths
 
@@ -175,9 +186,17 @@ def _cost_panel(
     _clip_to_means(ax, ok, metric)
     if log:
         ax.set_xscale("log")
-        _log_ticks(ax, sorted(ok[cost].unique()) if cost == "nfe" else None)
+        _log_ticks(ax, _tick_values(block, metric, cost))
     ax.grid(alpha=0.3)
     return ok
+
+
+def _tick_values(block: pd.DataFrame, metric: str, cost: str) -> list[float] | None:
+    """The NFEs of a panel's points (preferred tick positions), None for other costs."""
+    if cost != "nfe":
+        return None
+    ok = block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()]
+    return sorted(float(v) for v in ok[cost].unique())
 
 
 def _line(ax: Any, x: pd.Series, rows: pd.DataFrame, metric: str, color: Any, label: str) -> None:
@@ -222,13 +241,130 @@ def _dodge(samplers: pd.Series, spread: float = 0.06) -> np.ndarray:
 
 
 def _log_ticks(ax: Any, values: list[float] | None) -> None:
-    """Readable log-axis ticks: at ``values`` (e.g. the NFEs run), else at 1, 2, 5 × 10^k."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+    """Readable log-axis ticks that never overlap: at ``values`` (e.g. the NFEs run) where
+    their labels fit side by side on the axis, else at 1, 2, 5 × 10^k thinned until they fit
+    (see :func:`fitting_ticks`)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    locator = FixedLocator(values) if values else LogLocator(subs=(1.0, 2.0, 5.0))
-    ax.xaxis.set_major_locator(locator)
+    low, high = ax.get_xlim()
+    ticks = fitting_ticks(values or [], low, high, _axis_width_px(ax), _label_width_px(ax))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(float(v), 3)))
+
+
+def fitting_ticks(
+    values: Sequence[float],
+    low: float,
+    high: float,
+    width_px: float,
+    label_px: Callable[[str], float],
+    gap_px: float = 6.0,
+) -> list[float]:
+    """Tick positions on a log axis from ``low`` to ``high`` (``width_px`` wide) whose labels,
+    ``label_px(text)`` wide each and centred on their tick, keep ``gap_px`` apart.
+
+    The preferred ticks are ``values`` (the costs that were run); when two of their labels
+    would touch, the candidates are the 1, 2, 5 × 10^k in range instead, then 1, 3 × 10^k,
+    then the powers of ten, then every other power: the first set whose labels all fit.
+    A set of one tick always fits.
+    """
+    if not (0 < low < high) or width_px <= 0:
+        return sorted(v for v in values if v > 0)
+    scale = width_px / (math.log10(high) - math.log10(low))
+
+    def fits(ticks: list[float]) -> bool:
+        xs = [math.log10(t) * scale for t in ticks]
+        half = [label_px(fmt(float(t), 3)) / 2 for t in ticks]
+        return all(xs[i + 1] - xs[i] >= half[i] + half[i + 1] + gap_px for i in range(len(xs) - 1))
+
+    inside = sorted({float(v) for v in values if low <= v <= high})
+    if inside and fits(inside):
+        return inside
+    lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for subs, every in (((1, 2, 5), 1), ((1, 3), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
+        ticks = [
+            m * 10.0**k
+            for k in range(lo, hi + 1)
+            if k % every == 0
+            for m in subs
+            if low <= m * 10.0**k <= high
+        ]
+        if len(ticks) >= 2 and fits(ticks):
+            return ticks
+    return [10.0 ** round(math.log10(math.sqrt(low * high)))]
+
+
+def _axis_width_px(ax: Any) -> float:
+    return float(ax.get_window_extent().width)
+
+
+def _label_width_px(ax: Any) -> Callable[[str], float]:
+    """The rendered width of an x tick label of ``ax`` (its font and size), in pixels."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+
+    renderer = ax.figure.canvas.get_renderer()
+    labels = ax.xaxis.get_ticklabels()
+    prop = (
+        labels[0].get_fontproperties()
+        if labels
+        else FontProperties(size=matplotlib.rcParams["xtick.labelsize"])
+    )
+    cache: dict[str, float] = {}
+
+    def width(text: str) -> float:
+        if text not in cache:
+            w, _, _ = renderer.get_text_width_height_descent(text, prop, ismath=False)
+            cache[text] = float(w)
+        return cache[text]
+
+    return width
+
+
+def _floor_band(ax: Any, block: pd.DataFrame, frame: pd.DataFrame, metric: str, model: str) -> None:
+    """The metric's floor (what exact samples score at this n) as a line and a grey band of
+    ± z·sd·√(1/seeds + 1/draws) around it (seeds: the most any point of the panel averages),
+    the same band as the tables' ≈floor mark. Rows without a floor get a dotted line at a
+    plain ``<metric>_ref`` value (older runs), and FID/KID panels without the data's floor say
+    so."""
+    floor = floor_of(block, metric)
+    if floor is not None:
+        seeds = int(block["n_ok"].max()) if "n_ok" in block and len(block) else 1
+        band = floor.band(seeds)
+        ax.axhline(floor.mean, color="0.35", ls=":", lw=1.2, zorder=0)
+        ax.axhspan(
+            floor.mean - band,
+            floor.mean + band,
+            color="0.5",
+            alpha=0.18,
+            lw=0,
+            zorder=0,
+            label=f"floor: exact samples ± {FLOOR_Z:g} sd",
+        )
+        _show(ax, floor.mean - band, floor.mean + band)
+        return
+    if metric_owner(frame, metric) in DATA_FLOOR_METRICS:
+        ax.text(
+            0.01,
+            0.99,
+            f"no {metric} floor in these rows (bench fid-floor)",
+            ha="left",
+            va="top",
+            fontsize=6,
+            color="0.3",
+            transform=ax.transAxes,
+        )
+        return
+    _reference_line(ax, frame, metric, model)
+
+
+def _show(ax: Any, low: float, high: float) -> None:
+    """Widen the y limits set from the cells to hold [low, high]."""
+    bottom, top = ax.get_ylim()
+    if low < bottom or high > top:
+        pad = 0.05 * (max(top, high) - min(bottom, low))
+        ax.set_ylim(min(bottom, low - pad), max(top, high + pad))
 
 
 def _reference_line(ax: Any, frame: pd.DataFrame, metric: str, model: str) -> None:
@@ -240,11 +376,8 @@ def _reference_line(ax: Any, frame: pd.DataFrame, metric: str, model: str) -> No
     values = pd.to_numeric(rows[ref], errors="coerce").dropna()
     if len(values):
         value = float(values.mean())
-        low, high = ax.get_ylim()
         ax.axhline(value, color="0.4", ls=":", lw=1.2, label=f"{metric} of exact samples")
-        if not low <= value <= high:  # widen the limits set from the cells to show it
-            pad = 0.05 * (max(high, value) - min(low, value))
-            ax.set_ylim(min(low, value - pad), max(high, value + pad))
+        _show(ax, value, value)
 
 
 def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
@@ -270,7 +403,7 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
         fig, axes = _figure(len(parts), panel=(5.0, 5.0))
         for ax, (title, block) in zip(axes, parts):
             _snr_panel(ax, block, metric, direction, show_k)
-            _reference_line(ax, report.frame, metric, model)
+            _floor_band(ax, block, report.frame, metric, model)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("corrector SNR r", fontsize=8)
             ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)

@@ -7,16 +7,19 @@ Markdown (for a CI job summary), CSV or parquet; ``bench run`` ends with :func:`
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
 from bench.results.frame import (
     CONFIG_COLUMNS,  # noqa: F401  (re-exported: older callers import it from here)
+    FLOOR_DRAWS,
     LABEL,
     SAMPLER_COLUMNS,
     Directions,
+    floor_columns,
     group_columns,
     is_numeric,
     key_value,
@@ -68,6 +71,127 @@ def signed(mean: float, ci: float) -> str:
     """A difference with its sign, ``+0.012 ± 0.004``."""
     text = estimate(mean, ci)
     return text if text.startswith("-") else f"+{text}"
+
+
+# -- floors ---------------------------------------------------------------------------------------
+FLOOR_Z = 2.0
+"""Width of the floor band in standard deviations (about 95 % of exact draws fall inside)."""
+
+FLOOR_MARK = "≈floor"
+"""Appended to a value (or a difference between samplers) that lies inside its floor."""
+
+SHORT_FLOOR_MARK = "≈"
+"""The same mark in ``bench run``'s condensed table."""
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What exact samples score on a metric at the cell's n: the mean and standard deviation
+    of the metric over ``draws`` independent exact sets (``inf`` when the rows do not say).
+
+    The rule (also in ``docs/reports.md``), with z = :data:`FLOOR_Z`:
+
+    * a mean over s seeds is *inside the floor* when it is within
+      ``band(s) = z·sd·√(1/s + 1/draws)`` of the floor, or beyond it on the good side: for a
+      lower-is-better metric, value ≤ floor + band; higher-is-better, value ≥ floor − band.
+      An exact sampler's mean over s seeds lands there about 95 % of the time, so such a value
+      cannot be told from exact sampling. Informational columns (``logp``) are not marked;
+    * a difference between two samplers over p seed pairs is *inside the floor* when
+      |difference| ≤ ``pair_band(p) = z·sd·√(2/p)``: two independent exact sets differ by as
+      much, so the metric cannot rank the two samplers at this n.
+    """
+
+    mean: float
+    sd: float
+    draws: float = math.inf
+
+    def band(self, seeds: int) -> float:
+        """Half-width of the floor band for a mean over ``seeds`` seeds."""
+        return FLOOR_Z * self.sd * math.sqrt(1 / max(int(seeds), 1) + 1 / self.draws)
+
+    def pair_band(self, pairs: int) -> float:
+        """Largest difference between two samplers' means over ``pairs`` seeds that lies
+        inside the floor."""
+        return FLOOR_Z * self.sd * math.sqrt(2 / max(int(pairs), 1))
+
+    def holds(self, value: float, direction: str, seeds: int) -> bool:
+        """True when ``value`` (a mean over ``seeds`` seeds) is inside the floor."""
+        if value is None or math.isnan(value):
+            return False
+        band = self.band(seeds)
+        if direction == "lower":
+            return value <= self.mean + band
+        if direction == "higher":
+            return value >= self.mean - band
+        return False  # informational: no better side, nothing to rank
+
+    def text(self) -> str:
+        """``0.157 (sd 0.032)``."""
+        return f"{fmt(self.mean)} (sd {self.sd:.2g})"
+
+
+def floor_of(rows: pd.DataFrame, metric: str) -> Floor | None:
+    """The floor of ``metric`` in ``rows`` (the ok cells, or summary rows, of one model and n:
+    their values are averaged); None when the rows carry none."""
+    if "status" in rows and "n_ok" not in rows:
+        rows = rows[rows["status"] == "ok"]
+    cols = floor_columns(rows, metric)
+    if cols is None:
+        return None
+    mean = pd.to_numeric(rows[cols[0]], errors="coerce").dropna()
+    sd = pd.to_numeric(rows[cols[1]], errors="coerce").dropna()
+    if mean.empty or sd.empty:
+        return None
+    draws = math.inf
+    if FLOOR_DRAWS in rows:
+        counts = pd.to_numeric(rows[FLOOR_DRAWS], errors="coerce").dropna()
+        draws = float(counts.min()) if len(counts) else math.inf
+    return Floor(float(mean.mean()), float(sd.mean()), draws)
+
+
+def row_floor(row: Mapping[str, Any] | pd.Series, metric: str) -> Floor | None:
+    """The floor of ``metric`` carried by one summary row (see :func:`floor_of`)."""
+    for mean in (f"{metric}_ref", f"{metric}_floor"):
+        m, sd = _real(row.get(mean)), _real(row.get(f"{mean}_std"))
+        if m is not None and sd is not None:
+            draws = _real(row.get(FLOOR_DRAWS))
+            return Floor(m, sd, draws if draws else math.inf)
+    return None
+
+
+def _real(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def floor_summary_columns(frame: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+    """The floor columns of ``metrics`` (and ``floor_draws``) present in ``frame``: averaged by
+    :func:`bench.results.stats.summarize` beside the metrics, so every summary row has its own."""
+    out: list[str] = []
+    for metric in metrics:
+        cols = floor_columns(frame, metric)
+        out += [c for c in cols or () if c not in out]
+    if out and FLOOR_DRAWS in frame:
+        out.append(FLOOR_DRAWS)
+    return out
+
+
+def inside_floor(row: Mapping[str, Any], metric: str, directions: Directions) -> bool:
+    """True when a summary row's mean of ``metric`` lies inside its own floor."""
+    floor = row_floor(row, metric)
+    value = _real(row.get(metric))
+    if floor is None or value is None:
+        return False
+    return floor.holds(value, directions(metric), int(row.get("n_ok") or 1))
+
+
+FLOOR_RULE = (
+    f"{FLOOR_MARK} marks a value within the floor: what exact samples score at this n "
+    f"(mean and sd over independent exact draws; within {FLOOR_Z:g} sd·√(1/seeds + 1/draws) of "
+    f"it, or better), or a difference between samplers within {FLOOR_Z:g} sd·√(2/pairs): "
+    "the metric cannot tell such a sampler from exact sampling, nor two such samplers apart."
+)
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -124,7 +248,8 @@ def build_report(
     directions = directions or Directions()
     chosen = list(metrics) if metrics else metric_columns(frame, include_info=False)
     _check_columns(frame, chosen)
-    columns = chosen + [c for c in time_columns(frame) if c not in chosen]
+    columns = chosen + [c for c in floor_summary_columns(frame, chosen) if c not in chosen]
+    columns += [c for c in time_columns(frame) if c not in columns]
     summary = summarize(frame, columns, confidence, describe=provenance_columns(frame, chosen))
     report = Report(frame, summary, chosen, directions, confidence, title=title)
     if baseline:
@@ -264,21 +389,31 @@ def pivot(block: pd.DataFrame, metric: str, directions: Directions) -> pd.DataFr
     """
     steps = sorted(block["steps"].dropna().unique()) if "steps" in block else [None]
     samplers = list(dict.fromkeys(block[LABEL]))
-    table = pd.DataFrame({"sampler": samplers})
+    floor = floor_of(block, metric)
+    table = pd.DataFrame({"sampler": samplers + ([FLOOR_ROW] if floor else [])})
     for n in steps:
         rows = block[block["steps"] == n] if n is not None else block
         by_sampler = rows.set_index(LABEL)
         head = f"N={fmt(n)} " if n is not None else ""
         cells = [
-            _cells(by_sampler.loc[s] if s in by_sampler.index else None, metric) for s in samplers
+            _cells(by_sampler.loc[s] if s in by_sampler.index else None, metric, directions)
+            for s in samplers
         ]
+        if floor:
+            cells.append((floor.text(), "-", "-"))
         table[f"{head}{metric}{directions.arrow(metric)}"] = [c[0] for c in cells]
         table[f"{head}nfe"] = [c[1] for c in cells]
         table[f"{head}s"] = [c[2] for c in cells]
     return table
 
 
-def _cells(row: pd.Series | None, metric: str) -> tuple[str, str, str]:
+FLOOR_ROW = "exact samples (floor)"
+"""The last row of a pivot whose metric has a floor: its mean (sd) at the block's n."""
+
+
+def _cells(
+    row: pd.Series | None, metric: str, directions: Directions | None = None
+) -> tuple[str, str, str]:
     """The (metric, NFE, seconds) texts of one summary row."""
     if row is None:
         return "", "", ""
@@ -288,6 +423,8 @@ def _cells(row: pd.Series | None, metric: str) -> tuple[str, str, str]:
     if row["n_ok"] == 0:
         return status, "-", "-"
     value = estimate(row[metric], row[f"{metric}_ci"])
+    if directions is not None and inside_floor(row, metric, directions):
+        value += f" {FLOOR_MARK}"
     if status != "ok":
         value += f" ({status})"
     nfe = fmt(row.get("nfe", math.nan))
@@ -295,15 +432,26 @@ def _cells(row: pd.Series | None, metric: str) -> tuple[str, str, str]:
     return value, nfe, wall
 
 
-def paired_pivot(paired: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Samplers × steps of ``diff ± ci verdict`` for one metric of one block."""
+def paired_pivot(paired: pd.DataFrame, metric: str, floor: Floor | None = None) -> pd.DataFrame:
+    """Samplers × steps of ``diff ± ci verdict`` for one metric of one block; with the
+    metric's ``floor``, a difference inside it (:meth:`Floor.pair_band`) is marked."""
     rows = paired[paired["metric"] == metric]
     if rows.empty:
         return pd.DataFrame()
+
+    def cell(d: float, c: float, v: str, pairs: int) -> str:
+        if v == "same":
+            return v
+        text = f"{signed(d, c)} {v}"
+        if floor is not None and abs(d) <= floor.pair_band(pairs):
+            text += f" {FLOOR_MARK}"
+        return text
+
+    pairs = rows["pairs"] if "pairs" in rows else pd.Series(1, index=rows.index)
     text = rows.assign(
         cell=[
-            v if v == "same" else f"{signed(d, c)} {v}"
-            for d, c, v in zip(rows["diff"], rows["diff_ci"], rows["verdict"])
+            cell(d, c, v, p)
+            for d, c, v, p in zip(rows["diff"], rows["diff_ci"], rows["verdict"], pairs)
         ]
     )
     if "steps" not in text:
@@ -362,7 +510,8 @@ def _render_paired(report: Report, markdown: bool) -> list[str]:
         heading(f"paired differences vs {report.baseline}", 2, markdown),
         "metric(sampler) − metric(baseline) on the same seeds (shared prior noise), mean ± "
         f"{report.confidence:.0%} CI over seed pairs; better/worse when the interval "
-        "excludes 0, ~ when it does not (or with a single seed), same when identical.",
+        "excludes 0, ~ when it does not (or with a single seed), same when identical; "
+        f"{FLOOR_MARK} when the difference is within the floor (two exact sets differ as much).",
     ]
     if report.paired.empty:
         return out + ["(no pairs: the baseline shares no seeds and config with other samplers)"]
@@ -371,7 +520,7 @@ def _render_paired(report: Report, markdown: bool) -> list[str]:
         out.append(heading(title or "all cells", 3, markdown))
         cells = rows_of(report.frame, block, cols)
         for metric in report.metrics:
-            pivoted = paired_pivot(block, metric)
+            pivoted = paired_pivot(block, metric, floor_of(cells, metric))
             if not pivoted.empty:
                 how = provenance(cells, metric)
                 name = f"{metric}{report.directions.arrow(metric)}" + (f" ({how})" if how else "")
@@ -399,8 +548,23 @@ def heading(text: str, level: int, markdown: bool) -> str:
 def _metric_title(report: Report, metric: str, cells: pd.DataFrame | None = None) -> str:
     """``fid (lower is better): digits-classifier@4fe071e4, n=64 vs digits:train n=1437``."""
     way = {"lower": "lower is better", "higher": "higher is better", "info": "informational"}
-    how = provenance(report.frame if cells is None else cells, metric)
+    rows = report.frame if cells is None else cells
+    how = provenance(rows, metric)
+    floor = floor_of(rows, metric)
+    if floor is not None:
+        how += ("; " if how else "") + f"floor {floor.text()}" + _draws(floor)
+    elif metric_owner(rows, metric) in DATA_FLOOR_METRICS:
+        how += ("; " if how else "") + "no floor in these rows (see `bench fid-floor`)"
     return f"{metric} ({way[report.directions(metric)]})" + (f": {how}" if how else "")
+
+
+DATA_FLOOR_METRICS = ("fid", "kid")
+"""Metrics whose floor is the data's own score at n (``bench fid-floor``): their rows would
+carry it as ``<metric>_floor`` and ``<metric>_floor_std``; a report says when they do not."""
+
+
+def _draws(floor: Floor) -> str:
+    return f" over {int(floor.draws)} exact draws" if math.isfinite(floor.draws) else ""
 
 
 def _preamble(report: Report) -> str:
@@ -416,17 +580,42 @@ def _preamble(report: Report) -> str:
         )
     else:
         stat = "one seed per cell: no intervals; s is wall-clock seconds of sampling"
-    return (
-        f"{len(frame)} cells ({status}) · seeds {seeds_text} · {stat}. {_reference_note(frame)}"
-    ).strip()
+    floors = FLOOR_RULE if any(floor_of(frame, m) for m in report.metrics) else ""
+    parts = [f"{len(frame)} cells ({status}) · seeds {seeds_text} · {stat}.", floors]
+    return " ".join(p for p in [*parts, _reference_note(frame)] if p)
 
 
 def _reference_note(frame: pd.DataFrame) -> str:
-    """Constant informational columns (``logp_ref``...) as one sentence."""
-    info = [c for c in metric_columns(frame) if c.endswith("_ref")]
+    """Constant informational ``*_ref`` columns that are not floors (``logp_ref`` of older
+    rows, with no spread) as one sentence."""
+    floors = {c for m in metric_columns(frame) for c in floor_columns(frame, m) or ()}
+    info = [c for c in metric_columns(frame) if c.endswith("_ref") and c not in floors]
     ok = frame[frame["status"] == "ok"]
     values = [f"{c}={fmt(ok[c].iloc[0])}" for c in info if c in ok and ok[c].nunique() == 1]
     return f"Exact-sample reference values: {', '.join(values)}." if values else ""
+
+
+def floor_lines(frame: pd.DataFrame, metrics: Sequence[str], directions: Directions) -> list[str]:
+    """One line per model and n giving every metric's floor, e.g. ``floor (exact samples,
+    mean ± sd over 16 draws): swd↓ 0.157 ± 0.032, ...``."""
+    keys = [c for c in ("model", "samples") if c in frame]
+    ok = frame[frame["status"] == "ok"]
+    groups = ok.groupby(keys, sort=False, dropna=False) if keys else [((), ok)]
+    parts = []
+    for values, rows in groups:
+        found = [(m, floor_of(rows, m)) for m in metrics]
+        found = [(m, f) for m, f in found if f is not None]
+        if not found:
+            continue
+        values = values if isinstance(values, tuple) else (values,)
+        where = ", ".join(f"{c}={fmt(v)}" if c != "model" else str(v) for c, v in zip(keys, values))
+        draws = {f.draws for _, f in found}
+        over = f"over {int(min(draws))} draws" if all(map(math.isfinite, draws)) else "over draws"
+        text = ", ".join(f"{m}{directions.arrow(m)} {fmt(f.mean)} ± {f.sd:.2g}" for m, f in found)
+        parts.append(f"floor at {where} (exact samples, mean ± sd {over}): {text}")
+    if len(parts) > 1 and len({p.split(" (", 1)[1] for p in parts}) == 1:
+        parts = parts[:1]
+    return parts
 
 
 def not_ok_lines(frame: pd.DataFrame) -> list[str]:
@@ -472,7 +661,8 @@ def short_report(
     directions = directions or Directions.from_registry(registry)
     metrics = metric_columns(frame, include_info=False)
     timing = time_columns(frame)
-    summary = summarize(frame, metrics + timing, confidence)
+    floors = [c for c in floor_summary_columns(frame, metrics) if c not in metrics]
+    summary = summarize(frame, metrics + floors + timing, confidence)
     shown = [c for c in ("sde", LABEL, "steps") if c in summary]
     shown += [
         c
@@ -481,16 +671,29 @@ def short_report(
     ]
     table = summary[shown].copy().rename(columns={LABEL: "sampler"})
     table["status"] = summary["status"]
+    marked = False
     for col in [*timing, *metrics]:
         if col in summary:
             head = {"wall_clock_s": "s"}.get(col, f"{col}{directions.arrow(col)}")
             ci = summary[f"{col}_ci"] if col in metrics else [math.nan] * len(summary)
-            table[head] = [
-                estimate(m, c) if n else "-" for m, c, n in zip(summary[col], ci, summary["n_ok"])
-            ]
+            texts = []
+            for (_, row), m, c in zip(summary.iterrows(), summary[col], ci):
+                text = estimate(m, c) if row["n_ok"] else "-"
+                if col in metrics and row["n_ok"] and inside_floor(row, col, directions):
+                    text += f" {SHORT_FLOOR_MARK}"
+                    marked = True
+                texts.append(text)
+            table[head] = texts
     seeds = int(summary["seeds"].max())
     footer = [f"mean ± {confidence:.0%} CI over {seeds} seeds (Student t)"] if seeds > 1 else []
     footer += provenance_lines(frame, metrics, directions)
+    footer += floor_lines(frame, metrics, directions)
+    if marked:
+        footer.append(
+            f"{SHORT_FLOOR_MARK} : inside the floor (within {FLOOR_Z:g} sd·√(1/seeds + 1/draws) "
+            "of what exact samples score at this n, or better): not distinguishable from exact "
+            "sampling, so not ranked by this metric; see docs/reports.md"
+        )
     footer += [_reference_note(frame)]
     text = text_table(table) + "\n\n" + "\n".join(line for line in footer if line)
     text = text.rstrip()
