@@ -99,15 +99,15 @@ class _ImageMetric(Metric):
         super().__init__(model, n, **kwargs)
         if self.context is None:
             raise TypeError(f"metric {self.name!r} needs its context (registry, device, cache)")
-        self.state = self.setup(model, self.options, self.context)
-        self.featurize = fidelity.Featurizer(self.state.spec, self.device)
+        self.setting = self.setup(model, self.options, self.context)
+        self.featurize = fidelity.Featurizer(self.setting.spec, self.device)
 
     def columns(self) -> dict[str, Any]:
         """The provenance columns: extractor, reference and its size."""
-        out: dict[str, Any] = {f"{self.name}_extractor": self.state.spec.label}
-        if self.state.reference is not None:
-            out[f"{self.name}_ref"] = self.state.ref_label
-            out[f"{self.name}_ref_n"] = self.state.reference.n
+        out: dict[str, Any] = {f"{self.name}_extractor": self.setting.spec.label}
+        if self.setting.reference is not None:
+            out[f"{self.name}_ref"] = self.setting.ref_label
+            out[f"{self.name}_ref_n"] = self.setting.reference.n
         return out
 
 
@@ -122,7 +122,7 @@ class FID(_ImageMetric):
         self.stats = GaussianStats()
 
     def update(self, samples: Tensor) -> None:
-        self.stats.update(self.featurize(samples)[self.state.spec.fid_layer])
+        self.stats.update(self.featurize(samples)[self.setting.spec.fid_layer])
 
     def state(self) -> Any:
         return self.stats.state()
@@ -134,7 +134,7 @@ class FID(_ImageMetric):
         value = math.nan
         if self.stats.n >= 2:
             value = fidelity.fid_from_stats(
-                self.stats.statistics(), self.state.reference.statistics()
+                self.stats.statistics(), self.setting.reference.statistics()
             )
         return {"fid": value, **self.columns()}
 
@@ -172,11 +172,11 @@ class KID(_ImageMetric):
         self.pool = fidelity.FeatureReservoir(self.options.max_features, self.options.pool_seed)
 
     def update(self, samples: Tensor) -> None:
-        self.pool.add(self.featurize(samples)[self.state.spec.fid_layer])
+        self.pool.add(self.featurize(samples)[self.setting.spec.fid_layer])
 
     def update_at(self, samples: Tensor, start: int) -> None:
         """The kept subset depends on each feature's sample index, not on the batch order."""
-        self.pool.add(self.featurize(samples)[self.state.spec.fid_layer], start)
+        self.pool.add(self.featurize(samples)[self.setting.spec.fid_layer], start)
 
     def state(self) -> Any:
         return self.pool.state()
@@ -185,7 +185,7 @@ class KID(_ImageMetric):
         self.pool.merge(states)
 
     def compute(self) -> dict[str, Any]:
-        ref = self.state.reference
+        ref = self.setting.reference
         ours = self.pool.features()
         # A requested size above n or ref_n is clamped; the column records what was used.
         size = min(self.options.subset_size or fidelity.KID_MAX_SUBSET, len(ours), ref.n)
@@ -243,7 +243,7 @@ class InceptionScore(_ImageMetric):
         self.update_at(samples, sum(len(x) for _, x in self.logits))
 
     def update_at(self, samples: Tensor, start: int) -> None:
-        self.logits.append((start, self.featurize(samples)[self.state.spec.isc_layer]))
+        self.logits.append((start, self.featurize(samples)[self.setting.spec.isc_layer]))
 
     def state(self) -> Any:
         return self.logits

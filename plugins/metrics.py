@@ -148,6 +148,12 @@ class SlicedWasserstein(_ExactMetric):
     def update(self, samples: Tensor) -> None:
         self.projected.append(self.project(samples))
 
+    def state(self) -> list[Tensor]:
+        return self.projected
+
+    def merge(self, states: list[list[Tensor]]) -> None:
+        self.projected = [p for state in states for p in state]  # sorted in values(): any order
+
     def values(self) -> dict[str, float]:
         ours = _sorted_rows(torch.cat(self.projected, dim=1))
         ref = self.reference_value("projections", lambda x: _sorted_rows(self.project(x)))
@@ -174,6 +180,12 @@ class FrechetDataSpace(_ExactMetric):
 
     def update(self, samples: Tensor) -> None:
         self.stats.update(samples)
+
+    def state(self) -> Any:
+        return self.stats.state()
+
+    def merge(self, states: list[Any]) -> None:
+        self.stats.merge(states)
 
     def values(self) -> dict[str, float]:
         reference = self.reference_value("statistics", _statistics)
@@ -208,6 +220,13 @@ class MeanLogDensity(_ExactMetric):
     def update(self, samples: Tensor) -> None:
         self.total += float(self.model.log_prob(samples).sum())
         self.count += samples.shape[0]
+
+    def state(self) -> tuple[float, int]:
+        return self.total, self.count
+
+    def merge(self, states: list[tuple[float, int]]) -> None:
+        self.total = sum(total for total, _ in states)
+        self.count = sum(count for _, count in states)
 
     def values(self) -> dict[str, float]:
         ref = self.reference_value("logp", lambda x: float(self.model.log_prob(x).mean()))
@@ -246,6 +265,12 @@ class ModeCoverage(_ExactMetric):
 
     def update(self, samples: Tensor) -> None:
         self.counts += self.shares(samples)
+
+    def state(self) -> Tensor:
+        return self.counts
+
+    def merge(self, states: list[Tensor]) -> None:
+        self.counts = sum(states, torch.zeros_like(self.counts))
 
     def values(self) -> dict[str, float]:
         weights = self.mixture.weights

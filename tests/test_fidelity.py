@@ -417,7 +417,7 @@ def test_kid_holds_at_most_max_features(registry, fake_model):
     assert out["kid_pool_n"] == cap and out["kid_subset_size"] == cap
     assert math.isfinite(out["kid"])
     # The held rows are real sample features, each at most once.
-    layer = kid.state.spec.fid_layer
+    layer = kid.setting.spec.fid_layer
     everything = torch.cat(
         [kid.featurize(images[start : start + 64])[layer] for start in range(0, 3000, 64)]
     )
