@@ -21,6 +21,7 @@ from bench import fidelity
 from bench.core.metric import Metric, MetricContext
 from bench.core.model import ScoreModel
 from bench.errors import BenchError, Unsupported
+from bench.fidelity.floor import floor_columns, floor_of_setting
 from bench.fidelity.gaussian import GaussianStats
 
 
@@ -102,6 +103,11 @@ class _ImageMetric(Metric):
         self.setting = self.setup(model, self.options, self.context)
         self.featurize = fidelity.Featurizer(self.setting.spec, self.device)
 
+    def floor(self, metric: str) -> dict[str, Any]:
+        """The data's own value of ``metric`` at this n against the same reference: its floor."""
+        floor = floor_of_setting(self.setting, self.n, self.device)
+        return floor_columns(metric, floor)
+
     def columns(self) -> dict[str, Any]:
         """The provenance columns: extractor, reference and its size."""
         out: dict[str, Any] = {f"{self.name}_extractor": self.setting.spec.label}
@@ -136,7 +142,7 @@ class FID(_ImageMetric):
             value = fidelity.fid_from_stats(
                 self.stats.statistics(), self.setting.reference.statistics()
             )
-        return {"fid": value, **self.columns()}
+        return {"fid": value, **self.columns(), **self.floor("fid")}
 
 
 @dataclasses.dataclass
@@ -199,6 +205,7 @@ class KID(_ImageMetric):
             "kid_subsets": self.options.subsets,
             "kid_pool_n": len(ours),
             **self.columns(),
+            **self.floor("kid"),
         }
 
 

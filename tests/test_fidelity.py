@@ -561,3 +561,16 @@ def test_a_dataset_from_a_plugin_file_is_a_reference(tmp_path, monkeypatch):
     (row,) = json.loads("[" + ",".join((out / "rows.jsonl").read_text().splitlines()) + "]")
     assert row["status"] == "ok" and row["fid_ref"] == "evens:train"
     assert 500 < row["fid_ref_n"] < 1437 and math.isfinite(row["fid"])
+
+
+def test_fid_and_kid_carry_the_datas_own_floor_at_n(registry, fake_model, digits):
+    """The floor: n real reference images against the disjoint rest, over 5 draws."""
+    fid = make_metric(registry, "fid", fake_model, 100)
+    kid = make_metric(registry, "kid", fake_model, 100, subsets=5)
+    test = digits.data("test")[:100]
+    out = {**feed(fid, test), **feed(kid, test)}
+    floor = fidelity.noise_floor(digits, 100, split="train", repeats=5)
+    assert out["fid_floor"] == pytest.approx(sum(floor.fid) / 5, rel=1e-12)
+    assert out["fid_floor_std"] > 0 and out["floor_draws"] == 5
+    assert out["kid_floor"] == pytest.approx(sum(floor.kid) / 5, rel=1e-12)
+    assert out["fid_floor_of"] == "digits:train split-half, n=100"

@@ -103,3 +103,39 @@ def _stats(features: Tensor) -> dict[str, Any]:
     stats = GaussianStats()
     stats.update(features)
     return stats.statistics()
+
+
+_floors: dict[tuple[Any, ...], Floor | None] = {}
+
+
+def floor_of_setting(setting: Any, n: int, device: torch.device, repeats: int = 5) -> Floor | None:
+    """The data's own FID/KID at n (memoised per process): n random real images of the metric's
+    reference split against its disjoint rest, over ``repeats`` draws (split-half), so the floor
+    has the spread FID has at n. ``None`` when the split holds fewer than n + 2 images.
+
+    (``bench fid-floor --split test --against train`` gives the other floor, n held-out images
+    against the whole reference; docs/digits-results.md shows both.)
+    """
+    data, split, spec = setting.dataset, setting.split, setting.spec
+    if data is None or split is None:
+        return None
+    key = (data.spec, split, spec.sha256, n, repeats)
+    if key not in _floors:
+        kwargs = dict(extractor=spec.name, weights=str(spec.weights), repeats=repeats)
+        fits = 2 <= n <= len(data.data(split)) - 2
+        _floors[key] = noise_floor(data, n, split=split, device=device, **kwargs) if fits else None
+    return _floors[key]
+
+
+def floor_columns(metric: str, floor: Floor | None) -> dict[str, Any]:
+    """``<metric>_floor``, ``<metric>_floor_std`` and how the floor was drawn."""
+    if floor is None:
+        return {}
+    values = floor.fid if metric == "fid" else floor.kid
+    t = torch.tensor(values, dtype=torch.float64)
+    return {
+        f"{metric}_floor": float(t.mean()),
+        f"{metric}_floor_std": float(t.std()) if t.numel() > 1 else 0.0,
+        f"{metric}_floor_of": f"{floor.dataset}:{floor.split} split-half, n={floor.n}",
+        "floor_draws": len(values),
+    }

@@ -191,6 +191,8 @@ class Setup:
     spec: ExtractorSpec
     reference: Reference | None = None
     ref_label: str = ""
+    dataset: Any = None
+    split: str | None = None
 
 
 _setups: dict[tuple[Any, ...], Setup] = {}
@@ -247,7 +249,7 @@ def setup(
             f"but model {model.spec!r} makes {tuple(model.data_shape)}"
         )
     ref = reference(data, split, spec, ref_n, device)
-    return _setups.setdefault(key, Setup(spec, ref, f"{data.spec}:{split}"))
+    return _setups.setdefault(key, Setup(spec, ref, f"{data.spec}:{split}", data, split))
 
 
 def default_split(dataset: Any, metric: str = "fid") -> str:

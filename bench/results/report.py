@@ -104,6 +104,8 @@ class Floor:
     mean: float
     sd: float
     draws: float = math.inf
+    source: str = "exact samples"
+    """What scores the floor: ``exact samples`` (oracles) or ``real data`` (FID/KID)."""
 
     def band(self, seeds: int) -> float:
         """Half-width of the floor band for a mean over ``seeds`` seeds."""
@@ -146,7 +148,7 @@ def floor_of(rows: pd.DataFrame, metric: str) -> Floor | None:
     if FLOOR_DRAWS in rows:
         counts = pd.to_numeric(rows[FLOOR_DRAWS], errors="coerce").dropna()
         draws = float(counts.min()) if len(counts) else math.inf
-    return Floor(float(mean.mean()), float(sd.mean()), draws)
+    return Floor(float(mean.mean()), float(sd.mean()), draws, floor_source(cols[0]))
 
 
 def row_floor(row: Mapping[str, Any] | pd.Series, metric: str) -> Floor | None:
@@ -155,8 +157,13 @@ def row_floor(row: Mapping[str, Any] | pd.Series, metric: str) -> Floor | None:
         m, sd = _real(row.get(mean)), _real(row.get(f"{mean}_std"))
         if m is not None and sd is not None:
             draws = _real(row.get(FLOOR_DRAWS))
-            return Floor(m, sd, draws if draws else math.inf)
+            return Floor(m, sd, draws if draws else math.inf, floor_source(mean))
     return None
+
+
+def floor_source(column: str) -> str:
+    """``exact samples`` for an oracle's ``<metric>_ref``, ``real data`` for ``<metric>_floor``."""
+    return "real data" if column.endswith("_floor") else "exact samples"
 
 
 def _real(value: Any) -> float | None:
@@ -187,7 +194,8 @@ def inside_floor(row: Mapping[str, Any], metric: str, directions: Directions) ->
 
 
 FLOOR_RULE = (
-    f"{FLOOR_MARK} marks a value within the floor: what exact samples score at this n "
+    f"{FLOOR_MARK} marks a value within the floor: what exact samples (or, for FID/KID, real "
+    "data) score at this n "
     f"(mean and sd over independent exact draws; within {FLOOR_Z:g} sd·√(1/seeds + 1/draws) of "
     f"it, or better), or a difference between samplers within {FLOOR_Z:g} sd·√(2/pairs): "
     "the metric cannot tell such a sampler from exact sampling, nor two such samplers apart."
@@ -390,7 +398,7 @@ def pivot(block: pd.DataFrame, metric: str, directions: Directions) -> pd.DataFr
     steps = sorted(block["steps"].dropna().unique()) if "steps" in block else [None]
     samplers = list(dict.fromkeys(block[LABEL]))
     floor = floor_of(block, metric)
-    table = pd.DataFrame({"sampler": samplers + ([FLOOR_ROW] if floor else [])})
+    table = pd.DataFrame({"sampler": samplers + ([floor_row(floor)] if floor else [])})
     for n in steps:
         rows = block[block["steps"] == n] if n is not None else block
         by_sampler = rows.set_index(LABEL)
@@ -407,8 +415,9 @@ def pivot(block: pd.DataFrame, metric: str, directions: Directions) -> pd.DataFr
     return table
 
 
-FLOOR_ROW = "exact samples (floor)"
-"""The last row of a pivot whose metric has a floor: its mean (sd) at the block's n."""
+def floor_row(floor: Floor) -> str:
+    """The label of a pivot's last row, the floor's mean (sd) at the block's n."""
+    return f"{floor.source} (floor)"
 
 
 def _cells(
@@ -612,7 +621,8 @@ def floor_lines(frame: pd.DataFrame, metrics: Sequence[str], directions: Directi
         draws = {f.draws for _, f in found}
         over = f"over {int(min(draws))} draws" if all(map(math.isfinite, draws)) else "over draws"
         text = ", ".join(f"{m}{directions.arrow(m)} {fmt(f.mean)} ± {f.sd:.2g}" for m, f in found)
-        parts.append(f"floor at {where} (exact samples, mean ± sd {over}): {text}")
+        source = " / ".join(dict.fromkeys(f.source for _, f in found))
+        parts.append(f"floor at {where} ({source}, mean ± sd {over}): {text}")
     if len(parts) > 1 and len({p.split(" (", 1)[1] for p in parts}) == 1:
         parts = parts[:1]
     return parts
@@ -691,8 +701,8 @@ def short_report(
     if marked:
         footer.append(
             f"{SHORT_FLOOR_MARK} : inside the floor (within {FLOOR_Z:g} sd·√(1/seeds + 1/draws) "
-            "of what exact samples score at this n, or better): not distinguishable from exact "
-            "sampling, so not ranked by this metric; see docs/reports.md"
+            "of what exact samples or real data score at this n, or better): not distinguishable "
+            "from exact sampling, so not ranked by this metric; see docs/reports.md"
         )
     footer += [_reference_note(frame)]
     text = text_table(table) + "\n\n" + "\n".join(line for line in footer if line)
