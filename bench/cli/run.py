@@ -13,6 +13,7 @@ DEFAULTS = {
     "samples": 1000,
     "batch_size": 1000,
     "snrs": (0.16,),
+    "seeds": "0",
 }
 """Grid defaults where neither the user nor the model (``ScoreModel.default_grid``) sets one."""
 
@@ -97,10 +98,10 @@ def _default(key: str) -> str:
 )
 @click.option(
     "--seeds",
-    default="0",
-    show_default=True,
+    default=None,
     metavar="SEEDS",
-    help="Seeds, e.g. 0-3 or 1,2,5-10; a seed fixes every sample's prior noise.",
+    help=f"Seeds, e.g. 0-3 or 1,2,5-10; a seed fixes every sample's prior noise "
+    f"{_default('seeds')}.",
 )
 @click.option(
     "--samples",

@@ -280,15 +280,20 @@ class GaussianMixtureModel(ScoreModel):
         return {**super().describe(), "components": m.weights.numel(), "dim": m.dim}
 
 
-def _preset(name: str, summary: str) -> type[GaussianMixtureModel]:
-    """A registered preset: a shipped mixture file under a fixed name."""
+def _preset(
+    name: str, summary: str, grid: dict[str, Any] | None = None
+) -> type[GaussianMixtureModel]:
+    """A registered preset: a shipped mixture file under a fixed name (and its default grid)."""
 
     def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
         if arg:
             raise BenchError(f"model {name!r} takes no argument (got {name}:{arg})")
         path = resources.files("bench_plugins") / "data" / f"{name}.json"
         with resources.as_file(path) as file:
-            return GaussianMixtureModel.from_file(file, name, device=device, dtype=dtype)
+            model = GaussianMixtureModel.from_file(file, name, device=device, dtype=dtype)
+        if grid:
+            model.default_grid = grid
+        return model
 
     return type(
         f"Preset_{name}",
@@ -297,10 +302,13 @@ def _preset(name: str, summary: str) -> type[GaussianMixtureModel]:
     )
 
 
-Gauss1D = _preset(
-    "gauss1d", "Exact-score 1-D Gaussian N(0.5, 0.2²), the reference doc's test case."
-)
-Ring8 = _preset("ring8", "Exact-score 2-D ring of eight Gaussians (radius 2, std 0.1).")
+RING8_GRID = {"steps": (10, 25, 100), "samples": 4000, "batch_size": 4000, "seeds": "0-2"}
+"""The default sweep's grid (``bench run`` with no options): few steps, where discretisation
+error separates the samplers beyond the metrics' floors, enough samples and seeds to see it; about
+40 s of CPU (docs/reports.md has the measurements behind the choice)."""
+
+Gauss1D = _preset("gauss1d", "Exact-score 1-D Gaussian N(0.5, 0.2²), the paper's test case.")
+Ring8 = _preset("ring8", "Exact-score 2-D ring of eight Gaussians (radius 2, std 0.1).", RING8_GRID)
 Mixture64 = _preset(
     "gmm64", "Exact-score 64-D mixture of ten 8×8 'digit' Gaussians, unequal weights and stds."
 )
