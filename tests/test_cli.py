@@ -108,6 +108,8 @@ def test_default_style_sweep_writes_rows_and_metadata(tmp_path):
         "20",
         "--samples",
         "64",
+        "--seeds",
+        "0",
         "--out",
         out,
     )

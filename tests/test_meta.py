@@ -107,13 +107,3 @@ def test_readme_quick_start_has_exactly_two_commands():
     commands = [line for line in block.strip().splitlines() if line.strip()]
     assert commands == ["pip install -e . && bench run", 'pip install -e ".[test]" && pytest']
     assert 'pip install -e ".[test]" && pytest' in (ROOT / ".ci" / "run").read_text()
-
-
-def test_readme_plugin_example_loads(tmp_path, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
-    code = readme.split("A predictor in a single file, `my_pred.py`:", 1)[1]
-    code = code.split("```python", 1)[1].split("```", 1)[0]
-    path = tmp_path / "my_pred.py"
-    path.write_text(code)
-    report = plugins.load(modules=[str(path)], allow=[])
-    assert report.registry.get("predictors", "heun").summary.startswith("Heun's method")
