@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from bench.core.pc import pc_sample
 from bench.core.schedule import TimeGrid
@@ -31,3 +32,30 @@ def environment(registry, model, dtype: str = "float32", sdes=("ve", "vp", "subv
     from bench.run.setup import Environment, OptionSet
 
     return Environment(registry, torch.device("cpu"), dtype, 1, model, OptionSet(), tuple(sdes))
+
+
+HOST_READS = {
+    torch.Tensor.item,
+    torch.Tensor.__bool__,
+    torch.Tensor.__float__,
+    torch.Tensor.__int__,
+    torch.Tensor.tolist,
+    torch.Tensor.numpy,
+    torch.Tensor.cpu,
+    torch.Tensor.__index__,
+}
+"""Tensor methods that read a device value back to the host (a synchronisation on a GPU)."""
+
+
+class HostReads(TorchFunctionMode):
+    """Records every :data:`HOST_READS` call made while it is active (on CPU this proves the
+    absence of the calls that would synchronise on CUDA)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS:
+            self.seen.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))

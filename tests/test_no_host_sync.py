@@ -9,34 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from bench.core.noise import SampleNoise
 from bench.errors import Unsupported
-from tests.sampling import run_pc
-
-HOST_READS = {
-    torch.Tensor.item,
-    torch.Tensor.__bool__,
-    torch.Tensor.__float__,
-    torch.Tensor.__int__,
-    torch.Tensor.tolist,
-    torch.Tensor.numpy,
-    torch.Tensor.cpu,
-    torch.Tensor.__index__,
-}
-
-
-class HostReads(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in HOST_READS:
-            self.seen.append(getattr(func, "__name__", str(func)))
-        return func(*args, **(kwargs or {}))
-
+from tests.sampling import HostReads, run_pc
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none")
 CORRECTORS = ("langevin", "ald", "none")

@@ -22,10 +22,17 @@ import warnings
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from bench.core.views import ModelView
-from tests.oracle import MEAN, STD, exact_flow, gaussian_model, prior, run, slope
+from tests.oracle import (
+    flow_limit,
+    gaussian_model,
+    max_err,
+    prior,
+    run,
+    slope,
+)
+from tests.sampling import HostReads
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is fastest
 
@@ -84,25 +91,6 @@ def trajectory(sampler, sde, grid, model, x_T):
         final = sampler.sample(x_T, grid, view, no_noise, record)
     assert final is xs[-1]
     return xs, Ds, view.calls
-
-
-def flow_limit(sde, x_T):
-    """The N → ∞ limit of every sampler here on any grid: the exact flow down to t_{N−1} = eps,
-    then the common last step into std = 0, x ← D(x; eps) (closed form for Gaussian data).
-
-    The exact flow ends at t = 0 instead; the difference is an N-independent bias of that last
-    step, ~σ̃(eps)²/(2s²)·|x̃ − μ| (8e-4 on VE and VP with their default eps, 1e-7 on sub-VP),
-    which would hide every order above 1 at the N used here.
-    """
-    eps = sde.eps
-    x = exact_flow(sde, x_T, eps)
-    a, std = sde.marginal_coef(eps)
-    score = -(x - a * MEAN) / (a * a * STD**2 + std**2)
-    return (x + std**2 * score) / a
-
-
-def max_err(x, y) -> float:
-    return (x - y).abs().max().item()
 
 
 def observed_order(registry, model, name, options, sde_name, schedule, steps) -> float:
@@ -244,29 +232,6 @@ def test_registered_with_the_logsnr_default(registry):
         cls = registry.get("samplers", name).obj
         assert cls.default_schedule == "logsnr" and not cls.adaptive
     assert registry.get("samplers", "dpmpp2m").obj.name == "dpmpp_2m"
-
-
-HOST_READS = {
-    torch.Tensor.item,
-    torch.Tensor.__bool__,
-    torch.Tensor.__float__,
-    torch.Tensor.__int__,
-    torch.Tensor.tolist,
-    torch.Tensor.numpy,
-    torch.Tensor.cpu,
-    torch.Tensor.__index__,
-}
-
-
-class HostReads(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in HOST_READS:
-            self.seen.append(getattr(func, "__name__", str(func)))
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)

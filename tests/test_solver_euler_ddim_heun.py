@@ -19,10 +19,20 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from bench.core.views import ModelView
-from tests.oracle import MEAN, STD, exact_flow, gaussian_model, prior, run, slope
+from tests.oracle import (
+    MEAN,
+    STD,
+    exact_flow,
+    flow_limit,
+    gaussian_model,
+    max_err,
+    prior,
+    run,
+    slope,
+)
+from tests.sampling import HostReads
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is fastest
 
@@ -54,25 +64,6 @@ def sde_of(reg, name: str, **options):
 
 def grid_of(reg, sde, schedule: str, N: int):
     return reg.get("schedules", schedule).obj().grid(sde, N)
-
-
-def flow_limit(sde, x_T):
-    """The N → ∞ limit of all three samplers on any grid: the exact flow down to t_{N−1} = eps,
-    then their common last step into σ̃ = 0, x ← D(x; eps) (closed form for Gaussian data).
-
-    The exact flow ends at t = 0 instead; the difference is an N-independent bias of the last
-    step, ~σ̃(eps)²/(2s²)·|x̃ − μ| (8e-4 on VE and VP with their default eps, 1e-7 on sub-VP),
-    which would hide Heun's 2nd order at N ≳ 64 (see test_heun_reaches_the_exact_flow).
-    """
-    eps = sde.eps
-    x = exact_flow(sde, x_T, eps)
-    a, std = sde.marginal_coef(eps)
-    score = -(x - a * MEAN) / (a * a * STD**2 + std**2)
-    return (x + std**2 * score) / a
-
-
-def max_err(x, y) -> float:
-    return (x - y).abs().max().item()
 
 
 # -- convergence orders ------------------------------------------------------------------------
@@ -505,30 +496,6 @@ def test_callback_once_per_step(reg, model, name, options):
     assert [s["i"] for s in rec.steps] == list(range(N))
     assert [s["t"] for s in rec.steps] == list(grid.t[:N])
     assert all({"i", "t", "x", "denoised"} <= set(s) for s in rec.steps)
-
-
-class HostReads(TorchFunctionMode):
-    """Records the tensor → host reads that would synchronise a GPU (as tests/test_no_host_sync)."""
-
-    READS = {
-        torch.Tensor.item,
-        torch.Tensor.__bool__,
-        torch.Tensor.__float__,
-        torch.Tensor.__int__,
-        torch.Tensor.tolist,
-        torch.Tensor.numpy,
-        torch.Tensor.cpu,
-        torch.Tensor.__index__,
-    }
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.READS:
-            self.seen.append(getattr(func, "__name__", str(func)))
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize(

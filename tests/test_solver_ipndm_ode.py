@@ -23,7 +23,7 @@ import torch
 
 from bench.core.schedule import TimeGrid
 from bench.core.views import ModelView
-from tests.oracle import MEAN, STD, exact_flow, gaussian_model, marginal, prior, run, slope
+from tests.oracle import MEAN, STD, exact_flow, gaussian_model, marginal, max_err, prior, run, slope
 
 SDES = ("ve", "vp", "subvp")
 SCHEDULES = ("uniform", "edm", "logsnr", "quadratic")
@@ -65,10 +65,6 @@ def states(sampler, sde, grid, model, x_T) -> tuple[torch.Tensor, dict[int, dict
     with torch.no_grad():
         x = sampler.sample(x_T, grid, view, None, lambda s: seen.__setitem__(s["i"], s))
     return x, seen
-
-
-def max_err(x, y) -> float:
-    return (x - y).abs().max().item()
 
 
 def tweedie(sde, x, t: float):
