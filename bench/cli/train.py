@@ -100,7 +100,7 @@ def train_command(session: Any, **kw: Any) -> None:
     """Train a time-conditioned score network with denoising score matching (λ = std²).
 
     VE networks are conditioned on log σ(t) and output the score times σ; VP and sub-VP networks
-    are conditioned on t and predict the noise (score_sde.md §2.6). The folder written to --out
+    are conditioned on t and predict the noise (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn). The folder written to --out
     loads with --model score:DIR. Without -o ve.sigma_max, a VE run uses the max pairwise
     distance of the training data, rounded up (NCSNv2 Technique 1): 5 for digits.
 

@@ -32,7 +32,7 @@ METADATA_FILE = "metadata.json"
 # -- parameterisation: network output ↔ score ------------------------------------------------------
 @dataclass(frozen=True)
 class Parameterisation:
-    """How the network is conditioned and what its output means (score_sde.md §2.6).
+    """How the network is conditioned and what its output means (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn).
 
     ``label``: ``log_std`` (log σ(t), VE) or ``t`` (VP, sub-VP). ``output``: ``scaled_score``
     (the network output is σ(t)·s, divided by σ to give the score) or ``noise`` (ε̂, so the score
@@ -72,7 +72,7 @@ def scaled_output(net: UNet, p: Parameterisation, x: Tensor, t: Tensor, std: Ten
 
 
 def network_score(net: UNet, p: Parameterisation, x: Tensor, t: Tensor, std: Tensor) -> Tensor:
-    """s(x, t) for per-sample t and std(t), both (B,): ±f(x, τ)/std (score_sde.md §2.6)."""
+    """s(x, t) for per-sample t and std(t), both (B,): ±f(x, τ)/std (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn)."""
     return scaled_output(net, p, x, t, std) / std.to(x.dtype)[:, None, None, None]
 
 

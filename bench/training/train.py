@@ -2,7 +2,7 @@
 
 The loss is Song et al. 2021, Eq. 7 with λ(t) = std(t)²: for t ~ U(ε, 1), z ~ N(0, I) and
 x_t = a(t)·x_0 + std(t)·z, the per-sample loss is ‖std(t)·s_θ(x_t, t) + z‖² summed over pixels.
-With the parameterisations of score_sde.md §2.6 this is ‖f_θ + z‖² for a VE network (output σ·s)
+With the parameterisations of Song et al. 2021, App. C (the reference code's get_score_fn) this is ‖f_θ + z‖² for a VE network (output σ·s)
 and ‖ε̂_θ − z‖² for a VP/sub-VP noise predictor. Adam with linear warm-up, gradient clipping,
 and an exponential moving average of the weights (the EMA weights are the ones saved).
 

@@ -1,5 +1,5 @@
 """Reading a diffusers model folder offline: where the UNet and its scheduler config are, and
-which SDE the model was trained for (score_sde.md §2.2, §2.3, §2.6, §10).
+which SDE the model was trained for (Song et al. 2021, §3.4 and App. B–C).
 
 Nothing here imports diffusers or torch, and nothing touches the network: a hub model id is
 only looked up in the local Hugging Face cache.
@@ -37,7 +37,7 @@ INSTALL_HINT = "pip install 'sde-bench[diffusers]' (or: pip install diffusers)"
 # -- the two schedules -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class VPSchedule:
-    """A DDPM linear β schedule, which is the VP SDE's discretisation (score_sde.md §2.3).
+    """A DDPM linear β schedule, which is the VP SDE's discretisation (Ho et al. 2020; Song et al. 2021, App. B).
 
     DDPM trains on β_j = linspace(β_start, β_end, N)[j], j = 0..N−1. The VP SDE's discrete table
     is β_j = linspace(β_min/N, β_max/N, N)[j], so the two agree exactly when β_min = N·β_start and
@@ -86,7 +86,7 @@ class VPSchedule:
 
 @dataclass(frozen=True)
 class VESchedule:
-    """An NCSN++ geometric noise range σ(t) = σ_min(σ_max/σ_min)^t (score_sde.md §2.2)."""
+    """An NCSN++ geometric noise range σ(t) = σ_min(σ_max/σ_min)^t (Song et al. 2021, Eq. 30)."""
 
     sigma_min: float
     sigma_max: float

@@ -3,7 +3,7 @@
 ``--model diffusers:PATH_OR_ID[,std=discrete|continuous][,label=index|time]`` (the two settings
 are also ``-o diffusers.std=...`` and ``-o diffusers.label=...``). DDPM ε-prediction models
 (``google/ddpm-cifar10-32``) serve the VP SDE and NCSN++ models (``google/ncsnpp-*``) the VE SDE,
-with the reference code's conversions from network output to score (score_sde.md §2.6):
+with the reference code's conversions from network output to score (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn):
 
 * VP (DDPM, trained on integer timesteps): label k = floor(t·(N−1)), the integer DDPM timestep
   at the step's t (``label=index``, the default: at N = 1000 on the uniform grid the suite's
@@ -266,7 +266,7 @@ class DiffusersUNet(ScoreModel):
         self.check_sde(sde)
         return self._vp_score(sde) if self.trained_for == "vp" else self._ve_score()
 
-    # -- network output → score (score_sde.md §2.6) ------------------------------------------
+    # -- network output → score (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn) ------------------------------------------
     @torch.no_grad()
     def network(self, x: Tensor, label: float) -> Tensor:
         """The UNet's output for the batch x at one real-valued label (as a float tensor).
@@ -402,7 +402,7 @@ def merge_settings(
 def prediction_to_score(prediction: str, out: Tensor, x: Tensor, a: float, std: float) -> Tensor:
     """Score from a VP network output, with x_t = a·x_0 + std·ε and a² + std² = 1.
 
-    ε-prediction: s = −ε̂/std (score_sde.md §2.6). v-prediction (v = a·ε − std·x_0):
+    ε-prediction: s = −ε̂/std (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn). v-prediction (v = a·ε − std·x_0):
     ε̂ = a·v̂ + std·x_t. x_0-prediction ("sample"): s = −(x_t − a·x̂_0)/std².
     """
     if prediction == "epsilon":

@@ -71,7 +71,7 @@ class TrainedScoreModel(ScoreModel):
                 )
 
     def score_fn(self, sde: SDE) -> ScoreFn:
-        """s(x, t): VE f(x, log σ)/σ; VP and sub-VP −ε̂(x, t)/std(t) (score_sde.md §2.6)."""
+        """s(x, t): VE f(x, log σ)/σ; VP and sub-VP −ε̂(x, t)/std(t) (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn)."""
         net, p = self.net, self.meta.parameterisation
 
         @torch.no_grad()
