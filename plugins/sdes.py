@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -70,7 +71,13 @@ class VESDE(SDE):
         """σ_k of the geometric ladder exp(linspace(ln σ_min, ln σ_max, N)); σ_{−1} = 0."""
         if k < 0:
             return 0.0
-        return math.exp(ladder(math.log(self.sigma_min), math.log(self.sigma_max), k, self.N))
+        return self._sigmas[k]
+
+    @functools.cached_property
+    def _sigmas(self) -> list[float]:
+        """The ladder, computed once per SDE (the loop reads it twice a step)."""
+        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+        return [math.exp(ladder(lo, hi, k, self.N)) for k in range(self.N)]
 
     def step_sigmas(self, t: float, t_next: float | None) -> tuple[float, float]:
         """(σ_k, σ_{k−1}) on the paper's grid, else (σ(t), σ(t_next))."""
@@ -125,13 +132,19 @@ class _BetaSchedule(SDE):
         The DDPM chain needs β_k < 1 (else sqrt(1 − β_k) and α = 1 − β_k break down): with
         N ≤ β_max every rule that uses the table is unsupported, not silently NaN.
         """
-        beta = ladder(self.beta_min / self.N, self.beta_max / self.N, k, self.N)
+        beta = self._betas[k]
         if beta >= 1.0:
             raise Unsupported(
                 f"the discrete DDPM chain needs beta_k < 1, i.e. N > beta_max = {self.beta_max:g} "
                 f"(got N = {self.N}); use euler_maruyama or more steps"
             )
         return beta
+
+    @functools.cached_property
+    def _betas(self) -> list[float]:
+        """The β_k table, computed once per SDE."""
+        lo, hi = self.beta_min / self.N, self.beta_max / self.N
+        return [ladder(lo, hi, k, self.N) for k in range(self.N)]
 
     def step_beta(self, t: float, t_next: float | None) -> float:
         """β_k on the paper's grid, else the one-step β = 1 − ᾱ(t)/ᾱ(t_next) (ᾱ = a²)."""

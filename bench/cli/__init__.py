@@ -163,10 +163,12 @@ from bench.cli.fidelity import (  # noqa: E402
     fid_weights_command,
     train_classifier_command,
 )
+from bench.cli.likelihood import likelihood_command  # noqa: E402
 from bench.cli.profile import profile_command  # noqa: E402
 from bench.cli.report import compare_command, report_command  # noqa: E402
 from bench.cli.run import run_command  # noqa: E402
 from bench.cli.train import train_command  # noqa: E402
+from bench.cli.tune import tune_snr_command  # noqa: E402
 
 for command in (
     run_command,
@@ -177,5 +179,7 @@ for command in (
     train_classifier_command,
     fid_floor_command,
     fid_weights_command,
+    likelihood_command,
+    tune_snr_command,
 ):
     cli.add_command(command)

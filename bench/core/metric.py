@@ -23,11 +23,14 @@ class MetricContext:
         registry: the command's component registry (``-p`` plugins included).
         device: where the metric computes (feature extractors run here).
         cache_dir: the suite's cache folder (``$BENCH_CACHE_DIR``), e.g. for reference statistics.
+        sde: the cell's SDE, for metrics that depend on it (e.g. a likelihood).
     """
 
     registry: Any
     device: torch.device
     cache_dir: Path
+    sde: Any = None
+    """The cell's SDE (``None`` before any cell, e.g. in :meth:`Metric.prepare`)."""
 
     def dataset(self, spec: str) -> Dataset:
         """The dataset ``NAME[:ARG]`` from the registry (e.g. a FID/KID reference set)."""

@@ -138,7 +138,7 @@ def _sample(cell: Cell, ctx: CellContext, parts: Components) -> Attempt:
     built = parts.build(cell)
     batch_size, notes = cell.batch_size, []
     while True:
-        context = ctx.env.metric_context()
+        context = ctx.env.metric_context(built.sde)
         metrics = [
             m(
                 ctx.model,

@@ -314,11 +314,12 @@ class Environment:
         opts.apply_sde_defaults(options.values, model.sde_defaults, sdes)
         return env
 
-    def metric_context(self) -> MetricContext:
-        """What the run's metrics may use: the registry, the device and the cache folder."""
+    def metric_context(self, sde: Any = None) -> MetricContext:
+        """What the run's metrics may use: the registry, the device, the cache folder and the
+        cell's SDE."""
         from bench.fidelity.cache import cache_dir
 
-        return MetricContext(self.registry, self.device, cache_dir())
+        return MetricContext(self.registry, self.device, cache_dir(), sde)
 
     def model_fn(
         self, sde: Any, model: ScoreModel | None = None
