@@ -280,6 +280,14 @@ def test_short_report_aggregates_seeds_and_lists_non_ok_cells():
     assert short_report([]) == "(no results)"
 
 
+def test_short_report_prints_whole_steps_beside_an_adaptive_cell():
+    # an adaptive cell has no steps (NaN), which turns the column into floats
+    text = short_report([row(steps=10), row(predictor="ode", steps=None, nfe=74)])
+    lines = text.splitlines()
+    assert any("euler_maruyama+none" in line and " 10 " in line for line in lines), text
+    assert "10.0" not in text
+
+
 # -- the command ----------------------------------------------------------------------------------
 def test_report_command_writes_tables_and_plots(tmp_path):
     run = write_run(tmp_path / "run", synthetic_rows())

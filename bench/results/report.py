@@ -680,6 +680,9 @@ def short_report(
         if c not in shown and c not in SAMPLER_COLUMNS
     ]
     table = summary[shown].copy().rename(columns={LABEL: "sampler"})
+    for col in table.columns:  # steps of 10.0 beside an ode's NaN print as 10 and -
+        if pd.api.types.is_float_dtype(table[col]):
+            table[col] = [fmt(v) for v in table[col]]
     table["status"] = summary["status"]
     marked = False
     for col in [*timing, *metrics]:
