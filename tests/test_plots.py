@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bench.results.plots as plots
@@ -185,4 +186,24 @@ def test_fid_plots_say_when_the_rows_carry_no_floor(tmp_path, figures):
     rows = [dict(r, fid_floor=2.5, fid_floor_std=0.4) for r in rows]
     plots.plot_metric_vs_cost(build_report(rows), "fid", "nfe", tmp_path)
     labels = [p.get_label() for p in figures[1].axes[0].patches]
-    assert any(label.startswith("floor: exact samples") for label in labels)
+    assert "floor: real data ± 2 sd" in labels  # FID's floor is the data's, not exact samples'
+
+
+def test_a_few_step_blow_up_gets_a_log_axis_that_holds_every_mean(tmp_path, figures):
+    """FID 400 at 5 NFE beside 12 at 50 would flatten every other point on a linear axis."""
+    rows = []
+    for n, values in ((5, [400.0, 420.0]), (10, [40.0, 41.0]), (50, [12.0, 12.5])):
+        rows += seeds({"fid": values}, steps=n, metrics="fid", fid_n=64)
+    report = build_report(rows)
+    plots.plot_metric_vs_cost(report, "fid", "nfe", tmp_path)
+    ax = figures[0].axes[0]
+    assert ax.get_yscale() == "log"
+    low, high = ax.get_ylim()
+    assert low <= report.summary["fid"].min() and high >= report.summary["fid"].max()
+
+
+def test_means_within_a_factor_of_twenty_keep_a_linear_axis():
+    assert not plots.wide_positive(pd.Series([1.0, 19.0]))
+    assert plots.wide_positive(pd.Series([1.0, 21.0, float("nan")]))
+    assert not plots.wide_positive(pd.Series([-1.0, 30.0]))  # KID can be negative
+    assert not plots.wide_positive(pd.Series([float("nan")]))

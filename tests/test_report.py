@@ -12,7 +12,14 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.results.frame import Directions, direction, load_frame, metric_columns, to_frame
-from bench.results.report import build_report, markdown_table, pivot, render, short_report
+from bench.results.report import (
+    block_columns,
+    build_report,
+    markdown_table,
+    pivot,
+    render,
+    short_report,
+)
 from bench.results.stats import ci_halfwidth, paired_differences, summarize, welch_halfwidth
 from tests.rows import row, seeds, write_run
 
@@ -517,3 +524,15 @@ def test_metric_settings_are_not_metric_tables():
         ]
     )
     assert metric_columns(frame) == ["fid", "kid", "kid_std"]
+
+
+def test_a_column_only_pc_cells_set_splits_no_block():
+    """Whole samplers take no ``denoise``: their NaN beside PC's True is one block, not two."""
+    rows = seeds({"swd": [0.1, 0.2]}) + seeds({"swd": [0.3, 0.4]}, predictor="reverse_diffusion")
+    whole = seeds({"swd": [0.2, 0.3]}, predictor="heun")
+    for r in whole:
+        r["denoise"] = None
+    report = build_report(rows + whole)
+    assert "denoise" not in block_columns(report.summary)
+    mixed = rows + seeds({"swd": [0.3, 0.4]}, predictor="ddim", denoise=False)
+    assert "denoise" in block_columns(build_report(mixed).summary)  # set values that differ do

@@ -164,8 +164,8 @@ def test_cli_file_schedule_fixes_the_steps(tmp_path):
     path.write_text("1.0\n0.6\n0.3\n0.1\n0.001\n")
     out = tmp_path / "run"
     args = ["run", "--schedules", f"file:{path}", "--sdes", "vp", "--predictors", "euler"]
-    args += ["--correctors", "none", "--steps", "10,20", "--samples", "20", "--out", str(out)]
-    result = CliRunner().invoke(cli, [*args, "--no-progress"])
+    args += ["--correctors", "none", "--steps", "10,20", "--seeds", "0", "--samples", "20"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     import pandas as pd
 

@@ -183,12 +183,39 @@ def _cost_panel(
         _line(ax, rows["x"], rows, metric, colors[sampler], sampler)
     if direction != "info":
         _frontier(ax, ok, metric, cost, direction == "higher")
-    _clip_to_means(ax, ok, metric)
+    if wide_positive(ok[metric]):
+        _log_y(ax, ok, metric)
+    else:
+        _clip_to_means(ax, ok, metric)
     if log:
         ax.set_xscale("log")
         _log_ticks(ax, _tick_values(block, metric, cost))
     ax.grid(alpha=0.3)
     return ok
+
+
+LOG_Y_RATIO = 20.0
+"""A panel whose positive means span more than this factor gets a log y axis (FID from 5 to 50
+NFE: a few-step blow-up would otherwise flatten every other point)."""
+
+
+def wide_positive(means: pd.Series) -> bool:
+    """Whether the means are all positive and span more than :data:`LOG_Y_RATIO`."""
+    values = means.dropna()
+    return bool(len(values)) and values.min() > 0 and values.max() / values.min() > LOG_Y_RATIO
+
+
+def _log_y(ax: Any, rows: pd.DataFrame, metric: str) -> None:
+    """A log y axis from a little below the smallest mean (or interval end) to a little above
+    the largest: intervals reaching zero or below leave the axes and are marked."""
+    ci = rows.get(f"{metric}_ci", pd.Series(0.0, index=rows.index)).fillna(0)
+    low = float(rows[metric].min())
+    lows = rows[metric] - ci
+    if (lows > 0).all():
+        low = float(lows.min())
+    high = float((rows[metric] + ci).max())
+    ax.set_yscale("log")
+    ax.set_ylim(low / 1.25, high * 1.25)
 
 
 def _tick_values(block: pd.DataFrame, metric: str, cost: str) -> list[float] | None:
@@ -340,7 +367,7 @@ def _floor_band(ax: Any, block: pd.DataFrame, frame: pd.DataFrame, metric: str, 
             alpha=0.18,
             lw=0,
             zorder=0,
-            label=f"floor: exact samples ± {FLOOR_Z:g} sd",
+            label=f"floor: {floor.source} ± {FLOOR_Z:g} sd",
         )
         _show(ax, floor.mean - band, floor.mean + band)
         return
@@ -360,8 +387,13 @@ def _floor_band(ax: Any, block: pd.DataFrame, frame: pd.DataFrame, metric: str, 
 
 
 def _show(ax: Any, low: float, high: float) -> None:
-    """Widen the y limits set from the cells to hold [low, high]."""
+    """Widen the y limits set from the cells to hold [low, high] (on a log axis, the positive
+    part of it)."""
     bottom, top = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        if high > 0:
+            ax.set_ylim(min(bottom, low / 1.25) if low > 0 else bottom, max(top, high * 1.25))
+        return
     if low < bottom or high > top:
         pad = 0.05 * (max(top, high) - min(bottom, low))
         ax.set_ylim(min(bottom, low - pad), max(top, high + pad))

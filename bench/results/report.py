@@ -357,9 +357,11 @@ def rows_of(frame: pd.DataFrame, block: pd.DataFrame, columns: Iterable[str]) ->
 
 # -- blocks and pivots ----------------------------------------------------------------------------
 def block_columns(summary: pd.DataFrame) -> list[str]:
-    """Model and SDE, plus any other context column that varies (samples, dtype, ...)."""
-    context = [c for c in context_columns(summary) if c not in SKIP_IN_BLOCK]
-    extra = varying(summary, [c for c in context if c not in BLOCK_BASE])
+    """Model and SDE, plus any other context column that varies (samples, dtype, ...). A column
+    set for some rows only (``denoise``, which whole samplers do not take) splits nothing unless
+    its set values differ."""
+    context = [c for c in context_columns(summary) if c not in SKIP_IN_BLOCK + BLOCK_BASE]
+    extra = [c for c in context if summary[c].nunique(dropna=True) > 1]
     return [c for c in BLOCK_BASE if c in summary] + extra
 
 
