@@ -157,3 +157,42 @@ def test_a_dead_rank_then_resume_finishes_each_cell_once(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and len({r["cell_id"] for r in rows}) == 6
     assert {r["status"] for r in rows} == {"ok"}
+
+
+BROKEN = '''
+import bench
+from bench_plugins.predictors import EulerMaruyama
+
+
+class Broken(EulerMaruyama):
+    """Euler–Maruyama that always raises (test only)."""
+
+    name = "broken"
+    aliases = ()
+
+    def update(self, x, t, t_next=None):
+        raise ValueError("broken on purpose")
+
+
+@bench.hookimpl
+def register_predictors(register):
+    register(Broken)
+'''
+
+
+def test_cells_of_one_batch_say_unsupported_and_error_as_one_process_does(tmp_path):
+    """With fewer batches than ranks, rank 1 samples nothing: it abstains, and the cell's own
+    unsupported or error outcome is the row, as in one process (not a failed run)."""
+    (tmp_path / "broken.py").write_text(BROKEN)
+    args = ["-p", "broken.py", "run", "--sdes", "vp", "--predictors", "euler,broken"]
+    args += ["--correctors", "none,langevin", "--steps", "10,30", "--samples", "20"]
+    args += ["--batch-size", "20", "--metrics", "swd", "--no-progress"]
+    one = bench([*args, "--out", "one"], 1, tmp_path)
+    two = bench([*args, "--out", "two"], 2, tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    a, b = table(tmp_path / "one"), table(tmp_path / "two")
+    assert set(a["status"]) == {"ok", "unsupported", "error"}
+    assert list(a.index) == list(b.index) and list(a["status"]) == list(b["status"])
+    assert list(a["reason"].fillna("")) == list(b["reason"].fillna(""))
+    np.testing.assert_array_equal(a["swd"].to_numpy(float), b["swd"].to_numpy(float))

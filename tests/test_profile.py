@@ -80,6 +80,21 @@ def test_profile_vp_predictor_only_at_few_steps(tmp_path):
     assert "sde_bench" in result.output
 
 
+def test_profile_any_sampler_counts_its_nfe(tmp_path):
+    """A whole sampler profiles against the bare forward alone: Heun at 5 steps spends 9 NFE,
+    and the columns only PC loops fill print as "-"."""
+    args = ["profile", "--model", "ring8", "--sde", "vp", "--sampler", "heun", "--steps", "5"]
+    args += ["--repeats", "1", "--calls", "3", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "results.csv").set_index("variant")
+    assert list(frame.index) == ["bare_forward", "sde_bench"]
+    assert frame.loc["sde_bench", "nfe"] == 9 and frame.loc["sde_bench", "sampler"] == "heun"
+    assert "None" not in result.output
+
+
 @pytest.mark.parametrize(
     "args,reason",
     [

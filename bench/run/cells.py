@@ -20,7 +20,7 @@ from bench.plugin.kinds import KINDS
 from bench.plugin.registry import Registry
 from bench.run import interrupts
 from bench.run.components import Built, CellContext, Components
-from bench.run.distributed import check_outcomes
+from bench.run.distributed import settle_outcomes
 from bench.run.grid import Cell, batches
 from bench.run.setup import AUTOCAST, DTYPES, synchronize, tf32_enabled
 
@@ -77,7 +77,9 @@ class Attempt:
         """What rank 0 needs from this rank: the outcome, the shard's sampling and metric states."""
         out: dict[str, Any] = {
             "status": self.status,
-            "error": self.reason * (self.status == "error"),
+            "reason": self.reason,
+            "plugin": self.plugin,
+            "samples": self.sampled.n_samples if self.sampled is not None else 0,
         }
         if self.sampled is not None:
             out["sampled"] = self.sampled
@@ -101,16 +103,18 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
     An exception raised by plugin code becomes ``status="error"`` naming the plugin; the sweep
     goes on. ``KeyboardInterrupt`` is not caught: the sweep stops cleanly one level up. Under
     torchrun every rank samples its shard and rank 0 alone returns the row (others: the status);
-    a cell that fails on some ranks only ends the run (:func:`check_outcomes`).
+    a cell that fails on some ranks only ends the run (:func:`settle_outcomes`).
     """
     parts = Components(ctx.env)
     row = base_row(cell, ctx, parts)
     attempt = _attempt(cell, ctx, parts)
     if ctx.ranks.distributed:
         shared = ctx.ranks.gather(attempt.shared())
-        check_outcomes(shared, cell.id)
+        outcome = settle_outcomes(shared, cell.id)
         if not ctx.ranks.main:
-            return {"status": attempt.status}  # rank 0 writes the row
+            return {"status": outcome["status"]}  # rank 0 writes the row
+        if outcome["status"] != "ok":
+            attempt = Attempt(outcome["status"], outcome["reason"], outcome["plugin"])
         attempt.merge(shared)
     if attempt.status == "unsupported":
         return {**row, "status": "unsupported", "reason": attempt.reason}

@@ -100,15 +100,20 @@ class Ranks:
                 dist.destroy_process_group()
 
 
-def check_outcomes(outcomes: list[dict[str, Any]], cell_id: str) -> None:
-    """End the run when the ranks disagree about a cell (some failed, others did not): the row
-    would be a lie. The same outcome on every rank is the cell's own (e.g. an ``error`` row, as
-    in a single process)."""
-    statuses = {o["status"] for o in outcomes}
-    if len(statuses) > 1:
-        rank, why = next((r, o) for r, o in enumerate(outcomes) if o["status"] != "ok")
-        detail = why.get("error") or why["status"]
-        raise BenchError(f"rank {rank} failed in cell {cell_id}: {detail}; resume to finish")
+def settle_outcomes(outcomes: list[dict[str, Any]], cell_id: str) -> dict[str, Any]:
+    """The cell's outcome from every rank's (``status``, ``reason``, ``plugin``, ``samples``).
+
+    A rank that sampled nothing (its share of a cell with fewer batches than ranks) abstains,
+    unless it failed. The ranks that remain agree, as they would in a single process: an
+    ``unsupported`` or ``error`` raised on the first batch is the cell's own, and the row says
+    so with the reason of the first rank that gave it. When they disagree (some failed, others
+    sampled), the row would be a lie: the run ends naming the rank."""
+    voters = [o for o in outcomes if o["status"] != "ok" or o.get("samples", 1) > 0]
+    if len({o["status"] for o in voters}) <= 1:
+        return voters[0] if voters else {"status": "ok"}
+    rank, why = next((r, o) for r, o in enumerate(outcomes) if o["status"] != "ok")
+    detail = why.get("reason") or why["status"]
+    raise BenchError(f"rank {rank} failed in cell {cell_id}: {detail}; resume to finish")
 
 
 def local_device(device: torch.device, ranks: Ranks) -> torch.device:

@@ -168,6 +168,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             "ratio_vs_minimal_min",
         ]
     ]
+    numeric = frame.columns.drop("variant")
+    frame[numeric] = frame[numeric].apply(pd.to_numeric)  # a column of None prints "-", not "None"
     frame["us_per_nfe"] = frame.pop("s_per_nfe") * 1e6
     frame = frame.rename(
         columns={
