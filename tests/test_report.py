@@ -536,3 +536,16 @@ def test_a_column_only_pc_cells_set_splits_no_block():
     assert "denoise" not in block_columns(report.summary)
     mixed = rows + seeds({"swd": [0.3, 0.4]}, predictor="ddim", denoise=False)
     assert "denoise" in block_columns(build_report(mixed).summary)  # set values that differ do
+
+
+def test_the_same_cells_in_two_runs_are_two_blocks_not_two_seeds(tmp_path):
+    """One process and torchrun (or a rerun) in one folder: never averaged as seeds."""
+    write_run(tmp_path / "both" / "one", [row(swd=0.10)])
+    write_run(tmp_path / "both" / "two", [row(swd=0.30)])
+    write_run(tmp_path / "apart" / "a", [row(swd=0.10)])
+    write_run(tmp_path / "apart" / "b", [row(swd=0.30, seed=1)])
+    both = build_report(load_frame(tmp_path / "both"))
+    assert list(both.summary["run"]) == ["one", "two"] and list(both.summary["n_ok"]) == [1, 1]
+    assert "run" in block_columns(both.summary)
+    apart = build_report(load_frame(tmp_path / "apart"))  # seeds 0 and 1: one cell's two seeds
+    assert "run" not in apart.frame and list(apart.summary["n_ok"]) == [2]

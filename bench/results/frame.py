@@ -29,6 +29,7 @@ from bench.errors import BenchError
 Direction = Literal["lower", "higher", "info"]
 
 CONFIG_COLUMNS = (
+    "run",
     "model",
     "sde",
     "sampler",
@@ -48,7 +49,8 @@ CONFIG_COLUMNS = (
     "eps",
     "sde_options",
 )
-"""Config columns in display order; any further ``*_options`` column is config too."""
+"""Config columns in display order; any further ``*_options`` column is config too. ``run`` is
+set only when a folder of runs holds the same cell in several runs (:func:`tag_repeated_cells`)."""
 
 SAMPLER_COLUMNS = (
     "sampler",
@@ -139,7 +141,24 @@ def _is_run(path: Path) -> bool:
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
     """Every row of a run folder, a folder of run folders, or a ``results.csv`` file."""
-    return [r for _, rows in _rows_by_run(path) for r in rows]
+    return [r for _, rows in tag_repeated_cells(_rows_by_run(path)) for r in rows]
+
+
+def tag_repeated_cells(
+    by_run: list[tuple[Path, list[dict[str, Any]]]],
+) -> list[tuple[Path, list[dict[str, Any]]]]:
+    """Give every row a ``run`` column (its folder's name) when some cell is in several runs
+    (e.g. the same sweep in one process and under torchrun): otherwise the two would be averaged
+    as if they were seeds."""
+    seen: dict[str, Path] = {}
+    repeated = False
+    for run, rows in by_run:
+        for r in rows:
+            first = seen.setdefault(str(r.get("cell_id")), run)
+            repeated = repeated or first != run
+    if not repeated:
+        return by_run
+    return [(run, [{**r, "run": run.name} for r in rows]) for run, rows in by_run]
 
 
 def _rows_by_run(path: str | Path) -> list[tuple[Path, list[dict[str, Any]]]]:
@@ -202,7 +221,7 @@ def load_frame(path: str | Path) -> pd.DataFrame:
     profiles = [run for run, rows in by_run if is_profile_run(run, rows)]
     if profiles:
         raise BenchError(_profile_message(Path(path), profiles, len(by_run)))
-    rows = [r for _, rows in by_run for r in rows]
+    rows = [r for _, rows in tag_repeated_cells(by_run) for r in rows]
     if not rows:
         raise BenchError(f"{str(path)!r} holds no result rows yet")
     return to_frame(rows)
