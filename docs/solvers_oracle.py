@@ -106,7 +106,7 @@ def main() -> None:
     at10 = frame[frame["nfe"].isin([9, 10])].pivot_table(  # 10 NFE (Heun: 9)
         index=["model", "sde", "sampler"], columns="schedule", values="rmse"
     )
-    from bench.results.report import markdown_table
+    from bench.results.text import markdown_table
 
     table = at10.map(lambda v: f"{v:.2e}").reset_index()
     print(markdown_table(table))

@@ -276,7 +276,7 @@ def test_unsupported_combinations(registry, make_sde):
 def test_every_installed_scheduler_runs_or_says_why(registry, make_sde, model, sde_name):
     """Each scheduler class of the installed diffusers: an ok run (finite samples, one counted call
     per scheduler timestep), an Unsupported reason, or a BenchError (a missing extra)."""
-    from bench_plugins.samplers.diffusers_scheduler import scheduler_names
+    from bench_plugins.samplers._diffusers_support import scheduler_names
 
     sde = make_sde(sde_name, 6)
     grid = uniform(registry, sde, 6)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from bench.fidelity.gaussian import reference_samples
-from bench.results.report import build_report, pivot, render, short_report
+from bench.results.report import build_report, pivot, render
+from bench.results.short_report import short_report
 from tests.rows import seeds
 from tests.test_oracle_metrics import feed, metric, model_of
 
@@ -105,7 +106,7 @@ def floor_rows():
 
 
 def test_floor_rule_one_sided_with_seeds_and_draws():
-    from bench.results.report import Floor
+    from bench.results.floors import Floor
 
     floor = Floor(0.15, 0.03, 16)
     band = 2 * 0.03 * math.sqrt(1 / 4 + 1 / 16)

@@ -33,3 +33,17 @@ def test_the_plugin_boundary_type_checks():
     """mypy runs clean on the boundary modules (settings in pyproject's [tool.mypy])."""
     result = subprocess.run(["mypy", *TYPED], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_of_the_suite_is_over_500_lines():
+    """Small modules whose names say what they hold: split a module before it grows past 500."""
+    long = {
+        str(p.relative_to(ROOT)): n
+        for folder in ("bench", "plugins")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"

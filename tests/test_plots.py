@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bench.results.plot_axes as plot_axes
 import bench.results.plots as plots
 import bench.results.sample_plots as sample_plots
 from bench.results.report import build_report
@@ -142,12 +143,14 @@ def test_log_nfe_tick_labels_never_overlap(tmp_path, figures, monkeypatch, width
 
 def test_fitting_ticks_fall_back_to_fewer_round_values():
     """Too close for their labels, the NFEs give way to 1-2-5 ticks, then to fewer."""
-    wide = plots.fitting_ticks([100, 200, 300, 1000, 2000], 80, 2500, 400, lambda s: 8 * len(s))
+    wide = plot_axes.fitting_ticks([100, 200, 300, 1000, 2000], 80, 2500, 400, lambda s: 8 * len(s))
     assert wide == [100, 200, 300, 1000, 2000]
-    narrow = plots.fitting_ticks([100, 200, 300, 1000, 2000], 80, 2500, 90, lambda s: 8 * len(s))
+    narrow = plot_axes.fitting_ticks(
+        [100, 200, 300, 1000, 2000], 80, 2500, 90, lambda s: 8 * len(s)
+    )
     assert narrow and narrow != wide and all(80 <= t <= 2500 for t in narrow)
     xs = [np.log10(t) * 90 / (np.log10(2500) - np.log10(80)) for t in narrow]
-    half = [4 * len(plots.fmt(float(t), 3)) for t in narrow]
+    half = [4 * len(plot_axes.fmt(float(t), 3)) for t in narrow]
     assert all(xs[i + 1] - xs[i] >= half[i] + half[i + 1] for i in range(len(xs) - 1))
 
 
@@ -203,7 +206,7 @@ def test_a_few_step_blow_up_gets_a_log_axis_that_holds_every_mean(tmp_path, figu
 
 
 def test_means_within_a_factor_of_twenty_keep_a_linear_axis():
-    assert not plots.wide_positive(pd.Series([1.0, 19.0]))
-    assert plots.wide_positive(pd.Series([1.0, 21.0, float("nan")]))
-    assert not plots.wide_positive(pd.Series([-1.0, 30.0]))  # KID can be negative
-    assert not plots.wide_positive(pd.Series([float("nan")]))
+    assert not plot_axes.wide_positive(pd.Series([1.0, 19.0]))
+    assert plot_axes.wide_positive(pd.Series([1.0, 21.0, float("nan")]))
+    assert not plot_axes.wide_positive(pd.Series([-1.0, 30.0]))  # KID can be negative
+    assert not plot_axes.wide_positive(pd.Series([float("nan")]))

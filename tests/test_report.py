@@ -12,15 +12,10 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.results.frame import Directions, direction, load_frame, metric_columns, to_frame
-from bench.results.report import (
-    block_columns,
-    build_report,
-    markdown_table,
-    pivot,
-    render,
-    short_report,
-)
+from bench.results.report import block_columns, build_report, pivot, render
+from bench.results.short_report import short_report
 from bench.results.stats import ci_halfwidth, paired_differences, summarize, welch_halfwidth
+from bench.results.text import markdown_table
 from tests.rows import row, seeds, write_run
 
 T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom

@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.results.compare import Comparison, summary_counts
 from bench.results.frame import LABEL, SAMPLER_COLUMNS
-from bench.results.report import fmt, heading, markdown_table, signed, text_table
+from bench.results.text import fmt, heading, markdown_table, signed, text_table
 
 VERDICT_MARKS = {
     "regression": "❌ regression",

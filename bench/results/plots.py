@@ -13,16 +13,20 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from bench.results.floors import DATA_FLOOR_METRICS, FLOOR_Z, floor_of
 from bench.results.frame import LABEL, Directions, sampler_label
-from bench.results.report import (
-    DATA_FLOOR_METRICS,
-    FLOOR_Z,
-    Report,
-    block_columns,
-    floor_of,
-    fmt,
-    metric_owner,
+from bench.results.plot_axes import (
+    clip_to_means,
+    fit_intervals,
+    log_ticks,
+    log_y,
+    mark_clipped,
+    show_range,
+    tick_values,
+    wide_positive,
 )
+from bench.results.report import Report, block_columns, metric_owner
+from bench.results.text import fmt
 
 PANEL = (4.6, 3.5)
 MAX_PANELS_PER_ROW = 3
@@ -153,7 +157,7 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
             _floor_band(ax, block, report.frame, metric, model)
             if ok is not None:  # after the reference line, which may widen the limits
                 ci = ok.get(f"{metric}_ci")
-                _mark_clipped(ax, ok["x"], ok[metric], ci, [colors[s] for s in ok[LABEL]])
+                mark_clipped(ax, ok["x"], ok[metric], ci, [colors[s] for s in ok[LABEL]])
             ax.set_title(title, fontsize=10)
             ax.set_xlabel(COST_LABELS.get(cost, cost), fontsize=8)
             ax.set_ylabel(_metric_label(metric, report.directions), fontsize=8)
@@ -163,7 +167,7 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
         fig.tight_layout()
         for ax, (_, block) in zip(axes, parts):  # the final axes widths: labels that fit
             if ax.get_xscale() == "log":
-                _log_ticks(ax, _tick_values(block, metric, cost))
+                log_ticks(ax, tick_values(block, metric, cost))
         paths += save(fig, folder, slug(f"{metric}_vs_{cost}_{model}"))
     return paths
 
@@ -184,46 +188,14 @@ def _cost_panel(
     if direction != "info":
         _frontier(ax, ok, metric, cost, direction == "higher")
     if wide_positive(ok[metric]):
-        _log_y(ax, ok, metric)
+        log_y(ax, ok, metric)
     else:
-        _clip_to_means(ax, ok, metric)
+        clip_to_means(ax, ok, metric)
     if log:
         ax.set_xscale("log")
-        _log_ticks(ax, _tick_values(block, metric, cost))
+        log_ticks(ax, tick_values(block, metric, cost))
     ax.grid(alpha=0.3)
     return ok
-
-
-LOG_Y_RATIO = 20.0
-"""A panel whose positive means span more than this factor gets a log y axis (FID from 5 to 50
-NFE: a few-step blow-up would otherwise flatten every other point)."""
-
-
-def wide_positive(means: pd.Series) -> bool:
-    """Whether the means are all positive and span more than :data:`LOG_Y_RATIO`."""
-    values = means.dropna()
-    return bool(len(values)) and values.min() > 0 and values.max() / values.min() > LOG_Y_RATIO
-
-
-def _log_y(ax: Any, rows: pd.DataFrame, metric: str) -> None:
-    """A log y axis from a little below the smallest mean (or interval end) to a little above
-    the largest: intervals reaching zero or below leave the axes and are marked."""
-    ci = rows.get(f"{metric}_ci", pd.Series(0.0, index=rows.index)).fillna(0)
-    low = float(rows[metric].min())
-    lows = rows[metric] - ci
-    if (lows > 0).all():
-        low = float(lows.min())
-    high = float((rows[metric] + ci).max())
-    ax.set_yscale("log")
-    ax.set_ylim(low / 1.25, high * 1.25)
-
-
-def _tick_values(block: pd.DataFrame, metric: str, cost: str) -> list[float] | None:
-    """The NFEs of a panel's points (preferred tick positions), None for other costs."""
-    if cost != "nfe":
-        return None
-    ok = block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()]
-    return sorted(float(v) for v in ok[cost].unique())
 
 
 def _line(ax: Any, x: pd.Series, rows: pd.DataFrame, metric: str, color: Any, label: str) -> None:
@@ -267,88 +239,6 @@ def _dodge(samplers: pd.Series, spread: float = 0.06) -> np.ndarray:
     return samplers.map(offset).to_numpy(dtype=float)
 
 
-def _log_ticks(ax: Any, values: list[float] | None) -> None:
-    """Readable log-axis ticks that never overlap: at ``values`` (e.g. the NFEs run) where
-    their labels fit side by side on the axis, else at 1, 2, 5 × 10^k thinned until they fit
-    (see :func:`fitting_ticks`)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    low, high = ax.get_xlim()
-    ticks = fitting_ticks(values or [], low, high, _axis_width_px(ax), _label_width_px(ax))
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(float(v), 3)))
-
-
-def fitting_ticks(
-    values: Sequence[float],
-    low: float,
-    high: float,
-    width_px: float,
-    label_px: Callable[[str], float],
-    gap_px: float = 6.0,
-) -> list[float]:
-    """Tick positions on a log axis from ``low`` to ``high`` (``width_px`` wide) whose labels,
-    ``label_px(text)`` wide each and centred on their tick, keep ``gap_px`` apart.
-
-    The preferred ticks are ``values`` (the costs that were run); when two of their labels
-    would touch, the candidates are the 1, 2, 5 × 10^k in range instead, then 1, 3 × 10^k,
-    then the powers of ten, then every other power: the first set whose labels all fit.
-    A set of one tick always fits.
-    """
-    if not (0 < low < high) or width_px <= 0:
-        return sorted(v for v in values if v > 0)
-    scale = width_px / (math.log10(high) - math.log10(low))
-
-    def fits(ticks: list[float]) -> bool:
-        xs = [math.log10(t) * scale for t in ticks]
-        half = [label_px(fmt(float(t), 3)) / 2 for t in ticks]
-        return all(xs[i + 1] - xs[i] >= half[i] + half[i + 1] + gap_px for i in range(len(xs) - 1))
-
-    inside = sorted({float(v) for v in values if low <= v <= high})
-    if inside and fits(inside):
-        return inside
-    lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    for subs, every in (((1, 2, 5), 1), ((1, 3), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
-        ticks = [
-            m * 10.0**k
-            for k in range(lo, hi + 1)
-            if k % every == 0
-            for m in subs
-            if low <= m * 10.0**k <= high
-        ]
-        if len(ticks) >= 2 and fits(ticks):
-            return ticks
-    return [10.0 ** round(math.log10(math.sqrt(low * high)))]
-
-
-def _axis_width_px(ax: Any) -> float:
-    return float(ax.get_window_extent().width)
-
-
-def _label_width_px(ax: Any) -> Callable[[str], float]:
-    """The rendered width of an x tick label of ``ax`` (its font and size), in pixels."""
-    import matplotlib
-    from matplotlib.font_manager import FontProperties
-
-    renderer = ax.figure.canvas.get_renderer()
-    labels = ax.xaxis.get_ticklabels()
-    prop = (
-        labels[0].get_fontproperties()
-        if labels
-        else FontProperties(size=matplotlib.rcParams["xtick.labelsize"])
-    )
-    cache: dict[str, float] = {}
-
-    def width(text: str) -> float:
-        if text not in cache:
-            w, _, _ = renderer.get_text_width_height_descent(text, prop, ismath=False)
-            cache[text] = float(w)
-        return cache[text]
-
-    return width
-
-
 def _floor_band(ax: Any, block: pd.DataFrame, frame: pd.DataFrame, metric: str, model: str) -> None:
     """The metric's floor (what exact samples score at this n) as a line and a grey band of
     ± z·sd·√(1/seeds + 1/draws) around it (seeds: the most any point of the panel averages),
@@ -369,7 +259,7 @@ def _floor_band(ax: Any, block: pd.DataFrame, frame: pd.DataFrame, metric: str, 
             zorder=0,
             label=f"floor: {floor.source} ± {FLOOR_Z:g} sd",
         )
-        _show(ax, floor.mean - band, floor.mean + band)
+        show_range(ax, floor.mean - band, floor.mean + band)
         return
     if metric_owner(frame, metric) in DATA_FLOOR_METRICS:
         ax.text(
@@ -386,19 +276,6 @@ def _floor_band(ax: Any, block: pd.DataFrame, frame: pd.DataFrame, metric: str, 
     _reference_line(ax, frame, metric, model)
 
 
-def _show(ax: Any, low: float, high: float) -> None:
-    """Widen the y limits set from the cells to hold [low, high] (on a log axis, the positive
-    part of it)."""
-    bottom, top = ax.get_ylim()
-    if ax.get_yscale() == "log":
-        if high > 0:
-            ax.set_ylim(min(bottom, low / 1.25) if low > 0 else bottom, max(top, high * 1.25))
-        return
-    if low < bottom or high > top:
-        pad = 0.05 * (max(top, high) - min(bottom, low))
-        ax.set_ylim(min(bottom, low - pad), max(top, high + pad))
-
-
 def _reference_line(ax: Any, frame: pd.DataFrame, metric: str, model: str) -> None:
     """A dotted line at ``<metric>_ref`` (the metric on exact samples) when the run has it."""
     ref = f"{metric}_ref"
@@ -409,7 +286,7 @@ def _reference_line(ax: Any, frame: pd.DataFrame, metric: str, model: str) -> No
     if len(values):
         value = float(values.mean())
         ax.axhline(value, color="0.4", ls=":", lw=1.2, label=f"{metric} of exact samples")
-        _show(ax, value, value)
+        show_range(ax, value, value)
 
 
 def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
@@ -471,71 +348,8 @@ def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, direction: str, show_k
             lw=0.7,
             zorder=4,
         )
-    _fit_intervals(ax, ok, metric)
+    fit_intervals(ax, ok, metric)
     ax.grid(alpha=0.3)
-
-
-def _fit_intervals(ax: Any, rows: pd.DataFrame, metric: str) -> None:
-    """Y limits that hold every mean and its whole interval (a wide interval squeezes the means
-    together rather than leaving the axes: differences inside the noise then look like it)."""
-    means = rows[metric].dropna()
-    if means.empty:
-        return
-    ci = rows.get(f"{metric}_ci", pd.Series(0.0, index=rows.index)).fillna(0)
-    low, high = float((rows[metric] - ci).min()), float((rows[metric] + ci).max())
-    pad = 0.05 * ((high - low) or abs(high) or 1.0)
-    ax.set_ylim(low - pad, high + pad)
-
-
-def _mark_clipped(ax: Any, x: Any, means: Any, ci: Any, colors: Sequence[Any]) -> None:
-    """Where an interval leaves the axes, a triangle on the edge (▲ above, ▼ below) in the
-    line's colour, and a note in the panel, so that a cut interval is not read as a short one."""
-    if ci is None:
-        return
-    low, high = ax.get_ylim()
-    x, means, ci = (np.asarray(v, dtype=float) for v in (x, means, ci))
-    ci = np.nan_to_num(ci)
-    up, down = means + ci > high, means - ci < low
-    colors = np.asarray(colors, dtype=object)
-    for mask, y, marker in ((up, high, "^"), (down, low, "v")):
-        if mask.any():
-            ax.scatter(
-                x[mask],
-                np.full(mask.sum(), y),
-                marker=marker,
-                s=28,
-                c=list(colors[mask]),
-                edgecolors="black",
-                lw=0.5,
-                clip_on=False,
-                zorder=5,
-            )
-    if up.any() or down.any():
-        ax.text(
-            0.99,
-            0.01,
-            "▲▼ interval continues beyond the axes",
-            ha="right",
-            va="bottom",
-            fontsize=6,
-            color="0.3",
-            transform=ax.transAxes,
-        )
-
-
-def _clip_to_means(ax: Any, rows: pd.DataFrame, metric: str) -> None:
-    """Y limits that keep the means readable when a few seeds give very wide intervals: the
-    intervals are drawn but may leave the axes (at most one span of the means beyond them)."""
-    means = rows[metric].dropna()
-    if means.empty:
-        return
-    ci = rows.get(f"{metric}_ci", pd.Series(0.0, index=rows.index)).fillna(0)
-    lo, hi = float(means.min()), float(means.max())
-    span = (hi - lo) or abs(hi) or 1.0
-    low = max(float((rows[metric] - ci).min()), lo - span)
-    high = min(float((rows[metric] + ci).max()), hi + span)
-    pad = 0.05 * (high - low or span)
-    ax.set_ylim(low - pad, high + pad)
 
 
 # -- everything -----------------------------------------------------------------------------------

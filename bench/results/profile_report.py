@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.results.report import fmt, heading, markdown_table, text_table
+from bench.results.text import fmt, heading, markdown_table, text_table
 
 # -- `bench profile` folders ----------------------------------------------------------------------
 PROFILE_RUN_COLUMNS = (

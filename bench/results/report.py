@@ -1,26 +1,35 @@
-"""Reports from results rows: pivot tables (sampler × steps), paired differences, short report.
+"""Reports from results rows: pivot tables (sampler × steps) and paired differences.
 
 ``bench report`` builds a :class:`Report` from a run folder and renders it as a terminal table,
-Markdown (for a CI job summary), CSV or parquet; ``bench run`` ends with :func:`short_report`.
+Markdown (for a CI job summary), CSV or parquet; ``bench run`` ends with the condensed form
+(:mod:`bench.results.short_report`). Floors are in :mod:`bench.results.floors`, numbers and
+tables as text in :mod:`bench.results.text`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 
+from bench.results.floors import (
+    DATA_FLOOR_METRICS,
+    FLOOR_MARK,
+    FLOOR_RULE,
+    Floor,
+    draws_text,
+    floor_of,
+    floor_row,
+    floor_summary_columns,
+    inside_floor,
+)
 from bench.results.frame import (
     CONFIG_COLUMNS,  # noqa: F401  (re-exported: older callers import it from here)
-    FLOOR_DRAWS,
     LABEL,
-    SAMPLER_COLUMNS,
     Directions,
     floor_columns,
-    group_columns,
     is_numeric,
     key_value,
     metric_columns,
@@ -28,6 +37,7 @@ from bench.results.frame import (
     varying,
 )
 from bench.results.stats import context_columns, paired_differences, resolve_sampler, summarize
+from bench.results.text import estimate, fmt, heading, markdown_table, signed, text_table
 
 TIME_COLUMNS = ("nfe", "wall_clock_s")
 
@@ -46,160 +56,6 @@ def time_columns(frame: pd.DataFrame) -> list[str]:
 
 BLOCK_BASE = ("model", "sde")
 SKIP_IN_BLOCK = ("steps", "seed", "metrics", "eps", "sde_options")
-
-
-# -- numbers as text ------------------------------------------------------------------------------
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits; ``-`` for missing values."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
-        return str(int(value))
-    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else str(value)
-
-
-def estimate(mean: float, ci: float, digits: int = 4) -> str:
-    """``mean ± ci`` (the interval with two significant digits), or the mean alone."""
-    if mean is None or math.isnan(mean):
-        return "-"
-    if ci is None or math.isnan(ci):
-        return fmt(mean, digits)
-    return f"{fmt(mean, digits)} ± {ci:.2g}"
-
-
-def signed(mean: float, ci: float) -> str:
-    """A difference with its sign, ``+0.012 ± 0.004``."""
-    text = estimate(mean, ci)
-    return text if text.startswith("-") else f"+{text}"
-
-
-# -- floors ---------------------------------------------------------------------------------------
-FLOOR_Z = 2.0
-"""Width of the floor band in standard deviations (about 95 % of exact draws fall inside)."""
-
-FLOOR_MARK = "≈floor"
-"""Appended to a value (or a difference between samplers) that lies inside its floor."""
-
-SHORT_FLOOR_MARK = "≈"
-"""The same mark in ``bench run``'s condensed table."""
-
-
-@dataclass(frozen=True)
-class Floor:
-    """What exact samples score on a metric at the cell's n: the mean and standard deviation
-    of the metric over ``draws`` independent exact sets (``inf`` when the rows do not say).
-
-    The rule (also in ``docs/reports.md``), with z = :data:`FLOOR_Z`:
-
-    * a mean over s seeds is *inside the floor* when it is within
-      ``band(s) = z·sd·√(1/s + 1/draws)`` of the floor, or beyond it on the good side: for a
-      lower-is-better metric, value ≤ floor + band; higher-is-better, value ≥ floor − band.
-      An exact sampler's mean over s seeds lands there about 95 % of the time, so such a value
-      cannot be told from exact sampling. Informational columns (``logp``) are not marked;
-    * a difference between two samplers over p seed pairs is *inside the floor* when
-      |difference| ≤ ``pair_band(p) = z·sd·√(2/p)``: two independent exact sets differ by as
-      much, so the metric cannot rank the two samplers at this n.
-    """
-
-    mean: float
-    sd: float
-    draws: float = math.inf
-    source: str = "exact samples"
-    """What scores the floor: ``exact samples`` (oracles) or ``real data`` (FID/KID)."""
-
-    def band(self, seeds: int) -> float:
-        """Half-width of the floor band for a mean over ``seeds`` seeds."""
-        return FLOOR_Z * self.sd * math.sqrt(1 / max(int(seeds), 1) + 1 / self.draws)
-
-    def pair_band(self, pairs: int) -> float:
-        """Largest difference between two samplers' means over ``pairs`` seeds that lies
-        inside the floor."""
-        return FLOOR_Z * self.sd * math.sqrt(2 / max(int(pairs), 1))
-
-    def holds(self, value: float, direction: str, seeds: int) -> bool:
-        """True when ``value`` (a mean over ``seeds`` seeds) is inside the floor."""
-        if value is None or math.isnan(value):
-            return False
-        band = self.band(seeds)
-        if direction == "lower":
-            return value <= self.mean + band
-        if direction == "higher":
-            return value >= self.mean - band
-        return False  # informational: no better side, nothing to rank
-
-    def text(self) -> str:
-        """``0.157 (sd 0.032)``."""
-        return f"{fmt(self.mean)} (sd {self.sd:.2g})"
-
-
-def floor_of(rows: pd.DataFrame, metric: str) -> Floor | None:
-    """The floor of ``metric`` in ``rows`` (the ok cells, or summary rows, of one model and n:
-    their values are averaged); None when the rows carry none."""
-    if "status" in rows and "n_ok" not in rows:
-        rows = rows[rows["status"] == "ok"]
-    cols = floor_columns(rows, metric)
-    if cols is None:
-        return None
-    mean = pd.to_numeric(rows[cols[0]], errors="coerce").dropna()
-    sd = pd.to_numeric(rows[cols[1]], errors="coerce").dropna()
-    if mean.empty or sd.empty:
-        return None
-    draws = math.inf
-    if FLOOR_DRAWS in rows:
-        counts = pd.to_numeric(rows[FLOOR_DRAWS], errors="coerce").dropna()
-        draws = float(counts.min()) if len(counts) else math.inf
-    return Floor(float(mean.mean()), float(sd.mean()), draws, floor_source(cols[0]))
-
-
-def row_floor(row: Mapping[str, Any] | pd.Series, metric: str) -> Floor | None:
-    """The floor of ``metric`` carried by one summary row (see :func:`floor_of`)."""
-    for mean in (f"{metric}_ref", f"{metric}_floor"):
-        m, sd = _real(row.get(mean)), _real(row.get(f"{mean}_std"))
-        if m is not None and sd is not None:
-            draws = _real(row.get(FLOOR_DRAWS))
-            return Floor(m, sd, draws if draws else math.inf, floor_source(mean))
-    return None
-
-
-def floor_source(column: str) -> str:
-    """``exact samples`` for an oracle's ``<metric>_ref``, ``real data`` for ``<metric>_floor``."""
-    return "real data" if column.endswith("_floor") else "exact samples"
-
-
-def _real(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return None if math.isnan(value) else float(value)
-
-
-def floor_summary_columns(frame: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
-    """The floor columns of ``metrics`` (and ``floor_draws``) present in ``frame``: averaged by
-    :func:`bench.results.stats.summarize` beside the metrics, so every summary row has its own."""
-    out: list[str] = []
-    for metric in metrics:
-        cols = floor_columns(frame, metric)
-        out += [c for c in cols or () if c not in out]
-    if out and FLOOR_DRAWS in frame:
-        out.append(FLOOR_DRAWS)
-    return out
-
-
-def inside_floor(row: Mapping[str, Any], metric: str, directions: Directions) -> bool:
-    """True when a summary row's mean of ``metric`` lies inside its own floor."""
-    floor = row_floor(row, metric)
-    value = _real(row.get(metric))
-    if floor is None or value is None:
-        return False
-    return floor.holds(value, directions(metric), int(row.get("n_ok") or 1))
-
-
-FLOOR_RULE = (
-    f"{FLOOR_MARK} marks a value within the floor: what exact samples (or, for FID/KID, real "
-    "data) score at this n "
-    f"(mean and sd over independent exact draws; within {FLOOR_Z:g} sd·√(1/seeds + 1/draws) of "
-    f"it, or better), or a difference between samplers within {FLOOR_Z:g} sd·√(2/pairs): "
-    "the metric cannot tell such a sampler from exact sampling, nor two such samplers apart."
-)
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -417,11 +273,6 @@ def pivot(block: pd.DataFrame, metric: str, directions: Directions) -> pd.DataFr
     return table
 
 
-def floor_row(floor: Floor) -> str:
-    """The label of a pivot's last row, the floor's mean (sd) at the block's n."""
-    return f"{floor.source} (floor)"
-
-
 def _cells(
     row: pd.Series | None, metric: str, directions: Directions | None = None
 ) -> tuple[str, str, str]:
@@ -475,27 +326,6 @@ def paired_pivot(paired: pd.DataFrame, metric: str, floor: Floor | None = None) 
 
 
 # -- rendering ------------------------------------------------------------------------------------
-def text_table(table: pd.DataFrame) -> str:
-    """A plain aligned table for the terminal."""
-    if table.empty:
-        return "(empty)"
-    return table.to_string(index=False, na_rep="-")
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (first column left-aligned, others right-aligned)."""
-    if table.empty:
-        return "_(empty)_"
-
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    header = "| " + " | ".join(cell(c) for c in table.columns) + " |"
-    align = "|" + "|".join(":---" if i == 0 else "---:" for i in range(table.shape[1])) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, align, *body])
-
-
 def render(report: Report, markdown: bool = False) -> str:
     """The whole report as terminal text or Markdown."""
     table = markdown_table if markdown else text_table
@@ -549,13 +379,6 @@ def _paired_blocks(report: Report) -> Iterator[tuple[str, pd.DataFrame]]:
         yield " · ".join(str(v) for v in values), rows
 
 
-def heading(text: str, level: int, markdown: bool) -> str:
-    """A Markdown heading, or the text underlined (``=``, ``-``, ``·`` by level)."""
-    if markdown:
-        return f"{'#' * level} {text}"
-    return text + "\n" + ("=" if level == 1 else "-" if level == 2 else "·") * len(text)
-
-
 def _metric_title(report: Report, metric: str, cells: pd.DataFrame | None = None) -> str:
     """``fid (lower is better): digits-classifier@4fe071e4, n=64 vs digits:train n=1437``."""
     way = {"lower": "lower is better", "higher": "higher is better", "info": "informational"}
@@ -563,19 +386,10 @@ def _metric_title(report: Report, metric: str, cells: pd.DataFrame | None = None
     how = provenance(rows, metric)
     floor = floor_of(rows, metric)
     if floor is not None:
-        how += ("; " if how else "") + f"floor {floor.text()}" + _draws(floor)
+        how += ("; " if how else "") + f"floor {floor.text()}" + draws_text(floor)
     elif metric_owner(rows, metric) in DATA_FLOOR_METRICS:
         how += ("; " if how else "") + "no floor in these rows (see `bench fid-floor`)"
     return f"{metric} ({way[report.directions(metric)]})" + (f": {how}" if how else "")
-
-
-DATA_FLOOR_METRICS = ("fid", "kid")
-"""Metrics whose floor is the data's own score at n (``bench fid-floor``): their rows would
-carry it as ``<metric>_floor`` and ``<metric>_floor_std``; a report says when they do not."""
-
-
-def _draws(floor: Floor) -> str:
-    return f" over {int(floor.draws)} exact draws" if math.isfinite(floor.draws) else ""
 
 
 def _preamble(report: Report) -> str:
@@ -593,10 +407,10 @@ def _preamble(report: Report) -> str:
         stat = "one seed per cell: no intervals; s is wall-clock seconds of sampling"
     floors = FLOOR_RULE if any(floor_of(frame, m) for m in report.metrics) else ""
     parts = [f"{len(frame)} cells ({status}) · seeds {seeds_text} · {stat}.", floors]
-    return " ".join(p for p in [*parts, _reference_note(frame)] if p)
+    return " ".join(p for p in [*parts, reference_note(frame)] if p)
 
 
-def _reference_note(frame: pd.DataFrame) -> str:
+def reference_note(frame: pd.DataFrame) -> str:
     """Constant informational ``*_ref`` columns that are not floors (``logp_ref`` of older
     rows, with no spread) as one sentence."""
     floors = {c for m in metric_columns(frame) for c in floor_columns(frame, m) or ()}
@@ -604,30 +418,6 @@ def _reference_note(frame: pd.DataFrame) -> str:
     ok = frame[frame["status"] == "ok"]
     values = [f"{c}={fmt(ok[c].iloc[0])}" for c in info if c in ok and ok[c].nunique() == 1]
     return f"Exact-sample reference values: {', '.join(values)}." if values else ""
-
-
-def floor_lines(frame: pd.DataFrame, metrics: Sequence[str], directions: Directions) -> list[str]:
-    """One line per model and n giving every metric's floor, e.g. ``floor (exact samples,
-    mean ± sd over 16 draws): swd↓ 0.157 ± 0.032, ...``."""
-    keys = [c for c in ("model", "samples") if c in frame]
-    ok = frame[frame["status"] == "ok"]
-    groups = ok.groupby(keys, sort=False, dropna=False) if keys else [((), ok)]
-    parts = []
-    for values, rows in groups:
-        found = [(m, floor_of(rows, m)) for m in metrics]
-        found = [(m, f) for m, f in found if f is not None]
-        if not found:
-            continue
-        values = values if isinstance(values, tuple) else (values,)
-        where = ", ".join(f"{c}={fmt(v)}" if c != "model" else str(v) for c, v in zip(keys, values))
-        draws = {f.draws for _, f in found}
-        over = f"over {int(min(draws))} draws" if all(map(math.isfinite, draws)) else "over draws"
-        text = ", ".join(f"{m}{directions.arrow(m)} {fmt(f.mean)} ± {f.sd:.2g}" for m, f in found)
-        source = " / ".join(dict.fromkeys(f.source for _, f in found))
-        parts.append(f"floor at {where} ({source}, mean ± sd {over}): {text}")
-    if len(parts) > 1 and len({p.split(" (", 1)[1] for p in parts}) == 1:
-        parts = parts[:1]
-    return parts
 
 
 def not_ok_lines(frame: pd.DataFrame) -> list[str]:
@@ -646,86 +436,3 @@ def not_ok_lines(frame: pd.DataFrame) -> list[str]:
             f"{row['status']}: {row.get('reason', '')}{seeds}".strip()
         )
     return lines
-
-
-# -- the short report printed by `bench run` ------------------------------------------------------
-def short_report(
-    rows: list[dict[str, Any]],
-    confidence: float = 0.95,
-    *,
-    registry: Any | None = None,
-    directions: Directions | None = None,
-) -> str:
-    """The table ``bench run`` prints: one line per config (mean ± CI when there are several
-    seeds), how each metric was measured (extractor, n, reference), then the cells that are not
-    ok. It is the condensed form of ``bench report``.
-
-    Args:
-        rows: the run's rows.
-        confidence: level of the intervals.
-        registry: the plugin registry, so that a loaded metric's ``higher_is_better`` sets its
-            arrow (:meth:`bench.results.frame.Directions.from_registry`).
-        directions: the directions to use (overrides ``registry``).
-    """
-    if not rows:
-        return "(no results)"
-    frame = to_frame(rows)
-    directions = directions or Directions.from_registry(registry)
-    metrics = metric_columns(frame, include_info=False)
-    timing = time_columns(frame)
-    floors = [c for c in floor_summary_columns(frame, metrics) if c not in metrics]
-    summary = summarize(frame, metrics + floors + timing, confidence)
-    shown = [c for c in ("sde", LABEL, "steps") if c in summary]
-    shown += [
-        c
-        for c in varying_within(summary, group_columns(summary), "sde")
-        if c not in shown and c not in SAMPLER_COLUMNS
-    ]
-    table = summary[shown].copy().rename(columns={LABEL: "sampler"})
-    for col in table.columns:  # steps of 10.0 beside an ode's NaN print as 10 and -
-        if pd.api.types.is_float_dtype(table[col]):
-            table[col] = [fmt(v) for v in table[col]]
-    table["status"] = summary["status"]
-    marked = False
-    for col in [*timing, *metrics]:
-        if col in summary:
-            head = {"wall_clock_s": "s"}.get(col, f"{col}{directions.arrow(col)}")
-            ci = summary[f"{col}_ci"] if col in metrics else [math.nan] * len(summary)
-            texts = []
-            for (_, row), m, c in zip(summary.iterrows(), summary[col], ci):
-                text = estimate(m, c) if row["n_ok"] else "-"
-                if col in metrics and row["n_ok"] and inside_floor(row, col, directions):
-                    text += f" {SHORT_FLOOR_MARK}"
-                    marked = True
-                texts.append(text)
-            table[head] = texts
-    seeds = int(summary["seeds"].max())
-    footer = [f"mean ± {confidence:.0%} CI over {seeds} seeds (Student t)"] if seeds > 1 else []
-    footer += provenance_lines(frame, metrics, directions)
-    footer += floor_lines(frame, metrics, directions)
-    if marked:
-        footer.append(
-            f"{SHORT_FLOOR_MARK} : inside the floor (within {FLOOR_Z:g} sd·√(1/seeds + 1/draws) "
-            "of what exact samples or real data score at this n, or better): not distinguishable "
-            "from exact sampling, so not ranked by this metric; see docs/reports.md"
-        )
-    footer += [_reference_note(frame)]
-    text = text_table(table) + "\n\n" + "\n".join(line for line in footer if line)
-    text = text.rstrip()
-    lines = not_ok_lines(frame)
-    return text + ("\n\nnot ok:\n" + "\n".join(f"  {n}" for n in lines) if lines else "")
-
-
-def provenance_lines(
-    frame: pd.DataFrame, metrics: Sequence[str], directions: Directions
-) -> list[str]:
-    """One line per distinct provenance, naming the metrics measured that way, e.g.
-    ``fid↓, kid↓: digits-classifier@4fe071e4, n=360 vs digits:train n=1437``."""
-    by_text: dict[str, list[str]] = {}
-    for metric in metrics:
-        if directions(metric) == "info" and metric_owner(frame, metric) != metric:
-            continue  # kid_subsets and the like describe kid: they need no line of their own
-        how = provenance(frame, metric)
-        if how:
-            by_text.setdefault(how, []).append(f"{metric}{directions.arrow(metric)}")
-    return [f"{', '.join(names)}: {how}" for how, names in by_text.items()]

@@ -11,7 +11,8 @@ import pandas as pd
 
 from bench.results.frame import LABEL
 from bench.results.plots import MAX_SAMPLE_ROWS, _pyplot, save, slug
-from bench.results.report import Report, fmt
+from bench.results.report import Report
+from bench.results.text import fmt
 
 
 # -- samples --------------------------------------------------------------------------------------

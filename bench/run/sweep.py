@@ -289,7 +289,7 @@ class Sweep:
             raise
         if not main:
             return []
-        from bench.results.report import short_report
+        from bench.results.short_report import short_report
 
         click.echo(short_report(self.store.rows(), registry=self.session.registry))
         say(f"results: {self.store.csv_path}")

@@ -69,18 +69,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"device {device}, {args.threads} thread(s), torch {torch.__version__}, median of "
-          f"{args.repeats} runs")
-    print(f"{'configuration':42} {'batch':>5} {'draws':>5} {'per-sample':>11} {'one gen.':>9} "
-          f"{'difference':>10}")
+    print(
+        f"device {device}, {args.threads} thread(s), torch {torch.__version__}, median of "
+        f"{args.repeats} runs"
+    )
+    print(
+        f"{'configuration':42} {'batch':>5} {'draws':>5} {'per-sample':>11} {'one gen.':>9} "
+        f"{'difference':>10}"
+    )
     for name, batch, shape, draws in CASES:
         a, b = [], []
         for _ in range(args.repeats):  # interleaved, so drift hits both alike
             a.append(per_sample(batch, shape, draws, device))
             b.append(one_generator(batch, shape, draws, device))
         ma, mb = statistics.median(a), statistics.median(b)
-        print(f"{name:42} {batch:5d} {draws:5d} {ma * 1e3:9.1f}ms {mb * 1e3:7.1f}ms "
-              f"{(ma - mb) * 1e3:+8.1f}ms")
+        print(
+            f"{name:42} {batch:5d} {draws:5d} {ma * 1e3:9.1f}ms {mb * 1e3:7.1f}ms "
+            f"{(ma - mb) * 1e3:+8.1f}ms"
+        )
 
 
 if __name__ == "__main__":
