@@ -18,7 +18,7 @@ bench fid-floor --split test --against train --n 360 --json > "$out/floor.json"
 bench fid-floor --n 360 --repeats 5 --json > "$out/floor-split-half.json"
 
 # The paper's default samplers: VE reverse diffusion + Langevin (snr 0.16); VP and sub-VP
-# Euler–Maruyama (score_sde.md §2.5). VE also with Euler–Maruyama (digits_training.md's best).
+# Euler–Maruyama. VE also with Euler–Maruyama.
 run() {  # model sde predictor corrector
     local dir="$out/$1-$3-$4"
     echo "$(date -u +%H:%M:%S) $1 $3+$4" >&2

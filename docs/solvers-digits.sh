@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The solvers on the shipped digits models (docs/solvers.md): FID and KID against NFE at about
-# 5, 10, 20 and 50 NFE, and the paper's Euler–Maruyama sampler at 100 and 300 steps. CPU, 2 threads.
+# 5, 10, 20 and 50 NFE, and the paper's samplers at 100–2,000 NFE (Euler–Maruyama at 100–2,000 steps,
+# reverse diffusion + Langevin at 1,000). CPU, 2 threads.
 #
 #   docs/solvers-digits.sh [OUT_DIR]     (default: results/solvers-digits)
 #
@@ -20,7 +21,9 @@ for m in ve vp subvp; do
         --steps 5,10,20,50 "${common[@]}" --out "$dir"
     bench run --model "digits-$m" --samplers heun --steps 3,5,10,25 "${common[@]}" --out "$dir"
     bench run --model "digits-$m" --samplers pc --predictors euler_maruyama --correctors none \
-        --steps 100,300 "${common[@]}" --out "$dir"
+        --steps 100,300,1000,2000 "${common[@]}" --out "$dir"
+    bench run --model "digits-$m" --samplers pc --predictors reverse_diffusion --correctors langevin \
+        --steps 1000 "${common[@]}" --out "$dir"
 done
 # the same samplers at 5 and 10 steps on every schedule: how much of the few-step ranking is the schedule
 for m in vp subvp; do

@@ -1,7 +1,7 @@
 """A small CNN classifier of the 8×8 digits: the offline feature extractor for FID/KID.
 
 Its 128-d penultimate layer (after ReLU) feeds FID and KID; its logits can feed the Inception
-Score. Recipe (reference/digits_training.md): conv32 → conv64 → max-pool → conv128 → fc128 →
+Score. Recipe (plugins/weights/README.md): conv32 → conv64 → max-pool → conv128 → fc128 →
 fc10, dropout 0.3, random ±1 pixel roll augmentation, Adam, trained on the digits ``train``
 split and evaluated on ``test``. The shipped weights are a safetensors file beside a JSON file
 that records the test accuracy, seed and the command that made them.

