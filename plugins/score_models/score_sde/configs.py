@@ -10,13 +10,13 @@ and the label/score conventions are typed; the rest is kept in :attr:`ScoreSdeCo
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bench.checkpoints import read_json
 from bench.errors import BenchError
 
 SDES = ("vesde", "vpsde", "subvpsde")
@@ -177,13 +177,7 @@ def load_config(name_or_path: str | os.PathLike[str]) -> ScoreSdeConfig:
             f"unknown score_sde config {text!r}; valid names: {', '.join(names)} "
             "(or the path of a config.json)"
         )
-    if not path.is_file():
-        raise BenchError(f"score_sde config file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path}: unreadable score_sde config ({exc})") from None
-    return config_from_dict(data, label)
+    return config_from_dict(read_json(path, "score_sde config"), label)
 
 
 def config_from_dict(data: Any, source: str = "config") -> ScoreSdeConfig:
