@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import types
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 
 def shipped_folder(name: str) -> Path:
@@ -27,3 +30,19 @@ class Exploit:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def fake_edm_persistence(monkeypatch: Any) -> types.FunctionType:
+    """A stand-in for EDM's ``torch_utils.persistence._reconstruct_persistent_obj``, so that
+    :mod:`pickle` writes the same global reference as EDM's pickles (only while dumping)."""
+
+    def _reconstruct_persistent_obj(meta):  # never called: the loader maps the global
+        raise AssertionError("the original reconstructor must never run")
+
+    module = types.ModuleType("torch_utils.persistence")
+    _reconstruct_persistent_obj.__module__ = module.__name__
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    module._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", module)
+    return _reconstruct_persistent_obj

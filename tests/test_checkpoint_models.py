@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError, Unsupported
-from tests.files import Exploit
+from tests.files import Exploit, fake_edm_persistence
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "checkpoints"
 SCORE_SDE = (
@@ -563,20 +563,11 @@ def test_refused_embedded_source_is_never_executed(tmp_path, monkeypatch):
     """An EDM-style persistence record whose module source would create a file: the CLI
     refuses the file in one line and the source never runs."""
     import sys
-    import types
 
     marker = tmp_path / "executed"
     src = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass EDMPrecond: pass\n"
 
-    def _reconstruct_persistent_obj(meta):  # pragma: no cover - never called
-        raise AssertionError("the original reconstructor must never run")
-
-    module = types.ModuleType("torch_utils.persistence")
-    _reconstruct_persistent_obj.__module__ = module.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    module._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", module)
+    reconstruct = fake_edm_persistence(monkeypatch)
 
     class Persistent:
         def __init__(self, class_name: str, modules: dict) -> None:
@@ -585,7 +576,7 @@ def test_refused_embedded_source_is_never_executed(tmp_path, monkeypatch):
             self.meta["state"] = state | {"_init_kwargs": {}}
 
         def __reduce__(self):
-            return (_reconstruct_persistent_obj, (self.meta,))
+            return (reconstruct, (self.meta,))
 
     path = tmp_path / "network.pkl"
     net = Persistent("EDMPrecond", {"model": Persistent("SongUNet", {})})

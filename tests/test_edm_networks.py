@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from bench_plugins.score_models.edm.unpickler import ModuleRecord, PersistentRec
 from safetensors.torch import load_file
 
 from bench.errors import BenchError
-from tests.files import Exploit
+from tests.files import Exploit, fake_edm_persistence
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "shared" / "checkpoints"
 FOLDERS = ["edm_vp_ddpmpp", "edm_ve_ncsnpp", "edm_edm_ddpmpp", "edm_edm_adm"]
@@ -203,22 +202,6 @@ def test_use_fp16_on_cuda():
 # ---------------------------------------------------------------------------- safety
 
 
-def _fake_persistence(monkeypatch) -> types.FunctionType:
-    """A stand-in for EDM's ``torch_utils.persistence._reconstruct_persistent_obj``, so that
-    :mod:`pickle` writes the same global reference as EDM's pickles (only while dumping)."""
-
-    def _reconstruct_persistent_obj(meta):  # never called: the loader maps the global
-        raise AssertionError("the original reconstructor must never run")
-
-    module = types.ModuleType("torch_utils.persistence")
-    _reconstruct_persistent_obj.__module__ = module.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    module._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", module)
-    return _reconstruct_persistent_obj
-
-
 class _Persistent:
     """Pickles as ``_reconstruct_persistent_obj(meta)``, like an EDM persistent object."""
 
@@ -245,7 +228,7 @@ def _one_line_error(path: Path, match: str) -> str:
 def test_embedded_module_source_is_never_executed(tmp_path, monkeypatch):
     marker = tmp_path / "executed"
     src = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass EDMPrecond: pass\n"
-    reconstruct = _fake_persistence(monkeypatch)
+    reconstruct = fake_edm_persistence(monkeypatch)
     unet = _record(reconstruct, "DhariwalUNet", src)
     path = tmp_path / "network.pkl"
     path.write_bytes(
@@ -306,7 +289,7 @@ def test_broken_files_give_one_line(tmp_path):
 def test_wrong_contents_give_one_line(tmp_path, monkeypatch):
     (tmp_path / "no_ema.pkl").write_bytes(pickle.dumps({"net": 1}))
     _one_line_error(tmp_path / "no_ema.pkl", "no 'ema' network")
-    reconstruct = _fake_persistence(monkeypatch)
+    reconstruct = fake_edm_persistence(monkeypatch)
     for cls, unet, match in [
         ("iDDPMPrecond", "DhariwalUNet", "unsupported preconditioner 'ema' class 'iDDPMPrecond'"),
         ("EDMPrecond", "StyleGAN", "unsupported UNet class 'StyleGAN'"),
