@@ -108,7 +108,7 @@ def settle_outcomes(outcomes: list[dict[str, Any]], cell_id: str) -> dict[str, A
     ``unsupported`` or ``error`` raised on the first batch is the cell's own, and the row says
     so with the reason of the first rank that gave it. When they disagree (some failed, others
     sampled), the row would be a lie: the run ends naming the rank."""
-    voters = [o for o in outcomes if o["status"] != "ok" or o.get("samples", 1) > 0]
+    voters = [o for o in outcomes if o["status"] != "ok" or o["samples"] > 0]
     if len({o["status"] for o in voters}) <= 1:
         return voters[0] if voters else {"status": "ok"}
     rank, why = next((r, o) for r, o in enumerate(outcomes) if o["status"] != "ok")
