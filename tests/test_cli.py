@@ -351,6 +351,29 @@ def test_unknown_list_kind_and_command():
     assert invoke("frobnicate").exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["run", "-p", "x.py"], "bench -p MODULE_OR_FILE run ..."),
+        (["run", "--steps", "3", "--plugin=x.py"], "bench --plugin MODULE_OR_FILE run ..."),
+        (["report", "--plugins-dir", "d", "r"], "bench --plugins-dir DIR report ..."),
+        (["compare", "--strict-plugins"], "bench --strict-plugins compare ..."),
+    ],
+)
+def test_an_option_of_bench_after_the_command_says_where_it_goes(args, hint):
+    result = CliRunner().invoke(cli, args, prog_name="bench")
+    assert result.exit_code == 2
+    option = hint.split()[1]
+    assert f"No such option '{option}' for '{args[0]}'" in result.stderr
+    assert f"goes before the command: {hint}" in result.stderr
+
+
+def test_an_unknown_option_keeps_clicks_message():
+    result = CliRunner().invoke(cli, ["run", "--stepz", "3"], prog_name="bench")
+    assert result.exit_code == 2
+    assert "No such option '--stepz'" in result.stderr and "before the command" not in result.stderr
+
+
 def test_list_and_plugins_json():
     listing = json.loads(invoke("list", "predictors", "--json").stdout)
     names = {p["name"]: p for p in listing}

@@ -298,6 +298,52 @@ def test_command_lists_missing_cells(runs):
     assert invoke(base, cur, "--allow-missing").exit_code == 0
 
 
+def test_nothing_matched_lists_the_values_on_one_side_only(runs):
+    """The README's old mistake: a run compared with a baseline of another grid."""
+    base = seeds(BASE, steps=25) + seeds(BASE, steps=50) + seeds(BASE, sde="ve", steps=25)
+    cur = [*seeds(BASE, steps=10, samples=4000), *seeds(BASE, steps=100, samples=4000)]
+    result = run(base, cur)
+    assert result.matched == 0
+    assert result.differences == {
+        "sde": (["ve"], []),
+        "steps": (["25", "50"], ["10", "100"]),  # numeric order, not text order
+        "samples": (["100"], ["4000"]),
+    }
+    out = invoke(runs("base", base), runs("cur", cur))
+    assert out.exit_code == 1  # as before: baseline cells are missing
+    lines = out.output.splitlines()
+    start = lines.index("nothing matched: the runs differ in")
+    table = lines[lines.index("dimension  baseline only  current only", start) :][:4]
+    assert [line.split() for line in table[1:]] == [
+        ["sde", "ve", "-"],
+        ["steps", "25", "|", "50", "10", "|", "100"],
+        ["samples", "100", "4000"],
+    ]
+    allowed = invoke(runs("base2", base), runs("cur2", cur), "--allow-missing")
+    assert allowed.exit_code == 0 and "nothing matched" in allowed.output
+
+
+def test_nothing_matched_with_the_same_values_in_other_combinations(runs):
+    base = seeds(BASE, steps=25) + seeds(BASE, sde="ve", steps=50)
+    cur = seeds(BASE, steps=50) + seeds(BASE, sde="ve", steps=25)
+    assert run(base, cur).differences == {}
+    out = invoke(runs("base", base), runs("cur", cur))
+    assert out.exit_code == 1 and "only their combinations differ" in " ".join(out.output.split())
+
+
+def test_a_partial_match_is_not_explained_as_nothing_matched(runs):
+    base = seeds(BASE, steps=25) + seeds(BASE, steps=50)
+    result = run(base, seeds(BASE, steps=25))
+    assert result.matched == 1 and result.differences == {"steps": (["50"], [])}
+    out = invoke(runs("base", base), runs("cur", seeds(BASE, steps=25)))
+    assert "nothing matched" not in out.output
+    unset = run(seeds(BASE, corrector="langevin"), seeds(BASE))  # snr None vs 0.16
+    assert unset.differences["snr"] == (["0.16"], ["-"])
+    pc, p = runs("pc", seeds(BASE, corrector="langevin")), runs("p", seeds(BASE))
+    markdown = invoke(pc, p, "--format", "markdown")
+    assert "| snr | 0.16 | (empty) |" in markdown.output
+
+
 def test_command_reads_pyproject(runs, tmp_path, monkeypatch):
     base = runs("base", seeds(BASE))
     cur = runs("cur", seeds(with_swd([0.13, 0.14, 0.15])))  # +0.03: within swd = 0.5

@@ -46,6 +46,8 @@ class BenchGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            raise self._misplaced(ctx, exc) from None
         except BenchError as exc:
             error = click.ClickException(str(exc))
             error.exit_code = 2
@@ -58,6 +60,21 @@ class BenchGroup(click.Group):
             if interrupts.received():  # Ctrl-C that third-party code turned into another error
                 self._interrupted()
             raise
+
+    def _misplaced(self, ctx: click.Context, exc: click.NoSuchOption) -> click.UsageError:
+        """An option of ``bench`` itself (``-p``) given after a command: say where it goes."""
+        for param in self.params:
+            if exc.option_name in param.opts + param.secondary_opts and param.expose_value:
+                flag = getattr(param, "is_flag", False)
+                usage = exc.option_name if flag else f"{exc.option_name} {param.metavar}"
+                command = exc.ctx.info_name if exc.ctx else "COMMAND"
+                return click.UsageError(
+                    f"No such option {exc.option_name!r} for {command!r}: it belongs to "
+                    f"{ctx.info_name!r} and goes before the command: "
+                    f"{ctx.info_name} {usage} {command} ...",
+                    ctx=exc.ctx,
+                )
+        return exc
 
     @staticmethod
     def _interrupted() -> None:
@@ -164,6 +181,7 @@ from bench.cli.fidelity import (  # noqa: E402
     train_classifier_command,
 )
 from bench.cli.likelihood import likelihood_command  # noqa: E402
+from bench.cli.order import order_command  # noqa: E402
 from bench.cli.profile import profile_command  # noqa: E402
 from bench.cli.report import compare_command, report_command  # noqa: E402
 from bench.cli.run import run_command  # noqa: E402
@@ -181,5 +199,6 @@ for command in (
     fid_weights_command,
     likelihood_command,
     tune_snr_command,
+    order_command,
 ):
     cli.add_command(command)

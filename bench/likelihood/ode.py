@@ -28,7 +28,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy import integrate
 from torch import Tensor
 
 from bench.core.sde import SDE
@@ -184,6 +183,8 @@ def integrate_batch(
         device, dtype: where and in which precision the score runs (default: x0's).
         on_time: called with the solver's time after every accepted step (progress).
     """
+    from scipy import integrate  # 0.5-0.9 s to import: only when a likelihood is computed
+
     if method not in SOLVERS:
         raise BenchError(f"unknown ODE solver {method!r}; use one of {', '.join(SOLVERS)}")
     if not 0 < eps < sde.T:

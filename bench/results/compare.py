@@ -61,6 +61,9 @@ class Comparison:
         identity: every identifying column, in the order of :attr:`table`.
         constant: identifying columns with one value in every compared group (not shown in
             the tables; named once above them).
+        differences: per identifying column whose values differ between the runs, the values
+            found in the baseline only and in the current run only (canonical text, sorted):
+            what explains a comparison in which nothing matched.
     """
 
     table: pd.DataFrame
@@ -74,6 +77,7 @@ class Comparison:
     matched: int = 0
     identity: list[str] = field(default_factory=list)
     constant: dict[str, Any] = field(default_factory=dict)
+    differences: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -131,6 +135,7 @@ def compare(
         matched=len(matched),
         identity=identity,
         constant=_constant_columns(old, new, keys, display),
+        differences=grid_differences(old, new, keys),
     )
 
 
@@ -233,6 +238,30 @@ def _constant_columns(
             if key_value(both[c].iloc[0]) != "-":  # empty option strings say nothing
                 out[c] = both[c].iloc[0]
     return out
+
+
+def grid_differences(
+    old: pd.DataFrame, new: pd.DataFrame, keys: list[str]
+) -> dict[str, tuple[list[str], list[str]]]:
+    """For each key column whose set of values differs: (baseline only, current run only)."""
+    out = {}
+    for c in keys:
+        a, b = set(old[c].map(key_value)), set(new[c].map(key_value))
+        if a != b:
+            out[c] = (_sorted_values(a - b), _sorted_values(b - a))
+    return out
+
+
+def _sorted_values(values: set[str]) -> list[str]:
+    """Numbers in numeric order (10 before 100), then text."""
+
+    def order(text: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(text), text)
+        except ValueError:
+            return (1, 0.0, text)
+
+    return sorted(values, key=order)
 
 
 def _heads(groups: dict[str, pd.DataFrame], names: list[str], display: list[str]) -> pd.DataFrame:

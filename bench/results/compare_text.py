@@ -72,6 +72,8 @@ def render_comparison(
     ]
     if result.constant:
         out.append(prose(_constant_line(result, markdown)))
+    if result.matched == 0 and not result.missing.empty:
+        out += _nothing_matched(result, table, prose, markdown)
     if len(result.regressions):
         out += [
             heading("regressions", 2, markdown),
@@ -122,6 +124,50 @@ def _constant_line(result: Comparison, markdown: bool) -> str:
         text += f" and one value of {', '.join(hidden)}"
     where = "the table below" if markdown else "--csv (and the Markdown output)"
     return text + f"; other settings that do not tell cells apart are in {where}."
+
+
+def _nothing_matched(result: Comparison, table: Any, prose: Any, markdown: bool) -> list[str]:
+    """Why no cell matched: per grid dimension, the values found on one side only."""
+    text = (
+        "No cell of the current run has the settings of a baseline cell (seeds aside), so "
+        "nothing was compared. Compare two runs of the same grid: a baseline made with "
+        "`bench run ... --out DIR` and a later run of the same command."
+    )
+    if not result.differences:
+        text += " Each dimension has the same values on both sides: only their combinations differ."
+        return [heading("nothing matched", 2, markdown), prose(text)]
+    rows = pd.DataFrame.from_records(
+        [
+            {"dimension": c, "baseline only": _listed(old), "current only": _listed(new)}
+            for c, (old, new) in result.differences.items()
+        ]
+    )
+    return [
+        heading("nothing matched: the runs differ in", 2, markdown),
+        prose(text),
+        table(rows) if markdown else _left_aligned(rows),
+    ]
+
+
+def _left_aligned(frame: pd.DataFrame) -> str:
+    """A text table with every column left-aligned (lists of names read better that way)."""
+    cells = [list(frame.columns), *([str(v) for v in r] for r in frame.itertuples(index=False))]
+    widths = [max(len(r[i]) for r in cells) for i in range(frame.shape[1])]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+
+LISTED = 6
+"""At most this many values of one dimension are listed (then a count of the others)."""
+
+
+def _listed(values: list[str]) -> str:
+    """Values separated by `` | `` (option strings hold commas), an unset value as
+    ``(empty)``; ``-`` when there are none."""
+    if not values:
+        return "-"
+    shown = ["(empty)" if v == "-" else v for v in values[:LISTED]]
+    more = f" | … ({len(values) - LISTED} more)" if len(values) > LISTED else ""
+    return " | ".join(shown) + more
 
 
 def _settings_block(result: Comparison) -> list[str]:
