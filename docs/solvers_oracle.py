@@ -21,7 +21,18 @@ from bench.core.pc import PCSampler
 from bench.core.views import ModelView
 from bench.plugin import loading
 
-SAMPLERS = ["euler", "ddim", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "unipc-3", "ipndm", "pc-pf"]
+SAMPLERS = [
+    "euler",
+    "ddim",
+    "heun",
+    "dpmpp_2m",
+    "dpmpp_3m",
+    "unipc",
+    "unipc-3",
+    "ipndm",
+    "ipndm_v",
+    "pc-pf",
+]
 SCHEDULES = ["edm", "logsnr", "quadratic", "uniform"]
 STEPS = [5, 10, 20, 50, 100]
 N_SAMPLES = 256

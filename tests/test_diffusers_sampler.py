@@ -77,7 +77,11 @@ def agreement(registry, make_sde, model, sde_name, name, reference, steps, n=64,
     x, calls, ts, _ = run(
         scheduler(name, **options), sde, uniform(registry, sde, steps), model, x_T
     )
-    y, _ = oracle.run(builtin(registry, reference), sde, TimeGrid.build(sde, ts), model, x_T)
+    # dpmpp_2m's default is DPM-Solver's official last-step rule; diffusers has its own
+    options_ = {"lower_order_final": "diffusers"} if reference == "dpmpp_2m" else {}
+    y, _ = oracle.run(
+        builtin(registry, reference, **options_), sde, TimeGrid.build(sde, ts), model, x_T
+    )
     diff = float((x - y).abs().max())
     print(
         f"\n{name} {options or ''} on {sde_name}, N={steps}: |diffusers − {reference}| = {diff:.1e}"

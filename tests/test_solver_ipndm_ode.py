@@ -2,12 +2,14 @@
 
 Evidence, in float64 on the exact Gaussian oracle (tests/oracle.py):
 
-* iPNDM: global order 2 on VE and VP (edm, logsnr) at t_{N−1} = eps, and on sub-VP for the final
-  sample; order 3 for ``order=3`` on steps uniform in σ̃, where the fixed Adams–Bashforth
-  coefficients are exact; order 4 with ``variable_step`` (final sample, every SDE); counted
-  NFE = N for every SDE × schedule; every step agrees with diffusers' ``IPNDMScheduler`` fed the
-  same states and model outputs (all steps for order 4, the warm-up steps only for lower orders,
-  which diffusers does not have).
+* iPNDM: global order 2 on VE and VP (edm, logsnr) at t_{N−1} = eps, and for the final sample
+  (its default last step is diff-sampler's denoising evaluation); order 3 for ``order=3`` on
+  steps uniform in σ̃, where the fixed Adams–Bashforth coefficients are exact; order 4 with
+  ``variable_step`` (final sample, every SDE); counted NFE = N for every SDE × schedule; with
+  ``last_step=multistep`` every step agrees with diffusers' ``IPNDMScheduler`` fed the same states
+  and model outputs (all steps for order 4, the warm-up steps only for lower orders, which
+  diffusers does not have); the default agrees with it up to its last step. The default against
+  diff-sampler's loop: tests/test_solver_ipndm_v.py.
 * ODE: the closed-form flow and scipy's nfev of the reference notes (§11.2) for VE, VP and
   sub-VP; counted NFE = nfev (+ 1 with ``denoise``), checked against an independent scipy
   solve; the Tweedie denoising step; the error falls with the tolerance; steps and schedule do
@@ -107,16 +109,34 @@ def test_ipndm_is_second_order_at_eps(registry, model, sde_name, schedule):
 
 
 @pytest.mark.parametrize("schedule", ["edm", "logsnr"])
-def test_ipndm_final_sample_is_second_order_on_subvp(registry, model, schedule):
+@pytest.mark.parametrize("sde_name", SDES)
+def test_ipndm_final_sample_is_second_order(registry, model, sde_name, schedule):
+    """The default last step is the denoising evaluation x̃ ← D(x_{N−1}; t_{N−1}): the final
+    sample converges at the order of x(eps) to the flow to eps followed by Tweedie's denoiser."""
     sampler = make(registry, "ipndm")
     errors = []
     for N in IPNDM_STEPS:
-        sde = sde_of(registry, "subvp", N)
+        sde = sde_of(registry, sde_name, N)
         x_T = prior(sde, 64, 4)
         x, nfe = run(sampler, sde, grid_of(registry, sde, schedule, N), model, x_T)
         assert nfe == N
         errors.append(max_err(x, tweedie(sde, exact_flow(sde, x_T, sde.eps), sde.eps)))
     assert slope(IPNDM_STEPS, errors) == pytest.approx(2.0, abs=0.3), errors
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp"])
+def test_ipndm_multistep_last_step_is_slower(registry, model, sde_name):
+    """``last_step=multistep`` extrapolates ε̂ over the wide last step [σ̃(eps), 0] with the history
+    of the narrow ones: an O(σ̃(eps)·h) error that pulls the final sample's slope towards 1 (1.55–1.63
+    over N = 64 … 512 on VE and VP, edm), while the default's stays at 2."""
+    errors = []
+    for N in IPNDM_STEPS:
+        sde = sde_of(registry, sde_name, N)
+        x_T = prior(sde, 64, 4)
+        grid = grid_of(registry, sde, "edm", N)
+        x, _ = run(make(registry, "ipndm", last_step="multistep"), sde, grid, model, x_T)
+        errors.append(max_err(x, tweedie(sde, exact_flow(sde, x_T, sde.eps), sde.eps)))
+    assert slope(IPNDM_STEPS, errors) == pytest.approx(1.6, abs=0.15), errors
 
 
 # With variable-step weights the body is 4th order on any grid; the warm-up's O(h²) Euler step
@@ -201,8 +221,10 @@ def test_ipndm_counted_nfe_is_nominal(registry, model, sde_name, schedule, tmp_p
         grid = grid_of(registry, sde, schedule, N)
     (m0, v0), z = marginal(sde, grid.t[0]), prior(sde_of(registry, "vp"), 8, 4)
     x_T = m0 + math.sqrt(v0) * z  # the marginal at t_0 (the prior, but for the file's σ̃ = 10)
-    for order, variable_step in ((1, False), (2, False), (3, False), (4, False), (4, True)):
-        sampler = make(registry, "ipndm", order=order, variable_step=variable_step)
+    variants = [{"order": k} for k in (1, 2, 3, 4)]
+    variants += [{"last_step": "multistep"}, {"variable_step": True}]
+    for options in variants:
+        sampler = make(registry, "ipndm", **options)
         x, nfe = run(sampler, sde, grid, model, x_T)
         assert nfe == sampler.nfe_nominal(grid.steps) == grid.steps
         # Even at 6–12 steps the sample lands near the flow's end (σ̃(eps) bias included).
@@ -212,12 +234,17 @@ def test_ipndm_counted_nfe_is_nominal(registry, model, sde_name, schedule, tmp_p
 def test_ipndm_options_and_defaults(registry):
     cls = registry.get("samplers", "ipndm").obj
     assert cls.default_schedule == "edm" and not cls.adaptive
-    assert (cls().options.order, cls().options.variable_step) == (4, False)
+    options = cls().options
+    assert (options.order, options.last_step, options.variable_step) == (4, "denoise", False)
     for bad in (0, 5, 2.5, True):
         with pytest.raises(ValueError):
             cls.Options(order=bad)
     with pytest.raises(ValueError):
         cls.Options(variable_step=1)
+    with pytest.raises(ValueError, match="last_step"):
+        cls.Options(last_step="ddim")
+    with pytest.raises(ValueError, match="variable_step needs last_step=denoise"):
+        cls.Options(variable_step=True, last_step="multistep")
 
 
 def test_ipndm_order_1_is_ddim(registry, model):
@@ -277,9 +304,10 @@ def model_output_for(grid: TimeGrid, i: int, x, eps):
 @pytest.mark.parametrize("schedule", ["edm", "logsnr", "uniform"])
 @pytest.mark.parametrize("sde_name", SDES)
 def test_ipndm_steps_agree_with_diffusers(registry, model, sde_name, schedule, order):
-    """Open loop: each diffusers step from our x_i with our ε_i gives our x_{i+1}, to 1e-12
-    relative (asserted 1e-10; the brief's 1e-5 is far looser). diffusers always climbs to order
-    4, so a lower ``order`` agrees on its warm-up steps i < order only and differs after."""
+    """Open loop, ``last_step=multistep``: each diffusers step from our x_i with our ε_i gives our
+    x_{i+1}, to 1e-12 relative (asserted 1e-10). diffusers always climbs to order 4, so a lower
+    ``order`` agrees on its warm-up steps i < order only and differs after. The default (order 4,
+    the denoising last step) agrees on every step but the last."""
     N = 10
     sde = sde_of(registry, sde_name, N)
     grid = grid_of(registry, sde, schedule, N)
@@ -288,9 +316,8 @@ def test_ipndm_steps_agree_with_diffusers(registry, model, sde_name, schedule, o
     steps: dict[int, torch.Tensor] = {}
     view = ModelView(recorder, "eps", sde)
     x_T = prior(sde, 8, 4)
-    x_N = make(registry, "ipndm", order=order).sample(
-        x_T, grid, view, None, lambda s: steps.__setitem__(s["i"], s["x"])
-    )
+    sampler = make(registry, "ipndm", order=order, last_step="multistep")
+    x_N = sampler.sample(x_T, grid, view, None, lambda s: steps.__setitem__(s["i"], s["x"]))
     assert view.calls == N and torch.equal(steps[N - 1], x_N)
     scheduler = diffusers_ipndm(grid)
     diffs = []
@@ -301,17 +328,27 @@ def test_ipndm_steps_agree_with_diffusers(registry, model, sde_name, schedule, o
     assert max(diffs[:agree]) < 1e-10, diffs
     if agree < N:  # a different method after the warm-up (AB4 against AB-order)
         assert max(diffs[agree:]) > 1e-4, diffs
+    if order == 4:  # the default: the same steps, then x_N = D instead of AB4 into σ̃ = 0
+        default: dict[int, torch.Tensor] = {}
+        make(registry, "ipndm").sample(
+            x_T, grid, view, None, lambda s: default.__setitem__(s["i"], s["x"])
+        )
+        assert all(torch.equal(default[i], steps[i]) for i in range(N - 1))
+        x, eps = recorder.seen[-1]
+        denoised = (x - grid.sigma[N - 1] * eps) / grid.alpha[N - 1]
+        assert max_err(default[N - 1], denoised) <= 1e-14 * (1 + denoised.abs().max().item())
+        assert max_err(default[N - 1], steps[N - 1]) > 1e-7  # ≥ 2.5e-6 here, σ̃(eps)-sized
 
 
 @pytest.mark.parametrize("sde_name", SDES)
 def test_ipndm_trajectory_agrees_with_diffusers(registry, model, sde_name):
     """Closed loop: diffusers' own trajectory, the model evaluated on its samples, ends where
-    ours does (edm, N = 16)."""
+    ours with ``last_step=multistep`` does (edm, N = 16)."""
     N = 16
     sde = sde_of(registry, sde_name, N)
     grid = grid_of(registry, sde, "edm", N)
     x_T = prior(sde, 8, 4)
-    ours, _ = run(make(registry, "ipndm"), sde, grid, model, x_T)
+    ours, _ = run(make(registry, "ipndm", last_step="multistep"), sde, grid, model, x_T)
     view = view_of(model, sde, grid)
     scheduler = diffusers_ipndm(grid)
     x = x_T

@@ -93,6 +93,7 @@ class Sampler(abc.ABC):
             grid: the times t_0 > … > t_{N−1} and the data end t_N = 0, with a(t_i), std(t_i).
             model: the model's views ``model.score``, ``model.eps``, ``model.denoise`` (each call
                 one counted evaluation) and ``model.sde``.
-            noise: fresh standard-normal noise shaped like its argument.
+            noise: fresh standard-normal noise shaped like its argument. A deterministic
+                sampler never calls it (``bench order`` refuses a sampler that does).
             callback: called after every step with ``{"i", "t", "x", ...}``.
         """

@@ -16,45 +16,58 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bench_plugins.samplers._multistep import capped_order, combine, lower_order_final_rule
 from torch import Tensor
 
 from bench.core.sampler import Callback, Noise, Sampler
 from bench.core.schedule import TimeGrid
 from bench.core.views import ModelView
 
-FEW_STEPS = 15
-"""Below this many steps, ``lower_order_final`` also lowers the second-to-last step (diffusers)."""
+FEW_STEPS = {"official": 10, "diffusers": 15}
+"""DPM-Solver's ``lower_order_final`` lowers only short runs: fewer steps than this, counted as
+the rule's code counts them (official: N − 1, diffusers: N; see :func:`capped_order`)."""
 
 
 @dataclass
-class DPMSolverPP3MOptions:
-    """Options of ``dpmpp_3m``.
+class DPMSolverPPOptions:
+    """Options of ``dpmpp_2m`` (and of ``dpmpp_3m``).
 
-    ``lower_order_final``: the last steps of a short run use lower orders (diffusers' rule): with
-    it (the default) and N < 15 steps, step N−2 uses at most second order (step N−1, into the data
-    end, is first order whatever the option, see :meth:`_MultistepDPMSolverPP.step_order`).
+    ``lower_order_final``: the cap on the orders of a short run's last steps before the one into
+    σ = 0 (which is first order whatever the option). ``official`` (default), DPM-Solver's rule:
+    when N − 1 < 10, step i has order ≤ N − 1 − i (step N − 2 first order, N − 3 at most second);
+    ``diffusers``: when N < 15, order ≤ N − i (step N − 2 at most second order); ``off``: no
+    cap. ``true`` and ``false`` are ``official`` and ``off``.
 
-    ``variant``: ``taylor`` (default) weighs the second divided difference D2 ≈ h²·D''/2 by the
-    Taylor coefficient 2·φ₃ (third order); ``reference`` uses φ₃, as DPM-Solver's reference code,
-    diffusers' DPMSolverMultistepScheduler and k-diffusion do, which is second order only (the
-    D'' term of the local error is off by a_t·φ₃·h²·D''/2 = O(h³)); for reproducing those.
+    ``solver_type``: the second-order step, as DPM-Solver's option of that name: ``dpmsolver``
+    (default; D_i + D1_0/2 weighted by φ₁, Alg. 2) or ``taylor`` (φ₁·D_i + φ₂·D1_0, the Taylor
+    form; diffusers' ``solver_type="heun"``, k-diffusion's second step of 3M).
     """
 
-    lower_order_final: bool = True
-    variant: str = "taylor"
+    lower_order_final: str = "official"
+    solver_type: str = "dpmsolver"
 
     def __post_init__(self) -> None:
-        if self.variant not in ("taylor", "reference"):
-            raise ValueError(f"variant is 'taylor' or 'reference', got {self.variant!r}")
+        self.lower_order_final = lower_order_final_rule(self.lower_order_final)
+        if self.solver_type not in ("dpmsolver", "taylor"):
+            raise ValueError(f"solver_type is 'dpmsolver' or 'taylor', got {self.solver_type!r}")
 
 
-def combine(x: Tensor, c_x: float, ms: list[Tensor], cs: list[float]) -> Tensor:
-    """c_x·x + Σ_j cs[j]·ms[j] in one new tensor (host-float weights; zero weights skipped)."""
-    out = x * c_x
-    for m, c in zip(ms, cs):
-        if c != 0.0:
-            out.add_(m, alpha=c)
-    return out
+@dataclass
+class DPMSolverPP3MOptions(DPMSolverPPOptions):
+    """Options of ``dpmpp_3m``: those of ``dpmpp_2m`` and the weight of the second difference.
+
+    ``variant``: ``reference`` (default) weighs D2 ≈ h²·D''/2 by φ₃, as the published method
+    (DPM-Solver's code, diffusers and k-diffusion do): second order (the D'' term of the local
+    error is off by a_t·φ₃·h²·D''/2 = O(h³)); ``taylor`` weighs it by the Taylor coefficient 2·φ₃,
+    third order: the suite's own variant, not a published one.
+    """
+
+    variant: str = "reference"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.variant not in ("reference", "taylor"):
+            raise ValueError(f"variant is 'reference' or 'taylor', got {self.variant!r}")
 
 
 class _MultistepDPMSolverPP(Sampler):
@@ -71,15 +84,14 @@ class _MultistepDPMSolverPP(Sampler):
         """The order of step i: lower while warming up, into std = 0, and at the end of short runs.
 
         Step i has i + 1 model outputs to use (warm-up). The step into the data end (std = 0,
-        λ = +∞, h = ∞) is first order, x_N = a_N·D_{N−1} exactly: the higher-order terms have no
-        finite limit there (diffusers' ``final_sigmas_type="zero"`` does the same).
+        λ = +∞, h = ∞) is first order, x_N = a_N·D_{N−1} exactly (the official codes' final
+        ``denoise_to_zero``; diffusers' ``final_sigmas_type="zero"``): the higher-order terms
+        have no finite limit there. Before it, ``lower_order_final`` caps the order.
         """
         if grid.sigma[i + 1] == 0.0:
             return 1
         order = min(self.solver_order, i + 1)
-        if getattr(self.options, "lower_order_final", False) and grid.steps < FEW_STEPS:
-            order = min(order, grid.steps - i)  # diffusers: N − 2 → ≤ 2, N − 1 → 1
-        return order
+        return capped_order(order, i, grid.steps, self.options.lower_order_final, FEW_STEPS)
 
     def sample(
         self,
@@ -122,10 +134,11 @@ class _MultistepDPMSolverPP(Sampler):
         φ₂ = (e^{−h} − 1)/h + 1, φ₃ = (e^{−h} − 1 + h)/h² − ½ (host floats; e^{−h} − 1 by expm1):
 
         * order 1 (DPM-Solver++(1), i.e. DDIM): x = (std_t/std_s)·x + a_t·φ₁·D_i;
-        * order 2 (Alg. 2, DPM-Solver++(2M)): D_i is replaced by D_i + D1_0/2;
+        * order 2 (Alg. 2, DPM-Solver++(2M)): D_i is replaced by D_i + D1_0/2 (``solver_type=
+          "taylor"``: x = (std_t/std_s)·x + a_t·(φ₁·D_i + φ₂·D1_0));
         * order 3: x = (std_t/std_s)·x + a_t·(φ₁·D_i + φ₂·D1 − w·φ₃·D2) with
-          D1 = D1_0 + r_0·D2 ≈ h·D', D2 = (D1_0 − D1_1)/(r_0 + r_1) ≈ h²·D''/2, and w = 2 (the
-          Taylor weight; ``variant="reference"``: w = 1, as the reference code).
+          D1 = D1_0 + r_0·D2 ≈ h·D', D2 = (D1_0 − D1_1)/(r_0 + r_1) ≈ h²·D''/2, and w = 1 (the
+          published method, ``variant="reference"``) or 2 (the Taylor weight, ``"taylor"``).
 
         The D's are coefficient vectors over (D_i, D_{i−1}, D_{i−2}).
         """
@@ -137,15 +150,16 @@ class _MultistepDPMSolverPP(Sampler):
             return c_x, [a_t * phi_1 * d for d in D0]
         r0 = (lam[i] - lam[i - 1]) / h
         D1_0 = [1.0 / r0, -1.0 / r0, 0.0]
+        phi_2 = 1.0 - phi_1 / h
         if order == 2:
-            return c_x, [a_t * phi_1 * (d0 + 0.5 * d1) for d0, d1 in zip(D0, D1_0)]
+            w1 = 0.5 * phi_1 if self.options.solver_type == "dpmsolver" else phi_2
+            return c_x, [a_t * (phi_1 * d0 + w1 * d1) for d0, d1 in zip(D0, D1_0)]
         r1 = (lam[i - 1] - lam[i - 2]) / h
         D1_1 = [0.0, 1.0 / r1, -1.0 / r1]
         D2 = [(p - q) / (r0 + r1) for p, q in zip(D1_0, D1_1)]
         D1 = [p + r0 * d2 for p, d2 in zip(D1_0, D2)]
-        phi_2 = 1.0 - phi_1 / h
         phi_3 = phi_2 / h - 0.5
-        w = 1.0 if getattr(self.options, "variant", "taylor") == "reference" else 2.0
+        w = 2.0 if getattr(self.options, "variant", "reference") == "taylor" else 1.0
         return c_x, [
             a_t * (phi_1 * d0 + phi_2 * d1 - w * phi_3 * d2) for d0, d1, d2 in zip(D0, D1, D2)
         ]
@@ -156,14 +170,20 @@ class DPMSolverPP2M(_MultistepDPMSolverPP):
 
     x_{i+1} = (std_{i+1}/std_i)·x_i − a_{i+1}·(e^{−h_i} − 1)·((1 + 1/(2r_i))·D_i − D_{i−1}/(2r_i)),
     h_i = λ_{i+1} − λ_i, r_i = h_{i−1}/h_i, D_i = D(x_i, t_i). The first step is DPM-Solver++(1)
-    (DDIM); so is the step into the data end (λ = +∞), where it gives x_N = D_{N−1} exactly. No
-    options: diffusers' ``lower_order_final`` only lowers that final step, which is first order
-    here anyway. The default schedule is ``logsnr``, DPM-Solver's recommended uniform-λ ('logSNR')
-    step selection.
+    (DDIM); so is the step into the data end (λ = +∞), where it gives x_N = D_{N−1} exactly, and
+    with ``lower_order_final`` (default ``official``) and N ≤ 10 also the step before it.
+
+    By default this is the official code's method: DPM-Solver's repository (LuChengTHU/dpm-solver),
+    ``DPM_Solver(algorithm_type="dpmsolver++").sample(method="multistep", order=2,
+    lower_order_final=True, solver_type="dpmsolver", steps=N − 1, denoise_to_zero=True)`` on the
+    same σ_0 … σ_{N−1}. The default schedule is ``logsnr``, that code's uniform-λ ('logSNR') step
+    selection. ``lower_order_final=diffusers`` (= ``off`` for 2M) is k-diffusion's
+    ``sample_dpmpp_2m`` and diffusers' ``DPMSolverMultistepScheduler``.
     """
 
     name = "dpmpp_2m"
     aliases = ("dpmpp2m",)
+    Options = DPMSolverPPOptions
     solver_order = 2
 
 
@@ -172,9 +192,13 @@ class DPMSolverPP3M(_MultistepDPMSolverPP):
 
     The third-order update of :meth:`coefficients` from the three latest outputs, after a first-
     and a second-order warm-up step; the step into the data end is first order, and with
-    ``lower_order_final`` and N < 15 the one before it second order (as diffusers). Third order
-    needs the Taylor weight of the second difference (``variant="taylor"``, the default);
-    ``variant="reference"`` reproduces the reference code and diffusers, second order.
+    ``lower_order_final=official`` and N ≤ 10 the one before it first order and the one before
+    that at most second. By default this is the published method, DPM-Solver's repository
+    (LuChengTHU/dpm-solver), ``DPM_Solver(algorithm_type="dpmsolver++").sample(method=
+    "multistep", order=3, lower_order_final=True, steps=N − 1, denoise_to_zero=True)``: its
+    second difference is weighed by φ₃ (``variant="reference"``), which makes it second order.
+    ``variant="taylor"`` is the suite's own third-order method (weight 2·φ₃). k-diffusion's
+    ``sample_dpmpp_3m_sde`` at eta = 0 is ``lower_order_final=off solver_type=taylor``.
     """
 
     name = "dpmpp_3m"

@@ -18,20 +18,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from bench_plugins.samplers._multistep import capped_order, combine, lower_order_final_rule
 from torch import Tensor
 
 from bench.core.sampler import Callback, Noise, Sampler
 from bench.core.schedule import TimeGrid
 from bench.core.views import ModelView
-
-
-def combine(x: Tensor, c_x: float, ms: list[Tensor], cs: list[float]) -> Tensor:
-    """c_x·x + Σ_j cs[j]·ms[j] in one new tensor (host-float weights; zero weights skipped)."""
-    out = x * c_x
-    for m, c in zip(ms, cs):
-        if c != 0.0:
-            out.add_(m, alpha=c)
-    return out
 
 
 class StepCoefficients(NamedTuple):
@@ -62,12 +54,19 @@ class UniPC(Sampler):
     first p − 1 rows and columns, ρ^c from all p; as in the paper's code, ρ^p = ½ for p = 2 and
     ρ^c = ½ for p = 1. The corrected x^c_{i+1} is where step i + 1 starts; m_{i+1} is kept as is.
 
-    Orders: step i uses min(p, i + 1) (warm-up), with ``lower_order_final`` min(p, N − i) (as
-    diffusers), and the step into the data end (λ = +∞) is first order, x_N = m_{N−1}; no
-    corrector follows it (it would need an evaluation at t_N), nor the step before it (its
-    corrected x_{N−1} would be weighed by std_N/std_{N−1} = 0). ``unipc-3`` is
-    ``-o sampler.unipc.order=3``. The default schedule is ``logsnr`` (uniform λ, DPM-Solver's
-    'logSNR' step selection; UniPC works in λ too).
+    Orders: step i uses min(p, i + 1) (warm-up), capped by ``lower_order_final``: ``official``
+    (default) min(p, N − 1 − i), ``diffusers`` min(p, N − i), ``off`` no cap; the step into the
+    data end (λ = +∞) is first order, x_N = m_{N−1}. No corrector follows it (it would need an
+    evaluation at t_N), nor the step before it (its corrected x_{N−1} would be weighed by
+    std_N/std_{N−1} = 0 in diffusers, and the official code skips the corrector at its last
+    step). ``unipc-3`` is ``-o sampler.unipc.order=3``. The default schedule is ``logsnr``
+    (uniform λ, DPM-Solver's 'logSNR' step selection; UniPC works in λ too).
+
+    By default this is the official code's method: UniPC's repository (wl-zhao/UniPC),
+    ``UniPC(algorithm_type="data_prediction", variant="bh1").sample(method="multistep", order=2,
+    lower_order_final=True, steps=N − 1, denoise_to_zero=True)`` on the same σ_0 … σ_{N−1}.
+    diffusers' ``UniPCMultistepScheduler`` (default ``solver_type="bh2"``) is
+    ``variant=bh2 lower_order_final=diffusers``.
     """
 
     name = "unipc"
@@ -75,18 +74,21 @@ class UniPC(Sampler):
 
     @dataclass
     class Options:
-        """``order``: p ∈ {1, 2, 3} of UniPC-p; ``variant``: B(h), ``bh2`` (e^{−h} − 1, default)
-        or ``bh1`` (−h); ``lower_order_final``: step N − k uses at most order k (diffusers)."""
+        """``order``: p ∈ {1, 2, 3} of UniPC-p; ``variant``: B(h), ``bh1`` (−h, default, the
+        official code's) or ``bh2`` (e^{−h} − 1, diffusers' default); ``lower_order_final``: the
+        cap on the orders of the last steps, ``official`` (default, UniPC's rule: step i at most
+        order N − 1 − i), ``diffusers`` (N − i) or ``off``; ``true``/``false`` = official/off."""
 
         order: int = 2
-        variant: str = "bh2"
-        lower_order_final: bool = True
+        variant: str = "bh1"
+        lower_order_final: str = "official"
 
         def __post_init__(self) -> None:
             if self.order not in (1, 2, 3):
                 raise ValueError(f"order must be 1, 2 or 3, got {self.order}")
             if self.variant not in ("bh1", "bh2"):
                 raise ValueError(f"variant is 'bh1' or 'bh2', got {self.variant!r}")
+            self.lower_order_final = lower_order_final_rule(self.lower_order_final)
 
     def nfe_nominal(self, steps: int) -> int:
         """One data-prediction evaluation per step, at t_0 … t_{N−1}: N (UniC reuses them)."""
@@ -97,9 +99,7 @@ class UniPC(Sampler):
         if grid.sigma[i + 1] == 0.0:
             return 1  # h = ∞: only the first-order step has a limit (x = a·D)
         order = min(self.options.order, i + 1)
-        if self.options.lower_order_final:
-            order = min(order, grid.steps - i)
-        return order
+        return capped_order(order, i, grid.steps, self.options.lower_order_final, None)
 
     def coefficients(self, lam: list[float], grid: TimeGrid, i: int, p: int) -> StepCoefficients:
         """The UniP-p and UniC-p coefficients of step i (see the class docstring)."""
