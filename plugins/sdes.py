@@ -135,10 +135,18 @@ class _BetaSchedule(SDE):
         beta = self._betas[k]
         if beta >= 1.0:
             raise Unsupported(
-                f"the discrete DDPM chain needs beta_k < 1, i.e. N > beta_max = {self.beta_max:g} "
-                f"(got N = {self.N}); use euler_maruyama or more steps"
+                f"the discrete DDPM chain of the uniform schedule needs beta_k < 1, i.e. "
+                f"N > beta_max = {self.beta_max:g} (got N = {self.N})"
             )
         return beta
+
+    def _chain_beta(self, t: float, t_next: float | None, user: str, fix: str) -> float:
+        """:meth:`step_beta`; when the table cannot serve, the reason names ``user``, the step
+        that needs it, and a ``fix`` that applies to that step."""
+        try:
+            return self.step_beta(t, t_next)
+        except Unsupported as exc:
+            raise Unsupported(f"{user}: {exc}; {fix}") from None
 
     @functools.cached_property
     def _betas(self) -> list[float]:
@@ -154,13 +162,20 @@ class _BetaSchedule(SDE):
 
     def langevin_alpha(self, t: float, t_next: float | None = None) -> float:
         """α = 1 − β_k, the per-step value the reference code uses (not the cumulative ᾱ)."""
-        return 1.0 - self.step_beta(t, t_next)
+        user = "the corrector's step size (α = 1 − β_k)"
+        fix = "use --correctors none, a non-uniform schedule (--schedules logsnr) or more steps"
+        return 1.0 - self._chain_beta(t, t_next, user, fix)
 
     def prior_sampling(self, z: Tensor) -> Tensor:
         return z
 
     def prior_logp(self, z: Tensor) -> Tensor:
         return standard_normal_logp(z)
+
+
+_RD_FIX = (
+    "use --predictors euler_maruyama, a non-uniform schedule (--schedules logsnr) or more steps"
+)
 
 
 class VPSDE(_BetaSchedule):
@@ -188,14 +203,15 @@ class VPSDE(_BetaSchedule):
 
     def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """DDPM chain: f_i = (sqrt(1 − β_k) − 1)·x, G_i = sqrt(β_k) (App. B, Eq. 24)."""
-        beta = self.step_beta(t, t_next)
+        beta = self._chain_beta(t, t_next, "the reverse-diffusion predictor", _RD_FIX)
         return (math.sqrt(1.0 - beta) - 1.0) * x, math.sqrt(beta)
 
     def ancestral_coefficients(
         self, t: float, t_next: float | None = None
     ) -> AncestralCoefficients:
         """DDPM ancestral step x_mean = (x + β_k·s)/sqrt(1 − β_k) (Eq. 4)."""
-        beta = self.step_beta(t, t_next)
+        fix = "use --predictors euler_maruyama or more steps"
+        beta = self._chain_beta(t, t_next, "the ancestral-sampling predictor", fix)
         root = math.sqrt(1.0 - beta)
         return AncestralCoefficients(1.0 / root, beta / root, math.sqrt(beta))
 

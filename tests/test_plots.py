@@ -210,3 +210,71 @@ def test_means_within_a_factor_of_twenty_keep_a_linear_axis():
     assert plot_axes.wide_positive(pd.Series([1.0, 21.0, float("nan")]))
     assert not plot_axes.wide_positive(pd.Series([-1.0, 30.0]))  # KID can be negative
     assert not plot_axes.wide_positive(pd.Series([float("nan")]))
+
+
+# -- colours, ticks and scales shared by a figure, metrics left out -------------------------------
+def solver_rows():
+    """heun (2N − 1 NFE) and dpmpp_2m (N NFE) at 5, 10 and 20 steps, on VE and VP, two seeds."""
+    rows = []
+    for sde, blow_up in (("ve", 1.0), ("vp", 40.0)):
+        for sampler, nfe in (("heun", lambda n: 2 * n - 1), ("dpmpp_2m", lambda n: n)):
+            for n in (5, 10, 20):
+                scale = blow_up if n == 5 else 1.0
+                for seed, value in enumerate([0.1 * scale, 0.11 * scale]):
+                    r = row(sde=sde, predictor=None, corrector=None, steps=n, seed=seed)
+                    r.update(sampler=sampler, schedule="edm", nfe=nfe(n), swd=value + 0.1 / n)
+                    rows.append(r)
+    return rows
+
+
+def line_colors(ax):
+    """Sampler label → colour of its line (an errorbar container per sampler)."""
+    return {c.get_label(): c.lines[0].get_color() for c in ax.containers}
+
+
+def test_one_colour_per_sampler_in_every_plot_and_every_report(tmp_path, figures):
+    from bench.results.plot_colors import sampler_colors
+
+    labels = ["heun", "dpmpp_2m", "my_solver", "another_one", "euler_maruyama+none"]
+    colors = sampler_colors(labels)
+    assert colors == sampler_colors(reversed(labels))  # not the order of appearance
+    assert len(set(colors.values())) == len(labels)  # distinct inside one plot
+    assert sampler_colors(["heun", "unipc"])["heun"] == colors["heun"]  # across reports
+    report = build_report(solver_rows())
+    plots.plot_metric_vs_cost(report, "swd", "nfe", tmp_path)
+    plots.plot_metric_vs_cost(report, "swd", "wall_clock_s", tmp_path)
+    first = [line_colors(ax) for ax in figures[0].axes[:2]]
+    second = [line_colors(ax) for ax in figures[1].axes[:2]]
+    assert first[0] == first[1] == second[0] == second[1]
+    assert first[0] == {k: colors[k] for k in ("heun", "dpmpp_2m")}
+
+
+def test_the_rightmost_nfe_has_a_tick(tmp_path, figures):
+    """Heun's 39 NFE beside 5, 9, 10, 19, 20: too close for every label, but the last point
+    run is always named (it used to get none: the ticks fell back to 5, 10, 20)."""
+    plots.plot_metric_vs_cost(build_report(solver_rows()), "swd", "nfe", tmp_path)
+    fig = figures[0]
+    for ax in fig.axes[:2]:
+        labels = [text for text, _ in tick_label_boxes(fig, ax)]
+        assert "39" in labels and "5" in labels, labels
+        boxes = [box for _, box in tick_label_boxes(fig, ax)]
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
+
+
+def test_every_panel_of_a_figure_follows_one_scale_rule(tmp_path, figures):
+    """VP's 5-step blow-up makes its panel logarithmic: VE's panel, within a factor 20 on its
+    own, takes the same log axis instead of a linear one."""
+    report = build_report(solver_rows())
+    ve, vp = (report.summary[report.summary["sde"] == s] for s in ("ve", "vp"))
+    assert not plot_axes.wide_positive(ve["swd"]) and plot_axes.wide_positive(vp["swd"])
+    plots.plot_metric_vs_cost(report, "swd", "nfe", tmp_path)
+    assert [ax.get_yscale() for ax in figures[0].axes[:2]] == ["log", "log"]
+    assert [ax.get_xscale() for ax in figures[0].axes[:2]] == ["log", "log"]
+
+
+def test_a_metric_that_cannot_separate_the_cells_is_not_plotted(tmp_path, figures):
+    rows = [dict(r, coverage_min=0.9) for r in solver_rows()]  # one value everywhere
+    paths = plots.plot_report(build_report(rows), tmp_path)
+    names = {p.name for p in paths}
+    assert "swd_vs_nfe_ring8.png" in names
+    assert not any(name.startswith("coverage_min") for name in names)

@@ -184,7 +184,9 @@ def test_render_text_and_markdown():
     report = build_report(synthetic_rows(), baseline="euler_maruyama+none")
     text = render(report)
     assert "ring8 · vp" in text and "swd (lower is better)" in text
-    assert "unsupported: why not (3 seeds)" in text
+    assert (
+        "unsupported in 1 cell (ancestral_sampling+none at N=10; subvp) × 3 seeds: why not" in text
+    )
     assert "paired differences vs euler_maruyama+none" in text
     md = render(report, markdown=True)
     assert md.startswith("# sde-bench report")
@@ -275,8 +277,9 @@ def test_a_table_whose_cells_differ_in_n_says_so():
 def test_short_report_aggregates_seeds_and_lists_non_ok_cells():
     text = short_report(synthetic_rows())
     assert "mean ± 95% CI over 3 seeds" in text
-    assert text.count("euler_maruyama+none") == 2  # one line per steps, not per seed
-    assert "not ok:" in text and "unsupported: why not (3 seeds)" in text
+    table = text.split("\n\n")[0].splitlines()
+    assert sum("euler_maruyama+none" in line for line in table) == 2  # per steps, not per seed
+    assert "not ok:" in text and "× 3 seeds: why not" in text
     single = short_report([row(swd=0.25)])
     assert "0.25" in single and "±" not in single and "CI" not in single
     assert short_report([]) == "(no results)"
@@ -373,7 +376,7 @@ def test_report_rows_from_a_real_run(tmp_path):
         "--snr",
         "0.1,0.2",
         "--steps",
-        "25,40",
+        "3,40",  # 3 steps: Euler–Maruyama far from the floor, so swd separates the cells
         "--seeds",
         "0-1",
         "--samples",
@@ -544,3 +547,48 @@ def test_the_same_cells_in_two_runs_are_two_blocks_not_two_seeds(tmp_path):
     assert "run" in block_columns(both.summary)
     apart = build_report(load_frame(tmp_path / "apart"))  # seeds 0 and 1: one cell's two seeds
     assert "run" not in apart.frame and list(apart.summary["n_ok"]) == [2]
+
+
+# -- paired differences at equal NFE --------------------------------------------------------------
+def equal_nfe_rows():
+    """heun at 5 steps (9 NFE) and dpmpp_2m at 5 and 9 steps (5 and 9 NFE), three seeds."""
+    rows = []
+    for sampler, steps, nfe, swd in (
+        ("heun", 5, 9, [0.30, 0.32, 0.35]),
+        ("dpmpp_2m", 5, 5, [0.50, 0.55, 0.52]),
+        ("dpmpp_2m", 9, 9, [0.20, 0.23, 0.24]),
+    ):
+        for seed, value in enumerate(swd):
+            r = row(predictor=None, corrector=None, steps=steps, seed=seed, nfe=nfe, swd=value)
+            cell = f"{sampler}-{steps}-{seed}"  # the sampler is not in row()'s cell id
+            rows.append(dict(r, sampler=sampler, schedule="edm", cell_id=cell))
+    return rows
+
+
+def test_paired_differences_at_equal_nfe():
+    """A Heun cell of N steps spends 2N − 1 NFE: at equal NFE it pairs with dpmpp_2m at 9
+    steps, never with dpmpp_2m at its own 5 steps."""
+    frame = to_frame(equal_nfe_rows())
+    by_nfe = paired_differences(frame, "heun", ["swd"], pair_by="nfe")
+    (pair,) = by_nfe.to_dict("records")
+    assert (pair["nfe"], pair["steps"], pair["baseline_steps"]) == (9, 9, 5)
+    diffs = [0.20 - 0.30, 0.23 - 0.32, 0.24 - 0.35]
+    assert pair["diff"] == pytest.approx(sum(diffs) / 3)
+    assert pair["diff_ci"] == pytest.approx(ci_halfwidth(diffs))
+    assert pair["verdict"] == "better"
+    by_steps = paired_differences(frame, "heun", ["swd"])
+    assert list(by_steps["steps"]) == [5]  # equal steps: dpmpp_2m at 5 steps (5 NFE)
+    assert by_steps["diff"].iloc[0] == pytest.approx((0.20 + 0.23 + 0.17) / 3)
+    text = render(build_report(frame, baseline="heun", pair_by="nfe"))
+    assert "paired differences vs heun at equal NFE" in text
+    assert "NFE=9" in text and "(N=9 vs 5)" in text
+
+
+def test_pair_by_through_the_command(tmp_path):
+    run = write_run(tmp_path / "run", equal_nfe_rows())
+    args = ["report", str(run), "--no-save", "--baseline-sampler", "heun", "--pair-by", "nfe"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "at equal NFE" in result.output and "NFE=9" in result.output
+    alone = CliRunner().invoke(cli, ["report", str(run), "--no-save", "--pair-by", "nfe"])
+    assert alone.exit_code == 2 and "--pair-by needs --baseline-sampler" in alone.output

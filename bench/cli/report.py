@@ -39,6 +39,14 @@ def _write(path: Path, text: str) -> Path:
     help="Add paired differences against this sampler, e.g. euler_maruyama+none.",
 )
 @click.option(
+    "--pair-by",
+    type=click.Choice(["steps", "nfe"]),
+    default="steps",
+    show_default=True,
+    help="Pair cells with the baseline's at equal steps, or at equal counted NFE (a Heun cell "
+    "of N steps, 2N−1 NFE, beside a one-evaluation solver at 2N−1 steps).",
+)
+@click.option(
     "--confidence",
     type=click.FloatRange(0.5, 1, max_open=True),
     default=0.95,
@@ -79,6 +87,7 @@ def report_command(
     run_dir: Path,
     metrics: tuple[str, ...],
     baseline_sampler: str | None,
+    pair_by: str,
     confidence: float,
     fmt: str,
     out: Path | None,
@@ -95,11 +104,14 @@ def report_command(
     Examples:
       bench report results/my-run
       bench report results/my-run --metric swd,fd --baseline-sampler euler_maruyama+none
+      bench report results/my-run --baseline-sampler heun --pair-by nfe
       bench report results/my-run --format markdown --no-save >> "$GITHUB_STEP_SUMMARY"
     """
     from bench.results.frame import Directions, holds_profile, load_frame
     from bench.results.report import build_report, render
 
+    if pair_by != "steps" and not baseline_sampler:
+        raise click.UsageError("--pair-by needs --baseline-sampler (the sampler to pair with)")
     if holds_profile(run_dir):
         _profile_report(run_dir, fmt, out, save)
         return
@@ -108,6 +120,7 @@ def report_command(
         frame,
         metrics=_split(metrics) or None,
         baseline=baseline_sampler,
+        pair_by=pair_by,
         confidence=confidence,
         directions=Directions.from_registry(session.registry),
         title=f"sde-bench report: {run_dir}",

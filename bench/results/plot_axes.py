@@ -70,7 +70,8 @@ def fitting_ticks(
     The preferred ticks are ``values`` (the costs that were run); when two of their labels
     would touch, the candidates are the 1, 2, 5 × 10^k in range instead, then 1, 3 × 10^k,
     then the powers of ten, then every other power: the first set whose labels all fit.
-    A set of one tick always fits.
+    A set of one tick always fits. The largest and the smallest value run are then added,
+    in place of the round ticks their labels would touch, so the ends of every line are named.
     """
     if not (0 < low < high) or width_px <= 0:
         return sorted(v for v in values if v > 0)
@@ -85,6 +86,7 @@ def fitting_ticks(
     if inside and fits(inside):
         return inside
     lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    chosen = [10.0 ** round(math.log10(math.sqrt(low * high)))]
     for subs, every in (((1, 2, 5), 1), ((1, 3), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
         ticks = [
             m * 10.0**k
@@ -94,8 +96,21 @@ def fitting_ticks(
             if low <= m * 10.0**k <= high
         ]
         if len(ticks) >= 2 and fits(ticks):
-            return ticks
-    return [10.0 ** round(math.log10(math.sqrt(low * high)))]
+            chosen = ticks
+            break
+    for end in inside[-1:] + inside[:1]:  # the largest cost run, then the smallest
+        chosen = with_tick(chosen, end, fits)
+    return chosen
+
+
+def with_tick(ticks: list[float], tick: float, fits: Callable[[list[float]], bool]) -> list[float]:
+    """``ticks`` with ``tick`` added, dropping the round ticks whose labels it would touch
+    (the ends of the costs that were run get a label: 39 NFE beside 10 and 20)."""
+    if tick in ticks:
+        return ticks
+    kept = [t for t in ticks if fits(sorted([t, tick]))]
+    candidate = sorted(kept + [tick])
+    return candidate if fits(candidate) else ticks
 
 
 def axis_width_px(ax: Any) -> float:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from bench.results.floors import DATA_FLOOR_METRICS, FLOOR_Z, floor_of
 from bench.results.frame import LABEL, Directions, sampler_label
+from bench.results.notes import unplotted
 from bench.results.plot_axes import (
     clip_to_means,
     fit_intervals,
@@ -25,6 +26,7 @@ from bench.results.plot_axes import (
     tick_values,
     wide_positive,
 )
+from bench.results.plot_colors import sampler_colors
 from bench.results.report import Report, block_columns, metric_owner
 from bench.results.text import fmt
 
@@ -88,10 +90,10 @@ def _figure(n: int, panel: tuple[float, float] = PANEL):
     return fig, list(axes.flat[:n])
 
 
-def _colors(labels: Sequence[str]) -> dict[str, Any]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+def _colors(report: Report) -> dict[str, Any]:
+    """One colour per sampler label of the report (:func:`sampler_colors`): the same in all
+    of its plots, and in other reports for the same label."""
+    return sampler_colors(report.summary[LABEL])
 
 
 def model_blocks(summary: pd.DataFrame) -> Iterator[tuple[str, list[tuple[str, pd.DataFrame]]]]:
@@ -143,17 +145,23 @@ COST_LABELS = {
 }
 
 
-def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) -> list[Path]:
-    """Per model: one panel per block, metric (± CI) against ``cost`` for each sampler, with the
-    Pareto frontier over every (sampler, steps) point of the panel ringed and joined (not for
-    informational columns such as ``logp``, which have no better direction)."""
+def plot_metric_vs_cost(
+    report: Report, metric: str, cost: str, folder: Path, skip: Collection[str] = ()
+) -> list[Path]:
+    """Per model (but those in ``skip``): one panel per block, metric (± CI) against ``cost``
+    for each sampler, with the Pareto frontier over every (sampler, steps) point of the panel
+    ringed and joined (not for informational columns such as ``logp``, which have no better
+    direction). Every panel of a figure follows one rule for its axes (:func:`axis_scales`)."""
     paths: list[Path] = []
     direction = report.directions(metric)
+    colors = _colors(report)
     for model, parts in model_blocks(report.summary):
+        if model in skip:
+            continue
         fig, axes = _figure(len(parts))
-        colors = _colors(list(dict.fromkeys(report.summary[LABEL])))
+        scales = axis_scales([block for _, block in parts], metric, cost)
         for ax, (title, block) in zip(axes, parts):
-            ok = _cost_panel(ax, block, metric, cost, direction, colors)
+            ok = _cost_panel(ax, block, metric, cost, direction, colors, scales)
             _floor_band(ax, block, report.frame, metric, model)
             if ok is not None:  # after the reference line, which may widen the limits
                 ci = ok.get(f"{metric}_ci")
@@ -172,22 +180,50 @@ def plot_metric_vs_cost(report: Report, metric: str, cost: str, folder: Path) ->
     return paths
 
 
+def _points(block: pd.DataFrame, metric: str, cost: str) -> pd.DataFrame:
+    """The ok summary rows of a panel that have both the metric and the cost."""
+    return block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()]
+
+
+def axis_scales(blocks: Sequence[pd.DataFrame], metric: str, cost: str) -> tuple[bool, bool]:
+    """(log x, log y) for every panel of one figure: x is logarithmic when the cost spans more
+    than a factor 5 in some panel, y when the means of some panel span more than
+    :data:`bench.results.plot_axes.LOG_Y_RATIO` and every mean of the figure is positive."""
+    points = [_points(b, metric, cost) for b in blocks]
+    points = [p for p in points if len(p)]
+    if not points:
+        return False, False
+    log_x = all(p[cost].min() > 0 for p in points) and any(
+        p[cost].max() / p[cost].min() > 5 for p in points
+    )
+    log_y = all((p[metric] > 0).all() for p in points) and any(
+        wide_positive(p[metric]) for p in points
+    )
+    return log_x, log_y
+
+
 def _cost_panel(
-    ax: Any, block: pd.DataFrame, metric: str, cost: str, direction: str, colors: dict[str, Any]
+    ax: Any,
+    block: pd.DataFrame,
+    metric: str,
+    cost: str,
+    direction: str,
+    colors: dict[str, Any],
+    scales: tuple[bool, bool] | None = None,
 ) -> pd.DataFrame | None:
     """Draw one panel; return its points (``x``: the plotted, nudged cost), None if empty."""
-    ok = block[(block["n_ok"] > 0) & block[metric].notna() & block[cost].notna()].copy()
+    ok = _points(block, metric, cost).copy()
     if ok.empty:
         ax.text(0.5, 0.5, "no ok cells", ha="center", va="center", transform=ax.transAxes)
         return None
-    log = ok[cost].min() > 0 and ok[cost].max() / ok[cost].min() > 5
+    log, log_y_axis = scales if scales is not None else axis_scales([block], metric, cost)
     ok["x"] = ok[cost] * _dodge(ok[LABEL]) if cost == "nfe" else ok[cost]
     for sampler, rows in ok.groupby(LABEL, sort=False):
         rows = rows.sort_values(cost)
         _line(ax, rows["x"], rows, metric, colors[sampler], sampler)
     if direction != "info":
         _frontier(ax, ok, metric, cost, direction == "higher")
-    if wide_positive(ok[metric]):
+    if log_y_axis:
         log_y(ax, ok, metric)
     else:
         clip_to_means(ax, ok, metric)
@@ -198,7 +234,19 @@ def _cost_panel(
     return ok
 
 
-def _line(ax: Any, x: pd.Series, rows: pd.DataFrame, metric: str, color: Any, label: str) -> None:
+STEP_STYLES = ("-", "--", ":", "-.")
+"""Line styles of the SNR plots' lines, one per number of steps (the colour is the sampler's)."""
+
+
+def _line(
+    ax: Any,
+    x: pd.Series,
+    rows: pd.DataFrame,
+    metric: str,
+    color: Any,
+    label: str,
+    style: str = "-",
+) -> None:
     """One line of a metric (± its CI over seeds) against ``x``, in the plots' common style."""
     ax.errorbar(
         x,
@@ -209,6 +257,7 @@ def _line(ax: Any, x: pd.Series, rows: pd.DataFrame, metric: str, color: Any, la
         lw=1.2,
         capsize=2,
         color=color,
+        ls=style,
         label=label,
     )
 
@@ -297,9 +346,12 @@ def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
 
 
 # -- metric vs SNR --------------------------------------------------------------------------------
-def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
+def plot_metric_vs_snr(
+    report: Report, metric: str, folder: Path, skip: Collection[str] = ()
+) -> list[Path]:
     """For corrector sweeps over several SNRs: metric against SNR per (sampler, steps), the
-    best SNR of each line starred. Nothing when the run has one SNR."""
+    best SNR of each line starred (per model, but those in ``skip``). Nothing when the run has
+    one SNR."""
     summary = report.summary
     if "snr" not in summary or summary["snr"].dropna().nunique() < 2:
         return []
@@ -309,6 +361,8 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
     )
     paths: list[Path] = []
     for model, parts in model_blocks(summary[summary["snr"].notna()]):
+        if model in skip:
+            continue
         fig, axes = _figure(len(parts), panel=(5.0, 5.0))
         for ax, (title, block) in zip(axes, parts):
             _snr_panel(ax, block, metric, direction, show_k)
@@ -327,23 +381,26 @@ def plot_metric_vs_snr(report: Report, metric: str, folder: Path) -> list[Path]:
 
 def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, direction: str, show_k: bool) -> None:
     ok = block[(block["n_ok"] > 0) & block[metric].notna()].copy()
-    ok["line"] = [
-        f"{sampler_label(r, corrector_steps=show_k)} N={fmt(r['steps'])}" for _, r in ok.iterrows()
-    ]
-    colors = _colors(list(dict.fromkeys(ok["line"])))
+    ok["sampler"] = [sampler_label(r, corrector_steps=show_k) for _, r in ok.iterrows()]
+    ok["line"] = [f"{name} N={fmt(n)}" for name, n in zip(ok["sampler"], ok["steps"])]
+    colors = sampler_colors(ok["sampler"])  # one colour per sampler, one dash per N
+    dashes = {
+        n: STEP_STYLES[i % len(STEP_STYLES)] for i, n in enumerate(sorted(ok["steps"].unique()))
+    }
     for line, rows in ok.groupby("line", sort=False):
         rows = rows.sort_values("snr")
+        color, style = colors[rows["sampler"].iloc[0]], dashes[rows["steps"].iloc[0]]
         if direction == "info":  # no better direction: no best SNR
-            _line(ax, rows["snr"], rows, metric, colors[line], line)
+            _line(ax, rows["snr"], rows, metric, color, line, style)
             continue
         best = rows.loc[rows[metric].idxmax() if direction == "higher" else rows[metric].idxmin()]
-        _line(ax, rows["snr"], rows, metric, colors[line], f"{line} (best r={best['snr']:g})")
+        _line(ax, rows["snr"], rows, metric, color, f"{line} (best r={best['snr']:g})", style)
         ax.scatter(
             [best["snr"]],
             [best[metric]],
             marker="*",
             s=180,
-            color=colors[line],
+            color=color,
             edgecolors="black",
             lw=0.7,
             zorder=4,
@@ -361,13 +418,17 @@ def plot_report(
     target: Callable[[str, int], np.ndarray | None] | None = None,
 ) -> list[Path]:
     """Every plot of a report: metric vs NFE and vs wall-clock for each metric, metric vs SNR
-    when SNRs were swept, and sample panels when samples were saved."""
+    when SNRs were swept, and sample panels when samples were saved. A metric that cannot
+    separate a model's cells (:func:`bench.results.notes.cannot_separate`; the report says
+    which) is left out for that model."""
     paths: list[Path] = []
+    left_out = unplotted(report.summary, report.metrics, report.directions)
     for metric in report.metrics:
+        skip = {model for model, m in left_out if m == metric}
         for cost in ("nfe", "wall_clock_s"):
             if cost in report.summary and cost != metric:
-                paths += plot_metric_vs_cost(report, metric, cost, folder)
-        paths += plot_metric_vs_snr(report, metric, folder)
+                paths += plot_metric_vs_cost(report, metric, cost, folder, skip)
+        paths += plot_metric_vs_snr(report, metric, folder, skip)
     if samples_dir is not None and samples_dir.is_dir():
         from bench.results.sample_plots import plot_samples
 

@@ -36,6 +36,7 @@ from bench.results.frame import (
     to_frame,
     varying,
 )
+from bench.results.notes import not_ok_lines, table_notes, unplotted, unplotted_note
 from bench.results.stats import context_columns, paired_differences, resolve_sampler, summarize
 from bench.results.text import estimate, fmt, heading, markdown_table, signed, text_table
 
@@ -48,8 +49,9 @@ def time_columns(frame: pd.DataFrame) -> list[str]:
     cols = [c for c in TIME_COLUMNS if c in frame]
     if "nfe_nominal" in frame and "nfe" in frame:
         ok = frame[frame["status"] == "ok"]
-        nominal = pd.to_numeric(ok["nfe_nominal"], errors="coerce")
-        if not nominal.equals(pd.to_numeric(ok["nfe"], errors="coerce")):
+        nominal = pd.to_numeric(ok["nfe_nominal"], errors="coerce").astype(float)
+        counted = pd.to_numeric(ok["nfe"], errors="coerce").astype(float)
+        if not nominal.equals(counted):  # as floats: an int column equals its float twin
             cols.insert(1, "nfe_nominal")
     return cols
 
@@ -73,6 +75,7 @@ class Report:
         baseline: the baseline sampler of the paired differences, if any.
         paired: the paired differences (empty without a baseline).
         title: a heading (e.g. the run folder).
+        pair_by: what paired cells share besides the context: ``steps`` or ``nfe``.
     """
 
     frame: pd.DataFrame
@@ -83,6 +86,7 @@ class Report:
     baseline: str | None = None
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
     title: str = "sde-bench report"
+    pair_by: str = "steps"
 
     @property
     def max_seeds(self) -> int:
@@ -97,6 +101,7 @@ def build_report(
     confidence: float = 0.95,
     directions: Directions | None = None,
     title: str = "sde-bench report",
+    pair_by: str = "steps",
 ) -> Report:
     """Summarise rows over seeds and, with a baseline sampler, pair every other sampler with it.
 
@@ -107,6 +112,8 @@ def build_report(
         confidence: level of the t-intervals.
         directions: column directions (default: the fallback table only).
         title: heading of the rendered report.
+        pair_by: pair cells at equal ``steps`` (default) or at equal counted ``nfe`` (a Heun
+            cell of N steps, 2N − 1 NFE, beside a one-evaluation solver at 2N − 1 steps).
     """
     frame = rows if isinstance(rows, pd.DataFrame) else to_frame(rows)
     directions = directions or Directions()
@@ -115,10 +122,12 @@ def build_report(
     columns = chosen + [c for c in floor_summary_columns(frame, chosen) if c not in chosen]
     columns += [c for c in time_columns(frame) if c not in columns]
     summary = summarize(frame, columns, confidence, describe=provenance_columns(frame, chosen))
-    report = Report(frame, summary, chosen, directions, confidence, title=title)
+    report = Report(frame, summary, chosen, directions, confidence, title=title, pair_by=pair_by)
     if baseline:
         report.baseline = resolve_sampler(frame, baseline)
-        report.paired = paired_differences(frame, report.baseline, chosen, confidence, directions)
+        report.paired = paired_differences(
+            frame, report.baseline, chosen, confidence, directions, pair_by=pair_by
+        )
     return report
 
 
@@ -310,18 +319,23 @@ def paired_pivot(paired: pd.DataFrame, metric: str, floor: Floor | None = None) 
         return text
 
     pairs = rows["pairs"] if "pairs" in rows else pd.Series(1, index=rows.index)
+    by = "nfe" if "baseline_steps" in rows else "steps"
     text = rows.assign(
         cell=[
             cell(d, c, v, p)
             for d, c, v, p in zip(rows["diff"], rows["diff_ci"], rows["verdict"], pairs)
         ]
     )
-    if "steps" not in text:
+    if by not in text:
         return text[[LABEL, "cell"]].rename(columns={LABEL: "sampler"})
-    table = text.pivot_table(
-        index=LABEL, columns="steps", values="cell", aggfunc="first", sort=False
-    )
-    table.columns = [f"N={fmt(c)}" for c in table.columns]
+    if by == "nfe":  # each side's steps, since they differ: "N=19 vs 10"
+        text["cell"] = [
+            f"{c} (N={fmt(n)} vs {fmt(b)})"
+            for c, n, b in zip(text["cell"], text["steps"], text["baseline_steps"])
+        ]
+    table = text.pivot_table(index=LABEL, columns=by, values="cell", aggfunc="first", sort=False)
+    table = table[sorted(table.columns)]
+    table.columns = [f"{'NFE' if by == 'nfe' else 'N'}={fmt(c)}" for c in table.columns]
     return table.reset_index().rename(columns={LABEL: "sampler"})
 
 
@@ -338,24 +352,45 @@ def render(report: Report, markdown: bool = False) -> str:
             out.append(table(pivot(block, metric, report.directions)))
     if report.baseline:
         out += _render_paired(report, markdown)
+    bullet = "- " if markdown else "  "
+    remarks = report_notes(report)
+    if remarks:
+        out.append(heading("notes", 2, markdown))
+        out.append("\n".join(bullet + n for n in remarks))
     notes = not_ok_lines(report.frame)
     if notes:
         out.append(heading("cells not ok", 2, markdown))
-        out.append("\n".join(("- " if markdown else "  ") + n for n in notes))
+        out.append("\n".join(bullet + n for n in notes))
     return "\n\n".join(out) + "\n"
+
+
+def report_notes(report: Report) -> list[str]:
+    """The notes under the tables (:func:`bench.results.notes.table_notes`), and the metrics
+    the plots leave out because they cannot separate the cells."""
+    ranked = [m for m in report.metrics if report.directions(m) != "info"]
+    notes = table_notes(report.frame, report.summary, ranked, report.directions)
+    return notes + unplotted_note(unplotted(report.summary, report.metrics, report.directions))
 
 
 def _render_paired(report: Report, markdown: bool) -> list[str]:
     table = markdown_table if markdown else text_table
+    at = " at equal NFE" if report.pair_by == "nfe" else ""
     out = [
-        heading(f"paired differences vs {report.baseline}", 2, markdown),
-        "metric(sampler) − metric(baseline) on the same seeds (shared prior noise), mean ± "
+        heading(f"paired differences vs {report.baseline}{at}", 2, markdown),
+        (
+            "cells at the same counted NFE (columns NFE=…; each cell gives the sampler's and the "
+            "baseline's steps), "
+            if at
+            else ""
+        )
+        + "metric(sampler) − metric(baseline) on the same seeds (shared prior noise), mean ± "
         f"{report.confidence:.0%} CI over seed pairs; better/worse when the interval "
         "excludes 0, ~ when it does not (or with a single seed), same when identical; "
         f"{FLOOR_MARK} when the difference is within the floor (two exact sets differ as much).",
     ]
     if report.paired.empty:
-        return out + ["(no pairs: the baseline shares no seeds and config with other samplers)"]
+        what = "NFE, seeds and config" if at else "seeds and config"
+        return out + [f"(no pairs: the baseline shares no {what} with other samplers)"]
     cols = [c for c in block_columns(report.summary) if c in report.paired]
     for title, block in _paired_blocks(report):
         out.append(heading(title or "all cells", 3, markdown))
@@ -418,21 +453,3 @@ def reference_note(frame: pd.DataFrame) -> str:
     ok = frame[frame["status"] == "ok"]
     values = [f"{c}={fmt(ok[c].iloc[0])}" for c in info if c in ok and ok[c].nunique() == 1]
     return f"Exact-sample reference values: {', '.join(values)}." if values else ""
-
-
-def not_ok_lines(frame: pd.DataFrame) -> list[str]:
-    """One line per distinct (SDE, sampler, steps, status, reason) of the cells not ok."""
-    bad = frame[frame["status"] != "ok"]
-    if bad.empty:
-        return []
-    cols = [c for c in ("model", "sde", LABEL, "steps", "status", "reason") if c in bad]
-    counted = bad.fillna({"reason": ""}).groupby(cols, sort=False, dropna=False).size()
-    lines = []
-    for values, n in counted.items():
-        row = dict(zip(cols, values if isinstance(values, tuple) else (values,)))
-        seeds = f" ({n} seeds)" if n > 1 else ""
-        lines.append(
-            f"{row.get('sde', '')} {row.get(LABEL, '')} N={fmt(row.get('steps'))}: "
-            f"{row['status']}: {row.get('reason', '')}{seeds}".strip()
-        )
-    return lines

@@ -177,35 +177,48 @@ def resolve_sampler(frame: pd.DataFrame, wanted: str) -> str:
     )
 
 
+PAIR_BY = ("steps", "nfe")
+"""What paired cells share besides the context: the number of steps, or the NFE (counted)."""
+
+
 def paired_differences(
     frame: pd.DataFrame,
     baseline: str,
     columns: Sequence[str],
     confidence: float = 0.95,
     directions: Directions | None = None,
+    pair_by: str = "steps",
 ) -> pd.DataFrame:
     """Per sampler, ``metric − metric(baseline)`` paired by seed, with its mean and t-interval.
 
     Two cells are paired when they share every config column except the sampler's (predictor,
     corrector, probability flow, SNR, corrector steps) — so the same model, SDE, steps, samples
-    and seed. The runner derives each sample's prior noise from (seed, sample index) alone, so
-    paired cells start from the same x_T, and the pair difference cancels that noise
+    and seed. With ``pair_by="nfe"`` the steps may differ and the counted NFE must be equal
+    instead: a Heun cell of N steps (2N − 1 NFE) pairs with a one-evaluation-per-step solver
+    at 2N − 1 steps. The runner derives each sample's prior noise from (seed, sample index)
+    alone, so paired cells start from the same x_T, and the pair difference cancels that noise
     (common random numbers). Only ok cells are paired.
 
     Returns:
-        One row per (context, sampler ≠ baseline, column): the context columns, ``label`` (the sampler),
-        ``baseline``, ``metric``, ``pairs`` (seeds paired), ``diff`` (mean difference),
-        ``diff_ci`` (half-width, NaN with one pair) and ``verdict``: ``better`` or ``worse``
-        when the interval excludes 0 (by the column's direction), ``same`` when every pair
-        difference is exactly 0, else ``~`` (within the noise, or unknown with one pair).
+        One row per (context, sampler ≠ baseline, column): the context columns, ``label`` (the
+        sampler), ``baseline``, ``metric``, ``pairs`` (seeds paired), ``diff`` (mean
+        difference), ``diff_ci`` (half-width, NaN with one pair) and ``verdict``: ``better`` or
+        ``worse`` when the interval excludes 0 (by the column's direction), ``same`` when every
+        pair difference is exactly 0, else ``~`` (within the noise, or unknown with one pair).
+        With ``pair_by="nfe"`` also ``nfe`` and ``baseline_steps`` (``steps`` is the sampler's).
     """
     directions = directions or Directions()
     context = context_columns(frame)
-    ok = with_groups(frame[frame["status"] == "ok"], [*context, "seed"])
-    base = ok[ok[LABEL] == baseline].set_index(GROUP)
+    ok = frame[frame["status"] == "ok"]
+    if pair_by == "nfe":
+        context = [c for c in context if c != "steps"] + ["nfe"]
+        ok = ok.assign(nfe=pd.to_numeric(ok["nfe"], errors="coerce").round(6))
+    ok = with_groups(ok, [*context, "seed"])
+    base = ok[ok[LABEL] == baseline].drop_duplicates(GROUP).set_index(GROUP)
     records = []
     for sampler, rows in ok[ok[LABEL] != baseline].groupby(LABEL, sort=False):
-        renamed = base[list(columns)].rename(columns=lambda c: f"{c}__base")
+        kept = list(columns) + (["steps"] if pair_by == "nfe" and "steps" in base else [])
+        renamed = base[kept].rename(columns=lambda c: f"{c}__base")
         joined = rows.join(renamed, on=GROUP, how="inner")
         for col in columns:
             diffs = pd.to_numeric(joined[col], errors="coerce") - pd.to_numeric(
@@ -225,6 +238,9 @@ def _pair_records(
     ctx = with_groups(joined, context)
     for _, rows in ctx.groupby(GROUP, sort=False):
         head = {c: rows.iloc[0][c] for c in context}
+        for name, col in (("steps", "steps"), ("baseline_steps", "steps__base")):
+            if col in rows and name not in head:  # pairs at equal NFE: the steps of each side
+                head[name] = rows.iloc[0][col]
         for col in columns:
             d = rows[f"{col}__diff"].dropna().to_numpy(dtype=float)
             if d.size == 0:
