@@ -114,9 +114,9 @@ class Components:
         schedule = self.schedule(cell.schedule)
         sampler = self.sampler(cell)
         self.env.model.check_sde(sde)
-        sampler.supports(sde, schedule)
         grid = schedule.grid(sde, steps)
-        sde.discrete = grid.paper
+        sde.discrete = grid.paper  # before supports(): the paper's discrete rules need it
+        sampler.supports(sde, schedule)
         metrics = [self.entry("metrics", m).obj for m in cell.metrics]
         for metric in metrics:
             metric.supports(self.env.model)

@@ -8,6 +8,7 @@ metrics are not included, and adaptive samplers (no nominal NFE) are counted sep
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -96,7 +97,7 @@ def summary(p: Plan) -> str:
         parts[-1] += "; metrics and the samplers' own arithmetic not included)"
     if p.adaptive:
         parts.append(f"plus {p.adaptive} adaptive cell(s) whose NFE is not known in advance")
-    return "; ".join(parts)
+    return textwrap.fill("; ".join(parts), width=100, break_on_hyphens=False)
 
 
 def render(p: Plan, cells: list[Cell]) -> str:
