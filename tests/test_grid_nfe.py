@@ -136,3 +136,21 @@ def test_too_few_steps_for_the_ddpm_chain_is_unsupported(registry, predictor, co
     (cell,) = expand(spec, Components(env))
     row = run_cell(cell, CellContext(env))
     assert row["status"] == "unsupported" and "beta_k < 1" in row["reason"]
+
+
+def test_ancestral_sampling_runs_on_a_non_uniform_schedule_at_few_steps(tmp_path):
+    """The paper's discrete DDPM chain (beta_k < 1 needs N > 20 on VP) binds only the uniform
+    schedule: on `edm` the same predictor at N = 10 runs, on `uniform` it is unsupported."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    args = ["run", "--model", "gauss1d", "--sdes", "vp", "--predictors", "ancestral_sampling"]
+    args += ["--correctors", "none", "--schedules", "edm,uniform", "--steps", "10"]
+    args += ["--samples", "16", "--seeds", "0", "--no-progress", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "r" / "results.csv").set_index("schedule")
+    assert rows.loc["edm", "status"] == "ok"
+    assert rows.loc["uniform", "status"] == "unsupported"
