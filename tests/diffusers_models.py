@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,16 @@ def write_pipeline(
     *,
     seed: int = 0,
     safe: bool = True,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """A pipeline folder (model_index.json, unet/, scheduler/) with a random-weight UNet."""
+    """A pipeline folder (model_index.json, unet/, scheduler/) with a random-weight UNet, or
+    with the weights ``state``."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
     unet = UNet2DModel(**unet_config)
+    if state is not None:
+        unet.load_state_dict(state)
     unet.save_pretrained(folder / "unet", safe_serialization=safe)
     write_json(folder / "scheduler" / "scheduler_config.json", scheduler)
     write_json(
@@ -113,3 +118,52 @@ def write_pipeline(
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
+
+
+def smooth_images(n: int, generator: torch.Generator) -> torch.Tensor:
+    """n smooth random 3×8×8 images in (−1, 1): tanh of a bilinearly upsampled 2×2 field."""
+    field = torch.randn(n, 3, 2, 2, generator=generator)
+    up = torch.nn.functional.interpolate(field, size=(8, 8), mode="bilinear", align_corners=True)
+    return torch.tanh(2.0 * up)
+
+
+@functools.cache
+def trained_ddpm_state(steps: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
+    """:data:`TINY_DDPM_UNET` trained for a few Adam steps with DDPM's loss (Ho et al. 2020,
+    Alg. 1) on :func:`smooth_images`, on the :data:`DDPM_SCHEDULER` table (computed once per
+    process: ~4 s on one CPU thread).
+
+    Not a good generator, but its ε̂ is a denoiser's: sampling loops on it contract, where on a
+    random-weight UNet they amplify a float32 rounding of 1e-7 to 1e-3 within 25 steps, and
+    agreement tests would measure the amplification instead of the method.
+    """
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(**TINY_DDPM_UNET)
+    n_train = DDPM_SCHEDULER["num_train_timesteps"]
+    betas = torch.linspace(DDPM_SCHEDULER["beta_start"], DDPM_SCHEDULER["beta_end"], n_train)
+    alpha_bar = torch.cumprod(1.0 - betas, dim=0)
+    g = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: one thread is the fastest
+    try:
+        _train(unet, optimizer, alpha_bar, steps, g)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
+def _train(unet, optimizer, alpha_bar: torch.Tensor, steps: int, g: torch.Generator) -> None:
+    """``steps`` Adam steps of DDPM's ε loss on batches of 32 :func:`smooth_images`."""
+    n_train = len(alpha_bar)
+    for _ in range(steps):
+        x0 = smooth_images(32, g)
+        k = torch.randint(0, n_train, (32,), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        a = alpha_bar[k].view(-1, 1, 1, 1)
+        loss = (unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, k).sample - eps).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()

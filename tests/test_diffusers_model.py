@@ -74,10 +74,15 @@ def raw(model, x, label):
 def test_ddpm_pipeline_maps_to_vp(ddpm):
     assert ddpm.trained_for == "vp"
     assert ddpm.data_shape == (3, 8, 8)
-    assert ddpm.sde_defaults == {"vp": {"beta_min": pytest.approx(0.1), "beta_max": 20.0}}
+    assert ddpm.sde_defaults == {
+        "vp": {"beta_min": pytest.approx(0.1), "beta_max": 20.0, "eps": 1e-3}  # eps = 1/N
+    }
     assert ddpm.dataset is None
+    assert ddpm.scheduler_config == dm.DDPM_SCHEDULER  # what --samplers diffusers:CLASS inherits
+    assert ddpm.native == "eps"  # ε̂ itself, as a diffusers scheduler receives it
     info = ddpm.describe()
-    assert info["prediction_type"] == "epsilon" and info["label"] == "floor(t*999)"
+    assert info["prediction_type"] == "epsilon" and info["quantize"] is False
+    assert info["label"] == "timestep(sigma(t)) in the 1000-step table, log-sigma interpolated"
     assert info["data_range"] == [-1.0, 1.0] and len(info["weights_sha256"]) == 64
     assert info["weight_files"] == ["diffusion_pytorch_model.safetensors"]
     assert ddpm.default_grid == {}  # no snr in a DDPM scheduler config
@@ -110,8 +115,8 @@ def test_linear_ddpm_schedule_is_the_vp_sde_table(make_sde):
 @pytest.mark.parametrize("label", ["index", "time"])
 def test_vp_score_is_minus_eps_over_discrete_std(folders, ddpm, make_sde, t, label):
     """s = −ε̂(x, label) / sqrt(1 − ᾱ_k), k = floor(t·999), ᾱ of linspace(1e-4, 0.02, 1000);
-    the label is k itself (default) or t·999 (``label=time``)."""
-    model = ddpm if label == "index" else ddpm_with(folders, label=label)
+    the label is k itself (``label=index``) or t·999 (``label=time``)."""
+    model = ddpm_with(folders, label=label)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
     k = math.floor(t * 999 + 1e-9)
@@ -130,7 +135,7 @@ def ddpm_with(folders, arg: str = "", dtype=torch.float32, **options):
 
 def test_vp_continuous_std_variant(folders, make_sde):
     model = du.DiffusersUNet.load(
-        f"{folders['ddpm']},std=continuous", device=CPU, dtype=torch.float32
+        f"{folders['ddpm']},label=index,std=continuous", device=CPU, dtype=torch.float32
     )
     sde = make_sde("vp", 10)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -173,6 +178,119 @@ def test_label_and_std_settings_in_the_arg_or_as_options(folders, ve):
             dtype=torch.float32,
             options=du.DiffusersUNet.Options(label="time"),
         )
+    quantized = ddpm_with(folders, ",quantize=true")
+    assert (quantized.label, quantized.quantize, quantized.std) == ("sigma", True, "continuous")
+    assert ddpm_with(folders, quantize=True).quantize and not ddpm_with(folders).quantize
+    with pytest.raises(BenchError, match="quantize applies to label=sigma"):
+        ddpm_with(folders, ",label=index,quantize=true")
+    with pytest.raises(BenchError, match="std=discrete applies to label=index"):
+        ddpm_with(folders, ",std=discrete")
+    with pytest.raises(ValueError, match="quantize must be true or false"):
+        du.DiffusersUNet.Options(quantize="yes")
+
+
+# -- the timestep of the state's noise level -----------------------------------------------------
+def diffusers_sigmas(config) -> list[float]:
+    """σ_k = sqrt((1 − ᾱ_k)/ᾱ_k) of diffusers' own DDPMScheduler table for a folder config."""
+    from diffusers import DDPMScheduler
+
+    table = DDPMScheduler.from_config(config).alphas_cumprod.tolist()
+    return [math.sqrt((1 - a) / a) for a in table]
+
+
+def time_of(sde, sigma: float) -> float:
+    return sde.t_of_log_snr(-math.log(sigma))
+
+
+def test_timestep_table_is_diffusers_own(folders):
+    """The model's noise table is bit for bit the alphas_cumprod of the folder's scheduler
+    (float32), so a scheduler's timestep k maps back to k itself."""
+    from bench_plugins.score_models.diffusers_timesteps import diffusers_alphas_cumprod
+    from diffusers import DDPMScheduler
+
+    for n, start, end in [(1000, 1e-4, 0.02), (4000, 2.5e-5, 5e-3)]:
+        config = {**dm.DDPM_SCHEDULER, "num_train_timesteps": n, "beta_start": start}
+        theirs = DDPMScheduler.from_config({**config, "beta_end": end}).alphas_cumprod.tolist()
+        assert diffusers_alphas_cumprod(start, end, n) == theirs
+
+
+def test_label_is_exactly_k_on_the_schedulers_timesteps(ddpm, make_sde):
+    """At the time whose σ̃ is σ_k of the table, the network gets k itself (to rounding); the
+    DDPM label floor(t·999) of ``label=index`` gets k + 1 … k + 3 there for 463 ≤ k < 999."""
+    sde = make_sde("vp", 10, **ddpm.sde_defaults["vp"])
+    sigmas = diffusers_sigmas(dm.DDPM_SCHEDULER)
+    for k in (0, 1, 17, 462, 463, 500, 998, 999):
+        assert ddpm.vp_label(sde, time_of(sde, sigmas[k])) == pytest.approx(k, abs=1e-9)
+    index = du.DiffusersUNet.load(
+        f"{ddpm.checkpoint.root},label=index", device=CPU, dtype=torch.float32
+    )
+    off = [k for k, s in enumerate(sigmas) if index.vp_label(sde, time_of(sde, s)) != k]
+    assert off == list(range(463, 999))  # 536 timesteps; 999's t > 1 is clamped to 999
+    seen = []
+    hook = ddpm.unet.time_proj.register_forward_hook(lambda m, a, o: seen.append(a[0]))
+    try:
+        ddpm.view(sde).eps(torch.zeros(1, 3, 8, 8), time_of(sde, sigmas[500]))
+    finally:
+        hook.remove()
+    assert seen[0].tolist() == [500.0]
+
+
+def test_label_interpolates_in_log_sigma_as_k_diffusion(ddpm, folders, make_sde):
+    """Between table entries the timestep is linear in log σ, outside the table the nearest end:
+    k-diffusion's ``DiscreteSchedule.sigma_to_t`` on the same table (float64) gives the same, and
+    with ``quantize`` the nearest entry in log σ (its ``quantize=True``)."""
+    from tests import kdiffusion
+
+    sde = make_sde("vp", 10, **ddpm.sde_defaults["vp"])
+    sigmas = diffusers_sigmas(dm.DDPM_SCHEDULER)
+    table = torch.tensor(sigmas, dtype=torch.float64)
+    reference = kdiffusion.external().DiscreteSchedule(table, quantize=False)
+    g = torch.Generator().manual_seed(0)
+    levels = torch.exp(torch.empty(300, dtype=torch.float64).uniform_(-4.7, 5.2, generator=g))
+    quantized = ddpm_with(folders, quantize=True)
+    for sigma in levels.tolist():
+        t = time_of(sde, sigma)
+        expected = reference.sigma_to_t(torch.tensor(sigma, dtype=torch.float64))
+        assert ddpm.vp_label(sde, t) == pytest.approx(float(expected), abs=1e-8)
+        nearest = reference.sigma_to_t(torch.tensor(sigma, dtype=torch.float64), quantize=True)
+        assert quantized.vp_label(sde, t) == float(nearest)
+    middle = math.sqrt(sigmas[500] * sigmas[501])  # halfway in log σ: k + ½ (closed form)
+    assert ddpm.vp_label(sde, time_of(sde, middle)) == pytest.approx(500.5, abs=1e-8)
+    assert ddpm.vp_label(sde, time_of(sde, 0.5 * sigmas[0])) == 0.0
+    assert ddpm.vp_label(sde, time_of(sde, 2.0 * sigmas[999])) == 999.0
+
+
+def test_quantize_option_through_the_cli(folders, tmp_path):
+    out = tmp_path / "r"
+    args = ("--model", f"diffusers:{folders['ddpm']}", "-o", "diffusers.quantize=true")
+    result = _run_cli(*args, *FAST, "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "run.json").read_text())["model"]
+    assert meta["quantize"] is True and meta["label"].endswith("nearest")
+
+
+def test_eps_is_the_folders_first_timestep(folders, registry, make_sde, tmp_path):
+    """A folder trained with 4,000 timesteps (β's 2.5e-5 … 5e-3: the same VP SDE) has eps =
+    1/4000, so the uniform grid of N = 4000 steps visits DDPM's timesteps 3999 − i with the
+    integer labels; ``--eps`` still wins, and the rows record the eps used."""
+    folder = copy_with_scheduler(
+        folders["ddpm"], tmp_path / "m", num_train_timesteps=4000, beta_start=2.5e-5, beta_end=5e-3
+    )
+    model = du.DiffusersUNet.load(f"{folder},label=index", device=CPU, dtype=torch.float32)
+    assert model.sde_defaults["vp"] == pytest.approx(
+        {"beta_min": 0.1, "beta_max": 20.0, "eps": 2.5e-4}
+    )
+    sde = make_sde("vp", 4000, **model.sde_defaults["vp"])
+    grid = registry.get("schedules", "uniform").obj().grid(sde, 4000)
+    for i in (0, 1, 2000, 3998, 3999):
+        assert model.vp_label(sde, grid.t[i]) == 3999 - i
+    for given, expected in ((None, 2.5e-4), ("1e-3", 1e-3)):
+        out = tmp_path / f"r{given}"
+        eps = ("--eps", given) if given else ()
+        result = _run_cli("--model", f"diffusers:{folder}", *eps, *FAST, "--out", out)
+        assert result.exit_code == 0, result.output
+        (row,) = map(json.loads, (out / "rows.jsonl").read_text().splitlines())
+        assert row["status"] == "ok" and row["eps"] == expected
 
 
 def test_label_option_through_the_cli(folders, tmp_path):
@@ -185,15 +303,20 @@ def test_label_option_through_the_cli(folders, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((out / "run.json").read_text())["model"]["label"] == "t*999"
     bad = _run_cli("--model", f"diffusers:{folders['ddpm']}", "-o", "diffusers.label=x", *FAST)
-    assert bad.exit_code == 2 and "label must be one of index, time" in bad.output
+    assert bad.exit_code == 2 and "label must be one of sigma, index, time" in bad.output
+
+
+LABELS = ("index", "time", "sigma")
 
 
 @pytest.mark.slow
 def test_integer_label_reproduces_ddpm_sampler_at_n1000(folders, registry, make_sde):
     """The suite's ancestral sampler on the VP SDE, N = 1000, uniform grid, float64, is DDPM's
     own sampler (diffusers' DDPMScheduler, fixed_large variance, no clipping, float64 tables)
-    when the label is the integer timestep: to ~4e-13. The unrounded t·999 drifts (~1e-5
-    relative, 1e-2 absolute, here)."""
+    when the label is the integer timestep (``label=index``): to ~4e-13. The unrounded t·999
+    drifts (~1e-5 relative, 1e-2 absolute, here), and so does the default ``label=sigma``: the
+    chain's state at step i has the table's σ_{999−i}, the SDE's at t_i has σ̃(t_i), and the
+    label follows the latter."""
     from diffusers import DDPMScheduler
 
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
@@ -204,7 +327,7 @@ def test_integer_label_reproduces_ddpm_sampler_at_n1000(folders, registry, make_
     scheduler.alphas_cumprod = torch.cumprod(scheduler.alphas, 0)
     scheduler.one = torch.tensor(1.0, dtype=torch.float64)
     scheduler.set_timesteps(1000)
-    model = ddpm_with(folders, dtype=torch.float64)
+    model = ddpm_with(folders, dtype=torch.float64, label="index")
     theirs, noise = x_T.clone(), torch.Generator().manual_seed(8)
     with torch.no_grad():
         for k in scheduler.timesteps:  # DDPMPipeline's loop
@@ -223,8 +346,10 @@ def test_integer_label_reproduces_ddpm_sampler_at_n1000(folders, registry, make_
         return x_mean  # the last step's mean: DDPM adds no noise at its t = 0
 
     scale = theirs.abs().max()
-    assert float((ours("index") - theirs).abs().max() / scale) < 5e-12
-    assert float((ours("time") - theirs).abs().max() / scale) > 1e-7
+    gaps = {label: float((ours(label) - theirs).abs().max() / scale) for label in LABELS}
+    print(f"\nancestral N=1000 vs DDPM's sampler, max |Δ|/max |x|: {gaps}")
+    assert gaps["index"] < 5e-12
+    assert gaps["time"] > 1e-7 and gaps["sigma"] > 1e-7  # the state's noise level is σ̃(t)
 
 
 EULER_CONTINUOUS_V = {
@@ -280,7 +405,7 @@ def test_euler_continuous_labels_refuse_index_settings(tmp_path):
         tmp_path / "e", dm.TINY_DDPM_UNET, EULER_CONTINUOUS_V | {"prediction_type": "epsilon"}
     )  # diffusers uses ¼·log σ only with v-prediction: this one keeps integer timesteps
     model = du.DiffusersUNet.load(str(discrete), device=CPU, dtype=torch.float32)
-    assert model.describe()["label"] == "floor(t*999)"
+    assert model.describe()["label"].startswith("timestep(sigma(t))")
 
 
 def test_weights_sha256_hashes_only_what_is_loaded(folders, tmp_path):
@@ -601,7 +726,8 @@ def test_bench_run_five_step_sweep(folders, tmp_path):
     assert rows["ve"]["status"] == "unsupported"
     assert "trained for the vp SDE" in rows["ve"]["reason"]
     meta = json.loads((out / "run.json").read_text())
-    assert meta["model"]["trained_for"] == "vp" and meta["model"]["label"] == "floor(t*999)"
+    assert meta["model"]["trained_for"] == "vp" and meta["model"]["label"].startswith("timestep")
+    assert rows["vp"]["eps"] == 1e-3  # 1/N of the folder's 1000 timesteps
 
 
 @pytest.mark.parametrize("given", [None, "0.2"])

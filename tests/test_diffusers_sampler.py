@@ -360,6 +360,11 @@ def test_cli_runs_schedulers_with_counted_nfe(tmp_path):
     order3 = rows(out3)[("vp", "diffusers:DPMSolverMultistepScheduler")]
     assert "solver_order" in order3["sampler_options"] and "3" in order3["sampler_options"]
     assert order3["status"] == "ok" and order3["nfe"] == 5
+    # the rows say where each key came from: no folder, so the SDE's schedule ("suite")
+    default = got[("vp", "diffusers:DPMSolverMultistepScheduler")]["scheduler_config"]
+    assert default.startswith("suite: beta_end=0.02, beta_schedule=linear, beta_start=0.0001")
+    assert "class default: " in default and "solver_order=2" in default
+    assert "; user: solver_order=3; " in order3["scheduler_config"]
     assert order3["swd"] != got[("vp", "diffusers:DPMSolverMultistepScheduler")]["swd"]
 
 

@@ -43,6 +43,11 @@ class ScoreModel(abc.ABC):
     options (``steps``, ``samples``, ``batch_size``, ``snrs``, ``predictors``, …): e.g. a small
     grid that finishes in minutes on a CPU, or the ``snr`` a checkpoint ships with. Rows record
     the values taken in ``model_defaults``. Treat as read-only; instances assign a new dict."""
+    scheduler_config: dict[str, Any] | None = None
+    """The diffusers scheduler config a discrete-time model ships with (a diffusers folder's
+    ``scheduler_config.json``: its noise table and its sampling settings), or ``None``. Samplers
+    that run diffusers' own schedulers start from it (``ModelView.scheduler_config``), as a
+    diffusers user's ``CLASS.from_config`` does. Treat as read-only."""
     data_shape: tuple[int, ...]
     spec: str
 
@@ -77,7 +82,7 @@ class ScoreModel(abc.ABC):
 
     def view(self, sde: SDE) -> ModelView:
         """The model under ``sde`` behind a fresh NFE counter (score, ε and D views)."""
-        return ModelView(self.native_fn(sde), self.native, sde)
+        return ModelView(self.native_fn(sde), self.native, sde, self.scheduler_config)
 
     def check_sde(self, sde: SDE) -> None:
         """Raise :class:`bench.Unsupported` if the model cannot serve ``sde``."""

@@ -72,6 +72,11 @@ class Sampler(abc.ABC):
         """Why this sampler's samples depend on the batch, or ``None`` (see ``batch_dependence``)."""
         return self.batch_dependence
 
+    def row_columns(self) -> dict[str, Any]:
+        """Columns this sampler adds to its rows once it has sampled (e.g. where each setting
+        of a wrapped library came from); none by default."""
+        return {}
+
     @abc.abstractmethod
     def nfe_nominal(self, steps: int) -> int | None:
         """The evaluations per trajectory this sampler claims for ``steps`` steps (e.g. Heun's

@@ -13,7 +13,7 @@ a conversion is never an extra evaluation, and no evaluation goes uncounted.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from torch import Tensor
 
@@ -30,14 +30,23 @@ class ModelView:
         sde: the SDE whose marginals the model serves (a(t), std(t), λ(t)).
         native: what ``fn`` returns: ``score``, ``eps`` or ``x0``.
         calls: evaluations so far (batched calls; each is one NFE for every sample in the batch).
+        scheduler_config: the model's own diffusers scheduler config
+            (``ScoreModel.scheduler_config``), or ``None``.
     """
 
-    def __init__(self, fn: ModelFn, native: str, sde: SDE) -> None:
+    def __init__(
+        self,
+        fn: ModelFn,
+        native: str,
+        sde: SDE,
+        scheduler_config: dict[str, Any] | None = None,
+    ) -> None:
         if native not in NATIVE:
             raise ValueError(f"a model's native output is one of {NATIVE}, got {native!r}")
         self.fn = fn
         self.native = native
         self.sde = sde
+        self.scheduler_config = scheduler_config
         self.calls = 0
         views = {
             kind: self._call if kind == native else getattr(self, f"_{kind}_from_{native}")

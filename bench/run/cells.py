@@ -178,6 +178,7 @@ def _finish(cell: Cell, ctx: CellContext, attempt: Attempt) -> dict[str, Any]:
         **timing_columns(sampled),
         "nfe_nominal": built.sampler.nfe_nominal(built.grid.steps),
         "batch_dependence": built.sampler.batch_dependent() or "",
+        **built.sampler.row_columns(),
         "batch_size_used": attempt.batch_size,
         "peak_memory_mb": sampled.peak_memory_mb,
         "peak_rss_mb": sampled.peak_rss_mb,
@@ -267,7 +268,7 @@ def sample_cell(
 ) -> Sampled:
     """Sample all batches of a cell, timing sampling alone and feeding the metrics."""
     model, device = ctx.model, ctx.device
-    view = ModelView(ctx.env.model_fn(built.sde), model.native, built.sde)
+    view = ModelView(ctx.env.model_fn(built.sde), model.native, built.sde, model.scheduler_config)
     out = Sampled()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -319,7 +320,9 @@ def first_nonfinite_step(
         if not found and not bool(torch.isfinite(state["x"]).all()):
             found.append((state["i"], state["t"]))
 
-    view = ModelView(ctx.env.model_fn(built.sde), ctx.model.native, built.sde)
+    view = ModelView(
+        ctx.env.model_fn(built.sde), ctx.model.native, built.sde, ctx.model.scheduler_config
+    )
     with torch.no_grad():
         built.sampler.sample(
             x_T, built.grid, view, SampleNoise(cell.seed, start, x_T.shape[0]), callback=check

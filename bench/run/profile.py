@@ -86,6 +86,7 @@ class Setup:
     x_T: Tensor
     device: torch.device
     seed: int = 0
+    scheduler_config: dict[str, Any] | None = None
 
     def noise(self) -> Callable[[Tensor], Tensor]:
         return SampleNoise(self.seed, 0, self.x_T.shape[0])
@@ -118,7 +119,7 @@ def bare_forward(setup: Setup, calls: int, repeats: int) -> Measurement:
 
 def suite_loop(setup: Setup) -> tuple[Loop, Callable[[], int]]:
     """The suite's own sampler loop, NFE counted."""
-    view = ModelView(setup.fn, setup.native, setup.sde)
+    view = ModelView(setup.fn, setup.native, setup.sde, setup.scheduler_config)
 
     def run(x_T: Tensor) -> Tensor:
         with torch.no_grad():

@@ -71,6 +71,7 @@ def make_setup(env: Environment, cell: Cell, steps: int | None = None) -> profil
         env.model.native,
         x_T,
         env.device,
+        scheduler_config=env.model.scheduler_config,
     )
 
 

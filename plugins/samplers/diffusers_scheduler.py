@@ -2,20 +2,27 @@
 
 The scheduler's own ``set_timesteps`` / ``scale_model_input`` / ``step`` loop runs on a model of
 the suite, behind the suite's NFE counter (every model call goes through ``model.eps`` or
-``model.denoise``), timer, seeds and metrics. Options are the scheduler's own settings:
-``-o diffusers.solver_order=3`` goes to ``CLASS.from_config`` (a parameter of ``step``, such as
-DDIM's ``eta`` or Euler's ``s_churn``, goes to every ``step`` call). The mapping, in short
+``model.denoise``), timer, seeds and metrics. The scheduler is built as a diffusers user builds
+it, ``CLASS.from_config(the model's scheduler config)``: a diffusers folder's
+``scheduler_config.json`` keys that ``CLASS`` accepts (``clip_sample``, ``timestep_spacing``, the
+β's, …), the class's defaults for the rest; a model with no scheduler config gets the SDE's noise
+schedule instead (:mod:`bench_plugins.samplers._diffusers_config`). Options are the scheduler's
+own settings and win over both: ``-o diffusers.solver_order=3`` goes to ``CLASS.from_config`` (a
+parameter of ``step``, such as DDIM's ``eta`` or Euler's ``s_churn``, goes to every ``step``
+call). Rows record every key with its source (``scheduler_config``). The mapping, in short
 (docs/solvers/diffusers.md has it in full):
 
 * **DDPM-type schedulers** (an ᾱ table built from ``beta_start``/``beta_end``: DDIM, DDPM, PNDM,
-  DPM-Solver, UniPC, DEIS, Euler, Heun, LMS, KDPM2, …) run on the β-SDEs (VP and sub-VP). They get
-  ``num_train_timesteps`` = 1000 and the linear β schedule of the SDE's discretisation,
-  β_k = linspace(β_min/1000, β_max/1000, 1000) (Ho et al. 2020; Song et al. 2021, App. B), with
-  ``prediction_type="epsilon"`` and ``clip_sample=False`` unless the user sets them. A model call
+  DPM-Solver, UniPC, DEIS, Euler, Heun, LMS, KDPM2, …) run on the β-SDEs (VP and sub-VP). Without
+  a folder config they get ``num_train_timesteps`` = 1000 and the linear β schedule of the SDE's
+  discretisation, β_k = linspace(β_min/1000, β_max/1000, 1000) (Ho et al. 2020; Song et al. 2021,
+  App. B), with ``prediction_type="epsilon"`` and ``clip_sample=False``. A model call
   at timestep k is made at the continuous time with the same signal-to-noise ratio as the noise
   level the scheduler assumes there: ᾱ_k (its ``alphas_cumprod``) or its own σ̃ (``sigmas``),
   λ = ½·log(ᾱ/(1 − ᾱ)) = −log σ̃, t = ``sde.t_of_log_snr(λ)`` — on the VP SDE then
-  a(t)² = ᾱ exactly, so the model sees the scheduler's ``scale_model_input(sample, k)`` itself.
+  a(t)² = ᾱ exactly, so the model sees the scheduler's ``scale_model_input(sample, k)`` itself,
+  and a discrete-time model evaluates its network at timestep k itself (it maps the state's
+  noise level back to its table).
 * **EDM schedulers** (``EDMEulerScheduler``, ``EDMDPMSolverMultistepScheduler``; Karras et al.
   2022) run on every SDE, with ``sigma_min``/``sigma_max`` = the SDE's σ̃ = std/a range. Their
   sample is x̃ = x/a; the model's denoiser D is fed as F = (D − c_skip·x̃)/c_out, so that their
@@ -34,6 +41,8 @@ import math
 from typing import Any
 
 import torch
+from bench_plugins.samplers._diffusers_config import SchedulerConfig
+from bench_plugins.samplers._diffusers_config import resolve as resolve_config
 from bench_plugins.samplers._diffusers_support import (
     SampleGenerators,
     current_sigma,
@@ -47,13 +56,10 @@ from torch import Tensor
 
 from bench.core.options import FreeOptions
 from bench.core.sampler import Callback, Noise, Sampler
-from bench.core.schedule import Schedule, TimeGrid, sigma_range
+from bench.core.schedule import Schedule, TimeGrid
 from bench.core.sde import SDE
 from bench.core.views import ModelView
 from bench.errors import BenchError, Unsupported
-
-NUM_TRAIN_TIMESTEPS = 1000
-"""The DDPM chain's length given to DDPM-type schedulers (Ho et al. 2020), unless overridden."""
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 """The ``prediction_type`` values a DDPM-type scheduler can be fed from the model's views."""
@@ -93,6 +99,8 @@ class DiffusersScheduler(Sampler):
     """``vp`` (DDPM-type), ``edm`` or ``None`` (cannot run on any SDE: see :attr:`refusal`)."""
     refusal: str | None
     """Why the scheduler cannot run at all, or ``None``."""
+    provenance: str = ""
+    """The configuration of the last scheduler built for sampling, key by key with its source."""
 
     def __init__(self, options: FreeOptions | None = None, arg: str | None = None) -> None:
         """Resolve ``CLASS`` in the installed diffusers and check the options against it.
@@ -167,42 +175,33 @@ class DiffusersScheduler(Sampler):
             )
         return cls
 
-    def config(self, sde: SDE | None) -> dict[str, Any]:
-        """The ``from_config`` dict: the SDE's noise schedule, then the user's options on top.
+    def config(self, sde: SDE | None, folder: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``from_config`` dict for ``sde`` and the model's scheduler config ``folder``
+        (:func:`bench_plugins.samplers._diffusers_config.resolve`)."""
+        return self.resolve(sde, folder).values
 
-        DDPM-type: ``num_train_timesteps`` M = 1000, ``beta_start``/``beta_end`` =
-        β_min/M, β_max/M of a β-SDE (the VP defaults 0.1, 20 when ``sde`` is None or has no β),
-        ``beta_schedule="linear"``, ``prediction_type="epsilon"``, ``clip_sample=False``.
-        EDM: ``sigma_min``/``sigma_max`` = the SDE's σ̃(eps), σ̃(T) (:func:`sigma_range`).
-        Only keys ``CLASS.__init__`` takes are set; a class with neither gets the user's only.
-        """
-        params, user = self.init_params, self.init_values
-        out: dict[str, Any] = {}
-        if {"beta_start", "beta_end"} <= set(params):
-            M = int(user.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS))
-            beta_min = getattr(sde, "beta_min", 0.1)
-            beta_max = getattr(sde, "beta_max", 20.0)
-            suite = {
-                "num_train_timesteps": M,
-                "beta_start": beta_min / M,
-                "beta_end": beta_max / M,
-                "beta_schedule": "linear",
-                "prediction_type": "epsilon",
-                "clip_sample": False,
-            }
-            out = {k: v for k, v in suite.items() if k in params}
-        elif {"sigma_min", "sigma_max"} <= set(params) and sde is not None:
-            out["sigma_min"], out["sigma_max"] = sigma_range(sde)
-        return {**out, **user}
+    def resolve(self, sde: SDE | None, folder: dict[str, Any] | None = None) -> SchedulerConfig:
+        """The configuration and the source of each key: the folder's keys the class accepts
+        (or, with no folder, the suite's from the SDE), then the user's options on top."""
+        kind = getattr(self, "kind", None)
+        return resolve_config(self.init_params, kind, self.init_values, sde, folder)
 
-    def build_scheduler(self, sde: SDE | None) -> Any:
+    def build_scheduler(self, sde: SDE | None, folder: dict[str, Any] | None = None) -> Any:
         """A fresh scheduler for ``sde`` (a scheduler is stateful: one per trajectory batch)."""
+        return self._from_config(self.config(sde, folder))
+
+    def _from_config(self, config: dict[str, Any]) -> Any:
         try:
-            return self.cls.from_config(self.config(sde))
+            return self.cls.from_config(config)
         except ImportError as exc:
             raise BenchError(f"diffusers {self.arg}: {str(exc).strip()}") from None
         except Exception as exc:  # noqa: BLE001 - the library's own check of its settings
             raise BenchError(f"diffusers {self.arg}: {type(exc).__name__}: {exc}") from None
+
+    def row_columns(self) -> dict[str, Any]:
+        """``scheduler_config``: every key of the last scheduler built for sampling, its value
+        and where it came from (folder, suite, user or class default)."""
+        return {"scheduler_config": self.provenance} if self.provenance else {}
 
     def _classify(self, trial: Any, step_required: list[str]) -> tuple[str | None, str | None]:
         """(kind, reason it cannot run) of a scheduler instance."""
@@ -293,7 +292,10 @@ class DiffusersScheduler(Sampler):
             Unsupported: a noise level with no time on the SDE (e.g. zero terminal SNR).
         """
         sde = model.sde
-        scheduler = self.build_scheduler(sde)
+        config = self.resolve(sde, model.scheduler_config)
+        scheduler = self._from_config(config.values)
+        effective = {k: v for k, v in scheduler.config.items() if k in self.init_params}
+        self.provenance = config.describe(effective)
         if "device" in inspect.signature(scheduler.set_timesteps).parameters:
             scheduler.set_timesteps(grid.steps, device=x_T.device)
         else:

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,8 @@ class Checkpoint:
     scheduler_file: Path
     schedule: Schedule
     repo_id: str | None = None
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+    """The scheduler config as the folder holds it (``scheduler_config.json``)."""
 
     @property
     def data_range(self) -> tuple[float, float]:
@@ -243,9 +245,10 @@ def read_checkpoint(location: str) -> Checkpoint:
             "config.json, in ../scheduler/ and in the parent folder); the noise schedule the "
             "model was trained with cannot be guessed: add the scheduler_config.json it came with"
         )
-    schedule = map_schedule(read_json(sched_file, "scheduler config"), sched_file)
+    sched_cfg = read_json(sched_file, "scheduler config")
+    schedule = map_schedule(sched_cfg, sched_file)
     check_pairing(unet_cfg, schedule, unet_dir)
-    return Checkpoint(root, unet_dir, unet_cfg, sched_file, schedule, repo_id)
+    return Checkpoint(root, unet_dir, unet_cfg, sched_file, schedule, repo_id, sched_cfg)
 
 
 def check_unet(cfg: dict[str, Any], unet_dir: Path) -> None:

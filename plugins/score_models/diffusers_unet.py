@@ -1,21 +1,30 @@
 """Pretrained diffusers ``UNet2DModel`` checkpoints as score models, offline.
 
-``--model diffusers:PATH_OR_ID[,std=discrete|continuous][,label=index|time]`` (the two settings
-are also ``-o diffusers.std=...`` and ``-o diffusers.label=...``). DDPM ε-prediction models
+``--model diffusers:PATH_OR_ID[,label=sigma|index|time][,quantize=true][,std=discrete|continuous]``
+(each setting is also ``-o diffusers.KEY=...``). DDPM ε-prediction models
 (``google/ddpm-cifar10-32``) serve the VP SDE and NCSN++ models (``google/ncsnpp-*``) the VE SDE,
-with the reference code's conversions from network output to score (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn):
+with the reference code's conversions from network output to score (Song et al. 2021, §3.3 and
+App. C; the reference code's get_score_fn):
 
-* VP (DDPM, trained on integer timesteps): label k = floor(t·(N−1)), the integer DDPM timestep
-  at the step's t (``label=index``, the default: at N = 1000 on the uniform grid the suite's
-  ancestral sampler then reproduces DDPM's own), or t·(N−1) unrounded as the score_sde reference
-  code feeds it (``label=time``); s = −ε̂ / sqrt(1 − ᾱ_k) with ᾱ the training schedule's table,
-  or ``std=continuous`` divides by the VP SDE's std(t) = sqrt(1 − e^{2L(t)}) instead.
+* VP (DDPM, trained on the integer timesteps of a noise table σ_k): by default (``label=sigma``)
+  the network is evaluated at the timestep whose noise level is the state's, σ̃(t) = std(t)/a(t):
+  exactly k where σ̃(t) = σ_k, linear in log σ between two entries (k-diffusion's
+  discrete-schedule rule), or the nearest entry with ``quantize=true``
+  (:mod:`bench_plugins.score_models.diffusers_timesteps`); s = −ε̂/std(t). ``label=index``:
+  k = floor(t·(N−1)) with s = −ε̂ / sqrt(1 − ᾱ_k) (``std=discrete``; at N = 1000 on the uniform
+  grid the suite's ancestral sampler then reproduces DDPM's own); ``label=time``: t·(N−1)
+  unrounded, as the score_sde reference code feeds it; ``std=continuous`` divides by the VP
+  SDE's std(t) = sqrt(1 − e^{2L(t)}) instead.
 * VP with ``EulerDiscreteScheduler(timestep_type="continuous", prediction_type="v_prediction")``:
   the network was trained on c_noise = ¼·log σ (Karras et al. 2022, Table 1), σ = std(t)/a(t),
   so that is its label, with the SDE's continuous a(t) and std(t).
 * VE (NCSN++, continuous): label σ(t); ``UNet2DModel`` with ``time_embedding_type="fourier"``
   divides its output by that label itself, so the output is the score. The scheduler's ``snr``
   becomes the model's default ``--snr`` (recorded in the rows' ``model_defaults``).
+
+A VP model's smallest time eps is 1/N, the time of the first of its N training timesteps
+(``sde_defaults``; ``--eps`` wins). The folder's scheduler config is the model's
+``scheduler_config``: ``--samplers diffusers:CLASS`` starts from it, as a diffusers user does.
 
 diffusers is an optional extra; it is imported only when a model is loaded.
 """
@@ -34,16 +43,23 @@ from typing import Any
 import torch
 from bench_plugins.score_models import diffusers_folder as folder
 from bench_plugins.score_models.diffusers_folder import INSTALL_HINT, Checkpoint
+from bench_plugins.score_models.diffusers_settings import (
+    SETTINGS,
+    merge_settings,
+    parse_arg,
+    vp_settings,
+)
+from bench_plugins.score_models.diffusers_timesteps import (
+    TimestepTable,
+    diffusers_alphas_cumprod,
+)
 from torch import Tensor
 
 from bench.core.model import ScoreModel
 from bench.core.sde import SDE, ScoreFn
+from bench.core.views import ModelFn
 from bench.errors import BenchError, Unsupported
 
-STD_CHOICES = ("discrete", "continuous")
-LABEL_CHOICES = ("index", "time")
-SETTINGS = {"std": STD_CHOICES, "label": LABEL_CHOICES}
-"""The model's settings: ``,KEY=VALUE`` after the location, or ``-o diffusers.KEY=VALUE``."""
 SAFE_NAME, SAFE_INDEX = (
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.safetensors.index.json",
@@ -62,28 +78,6 @@ def import_diffusers():
             f"{INSTALL_HINT} ({exc})"
         ) from None
     return diffusers
-
-
-def parse_arg(arg: str | None) -> tuple[str, dict[str, str]]:
-    """``PATH_OR_ID[,key=value...]`` → (location, settings); a whole-ARG path wins."""
-    if not arg:
-        raise BenchError(
-            "the diffusers model needs a folder or a cached model id: "
-            "--model diffusers:PATH_OR_ID (e.g. diffusers:./ddpm-cifar10-32)"
-        )
-    if os.path.exists(os.path.expanduser(arg)) or "," not in arg:
-        return arg, {}
-    location, *items = arg.split(",")
-    settings = {}
-    for item in items:
-        key, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or value not in SETTINGS.get(key, ()):
-            raise BenchError(
-                f"diffusers model setting {item!r} is not understood: use "
-                f"std={'|'.join(STD_CHOICES)} or label={'|'.join(LABEL_CHOICES)} (VP models only)"
-            )
-        settings[key] = value
-    return location, settings
 
 
 def loaded_weight_files(unet_dir: Path) -> tuple[bool, list[Path]]:
@@ -175,16 +169,21 @@ class DiffusersUNet(ScoreModel):
 
     @dataclasses.dataclass
     class Options:
-        """The VP settings, also written ``diffusers:PATH,std=...,label=...`` (``None``: the
-        ARG's value, else the default: ``std=discrete``, ``label=index``)."""
+        """The VP settings, also written ``diffusers:PATH,label=...,quantize=...,std=...``
+        (``None``: the ARG's value, else the default: ``label=sigma`` without quantisation;
+        ``std=discrete`` with ``label=index|time``)."""
 
         std: str | None = None
         label: str | None = None
+        quantize: bool | None = None
 
         def __post_init__(self) -> None:
             for key, choices in SETTINGS.items():
                 value = getattr(self, key)
-                if value is not None and value not in choices:
+                if key == "quantize":
+                    if value is not None and not isinstance(value, bool):
+                        raise ValueError(f"quantize must be true or false, got {value!r}")
+                elif value is not None and value not in choices:
                     raise ValueError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
 
     def __init__(
@@ -195,23 +194,31 @@ class DiffusersUNet(ScoreModel):
         std: str,
         device: torch.device,
         dtype: torch.dtype,
-        label: str = "index",
+        label: str = "sigma",
+        quantize: bool = False,
     ) -> None:
         self.unet = unet
         self.checkpoint = checkpoint
         self.schedule = checkpoint.schedule
         self.spec = spec
         self.std = std
+        self.native = "eps" if self.schedule.sde == "vp" and std == "continuous" else "score"
         self.label = label
+        self.quantize = quantize
         self.device = device
         self.dtype = dtype
         self.label_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         self.trained_for = self.schedule.sde
         self.sde_defaults = {self.trained_for: self.schedule.sde_options()}
+        self.scheduler_config = dict(checkpoint.scheduler_config)
         self.data_shape = checkpoint.data_shape
         self.dataset = None
-        if self.trained_for == "vp":
-            self._alphas_cumprod = self.schedule.alphas_cumprod()
+        if isinstance(self.schedule, folder.VPSchedule):
+            s = self.schedule
+            self.sde_defaults["vp"]["eps"] = 1.0 / s.n_train  # the first training timestep
+            self._alphas_cumprod = s.alphas_cumprod()
+            table = diffusers_alphas_cumprod(s.beta_start, s.beta_end, s.n_train)
+            self.timesteps = TimestepTable.from_alphas_cumprod(table)
         snr = getattr(self.schedule, "snr", None)
         self.default_grid = {"snrs": (snr,)} if snr is not None else {}
         self._weights_sha256: str | None = None
@@ -229,31 +236,16 @@ class DiffusersUNet(ScoreModel):
         settings = merge_settings(settings, options)
         import_diffusers()
         checkpoint = folder.read_checkpoint(location)
-        schedule = checkpoint.schedule
-        if settings and schedule.sde != "vp":
-            given = ", ".join(f"{k}={v}" for k, v in settings.items())
-            raise BenchError(
-                f"{given} applies to VP (DDPM) models only; {location!r} is a VE model"
-            )
-        if schedule.sde == "vp" and schedule.continuous_labels:
-            wrong = {k: v for k, v in settings.items() if (k, v) != ("std", "continuous")}
-            if wrong:
-                given = ", ".join(f"{k}={v}" for k, v in wrong.items())
-                raise BenchError(
-                    f"{given} does not apply to {location!r}: its {schedule.scheduler} has "
-                    "timestep_type='continuous' with v-prediction, so its labels are "
-                    "0.25·log σ(t) with the VP SDE's continuous σ(t) = std(t)/a(t)"
-                )
-            settings = {"std": "continuous"}
+        std, label, quantize = vp_settings(settings, checkpoint.schedule, location)
         unet = load_unet(checkpoint.unet_dir, device, dtype)
-        std, label = settings.get("std", "discrete"), settings.get("label", "index")
-        return cls(unet, checkpoint, f"diffusers:{arg}", std, device, dtype, label)
+        return cls(unet, checkpoint, f"diffusers:{arg}", std, device, dtype, label, quantize)
 
     # -- the SDE the model serves ------------------------------------------------------------
     def check_sde(self, sde: SDE) -> None:
-        """Only the SDE the model was trained for, with the same σ or β range (rel. tol. 1e-6)."""
+        """Only the SDE the model was trained for, with the same σ or β range (rel. tol. 1e-6);
+        eps is free (1/N is only the default)."""
         super().check_sde(sde)
-        wanted = self.sde_defaults[self.trained_for]
+        wanted = self.schedule.sde_options()
         got = {key: getattr(sde, key) for key in wanted}
         if any(not math.isclose(got[k], v, rel_tol=1e-6) for k, v in wanted.items()):
             fix = " ".join(f"-o {sde.name}.{k}={v:.10g}" for k, v in wanted.items())
@@ -261,10 +253,23 @@ class DiffusersUNet(ScoreModel):
             want = ", ".join(f"{k}={v:.10g}" for k, v in wanted.items())
             raise Unsupported(f"model {self.spec!r} was trained with {want}, not {have}: {fix}")
 
-    def score_fn(self, sde: SDE) -> ScoreFn:
-        """s(x, t) for ``sde`` (which must pass :meth:`check_sde`), one network call per call."""
+    def native_fn(self, sde: SDE) -> ModelFn:
+        """The network's output as ``native`` names it, for ``sde`` (which must pass
+        :meth:`check_sde`): one network call per call.
+
+        ε̂ (``native = "eps"``) where the conversion uses the state's own noise level (VP with
+        ``std=continuous``, which ``label=sigma`` implies), so the ε view *is* the network's
+        noise prediction, as a diffusers scheduler receives it; the score otherwise (VE, and VP
+        with the discrete std of the training table).
+        """
         self.check_sde(sde)
-        return self._vp_score(sde) if self.trained_for == "vp" else self._ve_score()
+        if self.trained_for == "ve":
+            return self._ve_score()
+        return self._vp_eps(sde) if self.native == "eps" else self._vp_score(sde)
+
+    def score_fn(self, sde: SDE) -> ScoreFn:
+        """s(x, t) for ``sde``: −ε̂/std(t) from the ε view, or the native score."""
+        return self.native_fn(sde) if self.native == "score" else self.view(sde).score
 
     # -- network output → score (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn) ------------------------------------------
     @torch.no_grad()
@@ -280,6 +285,8 @@ class DiffusersUNet(ScoreModel):
     def vp_label(self, sde: SDE, t: float) -> float:
         """The VP network's label at time t (see the module docstring).
 
+        ``sigma``: the timestep of the state's noise level σ̃(t) = e^{−λ(t)} in the training
+        table (exact on its entries, log-σ interpolated or ``quantize``d between them);
         ``index``: k = floor(t·(N_train − 1)), the DDPM timestep whose ᾱ_k the discrete std
         uses; ``time``: t·(N_train − 1) unrounded (the score_sde reference's discrete-VP label);
         continuous-label (EDM-style) networks: ¼·log(std(t)/a(t)).
@@ -287,6 +294,8 @@ class DiffusersUNet(ScoreModel):
         if self.schedule.continuous_labels:
             a, std = sde.marginal_coef(t)
             return 0.25 * math.log(std / a)
+        if self.label == "sigma":
+            return self.timesteps.timestep(-sde.log_snr(t), self.quantize)
         n = self.schedule.n_train
         if self.label == "time":
             return t * (n - 1)
@@ -295,8 +304,9 @@ class DiffusersUNet(ScoreModel):
     def vp_coefficients(self, sde: SDE, t: float) -> tuple[float, float]:
         """(a, std) of x_t = a·x_0 + std·ε at time t, from the training table or the SDE.
 
-        Discrete (default): ᾱ_k with k = floor(t·(N_train − 1)), a = sqrt(ᾱ_k),
-        std = sqrt(1 − ᾱ_k) — the reference's discrete-VP conversion. Continuous: the VP SDE's
+        Discrete (the default of ``label=index|time``): ᾱ_k with k = floor(t·(N_train − 1)),
+        a = sqrt(ᾱ_k), std = sqrt(1 − ᾱ_k) — the reference's discrete-VP conversion.
+        Continuous (always with ``label=sigma``): the state's own noise level, the VP SDE's
         marginal a(t) = e^{L(t)}, std(t) = sqrt(1 − e^{2L(t)}).
         """
         if self.std == "continuous":
@@ -315,6 +325,16 @@ class DiffusersUNet(ScoreModel):
             return prediction_to_score(prediction, out, x, a, std)
 
         return score
+
+    def _vp_eps(self, sde: SDE) -> ModelFn:
+        prediction = self.schedule.prediction_type
+
+        def eps(x: Tensor, t: float) -> Tensor:
+            a, std = sde.marginal_coef(t)
+            out = self.network(x, self.vp_label(sde, t)).to(x.dtype)
+            return prediction_to_eps(prediction, out, x, a, std)
+
+        return eps
 
     def _ve_score(self) -> ScoreFn:
         def score(x: Tensor, t: float) -> Tensor:
@@ -367,6 +387,7 @@ class DiffusersUNet(ScoreModel):
         }
         if s.sde == "vp":
             out |= {"n_train": s.n_train, "label": self.label_convention(), "std": self.std}
+            out |= {"quantize": self.quantize, "eps_default": 1.0 / s.n_train}
             out |= {"timestep_type": s.timestep_type}
         else:
             out |= {"label": "sigma(t)", "snr": s.snr}
@@ -374,29 +395,28 @@ class DiffusersUNet(ScoreModel):
         return out
 
     def label_convention(self) -> str:
-        """The VP label as a formula: ``floor(t*999)``, ``t*999`` or ``0.25*log(sigma(t))``."""
+        """The VP label as a formula: ``timestep(sigma(t))`` (log-σ interpolated or
+        ``nearest``), ``floor(t*999)``, ``t*999`` or ``0.25*log(sigma(t))``."""
         if self.schedule.continuous_labels:
             return "0.25*log(sigma(t))"
+        if self.label == "sigma":
+            rule = "nearest" if self.quantize else "log-sigma interpolated"
+            return f"timestep(sigma(t)) in the {self.schedule.n_train}-step table, {rule}"
         n1 = self.schedule.n_train - 1
         return f"t*{n1}" if self.label == "time" else f"floor(t*{n1})"
 
 
-def merge_settings(
-    settings: dict[str, str], options: DiffusersUNet.Options | None
-) -> dict[str, str]:
-    """The ARG's settings and the ``-o diffusers.KEY`` options together; a clash is an error."""
-    merged = dict(settings)
-    for key in SETTINGS:
-        value = getattr(options, key, None) if options is not None else None
-        if value is None:
-            continue
-        if merged.get(key, value) != value:
-            raise BenchError(
-                f"diffusers setting {key} is given twice: {key}={merged[key]} in --model and "
-                f"-o diffusers.{key}={value}"
-            )
-        merged[key] = value
-    return merged
+def prediction_to_eps(prediction: str, out: Tensor, x: Tensor, a: float, std: float) -> Tensor:
+    """ε̂ from a VP network output, with x_t = a·x_0 + std·ε and a² + std² = 1: the output itself
+    (ε-prediction), a·v̂ + std·x_t (v-prediction, v = a·ε − std·x_0; Salimans & Ho 2022) or
+    (x_t − a·x̂_0)/std (x_0-prediction, ``"sample"``)."""
+    if prediction == "epsilon":
+        return out
+    if prediction == "v_prediction":
+        return out * a + x * std
+    if prediction == "sample":
+        return (x - out * a) / std
+    raise BenchError(f"prediction_type {prediction!r} is not understood")
 
 
 def prediction_to_score(prediction: str, out: Tensor, x: Tensor, a: float, std: float) -> Tensor:
