@@ -32,6 +32,8 @@ class DDIM(Sampler):
     kernel (the posterior std of x_{i+1} given x_i and x₀, times η). The last step lands on x̂₀.
     One evaluation per step (NFE = N). The default schedule is ``quadratic``: DDIM's own
     time-step selection for CIFAR-10 (App. D.2), denser near the data, where the ODE is stiffest.
+    The official code is DDIM's repository (ermongroup/ddim, ``generalized_steps``), whose last
+    step also lands on x̂₀ (its ᾱ table is extended by ᾱ = 1 below the first timestep).
     """
 
     name = "ddim"

@@ -17,6 +17,7 @@ from bench.core.views import ModelView
 class ProbabilityFlowODE(Sampler):
     """Probability-flow ODE sampler (Song et al. 2021, §4.3, Eq. 13 and App. D.1): RK45.
 
+    The official code is the paper's (yang-song/score_sde, ``sampling.get_ode_sampler``).
     Integrates dx/dt = f(x, t) − ½g(t)²·s(x, t) (Eq. 13) from t_0 = T down to eps with
     ``scipy.integrate.solve_ivp(method="RK45", rtol, atol)`` (Dormand–Prince 5(4) with error
     control), the whole batch flattened into one float64 vector as in the reference code, so the
