@@ -8,6 +8,10 @@ A sampler cannot be told from exact sampling by a value inside that spread. The 
 seeded (:data:`FLOOR_SEED` + i), so the floor is the same in every cell and every run, and it
 is computed once per (metric, model, n, options) in a process (about 10 ms for ring8 at
 n = 1,000, every metric).
+
+A class-conditional oracle's cell is measured against what its own labels and guidance call for
+(:mod:`.guided_reference`): exact conditional samples at guidance scale 1, the guided
+probability-flow solutions otherwise, for the reference set and the floors alike.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 import torch
+from bench_plugins import guided_reference
 from torch import Tensor
 
 import bench
@@ -81,7 +86,28 @@ class _ExactMetric(Metric):
             )
 
     def reference(self) -> Tensor:
-        return reference_samples(self.model, self.n, self.options.seed)
+        if self.conditioning is None:
+            return reference_samples(self.model, self.n, self.options.seed)
+        return guided_reference.target_samples(self.model, self.context, self.n, self.options.seed)
+
+    @property
+    def conditioning(self) -> Any:
+        """The cell's labels and guidance (a conditional model), else ``None``."""
+        return getattr(self.context, "conditioning", None)
+
+    def conditioning_key(self) -> tuple[Any, ...]:
+        """What a conditional cell's references depend on beyond model, n and options."""
+        if self.conditioning is None:
+            return ()
+        sde = self.context.sde if self.conditioning.guided else None  # type: ignore[union-attr]
+        return (self.conditioning.key(), None if sde is None else repr(sde.describe()))
+
+    def exact_draw(self, index: int) -> Tensor:
+        """The ``index``-th floor draw (see :func:`exact_draw`) for this cell's conditioning."""
+        if self.conditioning is None:
+            return exact_draw(self.model, self.n, index)
+        seed = FLOOR_SEED + index
+        return guided_reference.target_samples(self.model, self.context, self.n, seed)
 
     def values(self) -> dict[str, float]:
         """The metric's own columns for the samples fed so far."""
@@ -94,25 +120,29 @@ class _ExactMetric(Metric):
         """``<column>_ref`` and ``<column>_ref_std`` over the floor draws, and ``floor_draws``
         (cached per metric, model, n and options)."""
         key = ("floor", type(self), self.n, dataclasses.astuple(self.options))
-        return cached(self.model, key, self._floor)
+        return cached(self.model, (*key, *self.conditioning_key()), self._floor)
 
     def _floor(self) -> dict[str, float]:
         draws = []
-        for i in range(FLOOR_DRAWS):
-            exact = type(self)(self.model, self.n, device=self.device, options=self.options)
-            exact.update(exact_draw(self.model, self.n, i))
+        count = guided_reference.floor_draws(self.context, FLOOR_DRAWS)
+        for i in range(count):
+            exact = type(self)(
+                self.model, self.n, device=self.device, options=self.options, context=self.context
+            )
+            exact.update(self.exact_draw(i))
             draws.append(exact.values())
         out: dict[str, float] = {}
         for column in self.floor_of:
             values = torch.tensor([d[column] for d in draws], dtype=torch.float64)
             out[f"{column}_ref"] = float(values.mean())
             out[f"{column}_ref_std"] = float(values.std()) if len(values) > 1 else math.nan
-        out["floor_draws"] = FLOOR_DRAWS
+        out["floor_draws"] = count
         return out
 
     def reference_value(self, what: str, make: Callable[[Tensor], T]) -> T:
         """``make(reference samples)``, computed once per model, n and options."""
         key = (what, type(self), self.n, dataclasses.astuple(self.options))
+        key = (*key, *self.conditioning_key())
         return cached(self.model, key, lambda: make(self.reference()))
 
 
@@ -274,6 +304,8 @@ class ModeCoverage(_ExactMetric):
 
     def values(self) -> dict[str, float]:
         weights = self.mixture.weights
+        if self.conditioning is not None:  # the shares the cell's labels call for
+            weights = self.model.component_shares(self.conditioning.labels(0, self.n))
         shares = self.counts / self.counts.sum()
         return {
             "coverage_tv": float(0.5 * (shares - weights).abs().sum()),
@@ -287,3 +319,4 @@ def register_metrics(register):
     register(FrechetDataSpace)
     register(MeanLogDensity)
     register(ModeCoverage)
+    register(guided_reference.ODEError)

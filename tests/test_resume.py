@@ -38,6 +38,7 @@ TIMING = [
     "wall_clock_s",
     "samples_per_s",
     "s_per_nfe",
+    "s_per_pass",
     "metrics_s",
     "started_at",
     "peak_memory_mb",

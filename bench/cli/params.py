@@ -52,6 +52,22 @@ class NumberList(click.ParamType):
         return tuple(dict.fromkeys(out))
 
 
+class IntervalParam(click.ParamType):
+    """``LO,HI`` → two numbers with 0 ≤ LO < HI (HI may be ``inf``), kept as text."""
+
+    name = "LO,HI"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        parts = str(value).split(",")
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not LO,HI (two numbers, e.g. 0.28,5.42)", param, ctx)
+        if not (0 <= lo < hi) or math.isnan(hi):
+            self.fail(f"{value!r}: need 0 <= LO < HI", param, ctx)
+        return f"{lo!r},{hi!r}"
+
+
 class ThreadsParam(click.ParamType):
     name = "auto|N"
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from bench.cli.params import CommaList, NumberList, ThreadsParam, compile_option, dtype_option
+from bench.cli.params import (
+    CommaList,
+    IntervalParam,
+    NumberList,
+    ThreadsParam,
+    compile_option,
+    dtype_option,
+)
 
 DEFAULTS = {
     "predictors": ("euler_maruyama", "reverse_diffusion", "ancestral_sampling"),
@@ -95,6 +102,29 @@ def _default(key: str) -> str:
     flag_value="on",
     show_default=True,
     help="Use the predictors' probability-flow variants (bare flag = on).",
+)
+@click.option(
+    "--guidance",
+    type=NumberList(float, 0),
+    default=None,
+    metavar="LIST",
+    help="Classifier-free guidance scales s of eps(null) + s*(eps(c) - eps(null)), diffusers' "
+    "guidance_scale (1: the conditional model; papers' w = s - 1); class-conditional models "
+    "only [default: 1].",
+)
+@click.option(
+    "--labels",
+    default=None,
+    metavar="balanced|random|K",
+    help="Class of each sample of a conditional model: i mod C, a seeded draw, or class K "
+    "[default: balanced].",
+)
+@click.option(
+    "--guidance-interval",
+    type=IntervalParam(),
+    default=None,
+    help="Guide only at noise levels sigma = std/a in (LO, HI] (Kynkäänniemi et al. 2024); "
+    "one network pass outside it [default: everywhere].",
 )
 @click.option(
     "--seeds",
@@ -206,6 +236,7 @@ def run_command(ctx: click.Context, **kwargs) -> None:
       bench run --samplers heun,ddim --schedules edm --steps 10,20 --dry-run
       bench run --model gauss1d --sdes vp --steps 10,100,1000 --seeds 0-3
       bench run --model gmm:my_mixture.json --snr 0.05,0.1,0.16,0.2 -o ve.sigma_max=10
+      bench run --model ring8-cond --guidance 1,3 --labels balanced
       bench run --resume results/20261122-101500     # after a crash or Ctrl-C
     """
     from bench.run.sweep import Sweep

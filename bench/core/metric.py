@@ -31,6 +31,11 @@ class MetricContext:
     cache_dir: Path
     sde: Any = None
     """The cell's SDE (``None`` before any cell, e.g. in :meth:`Metric.prepare`)."""
+    seed: int | None = None
+    """The cell's seed (what its prior noise x_T is a function of)."""
+    conditioning: Any = None
+    """A conditional model's cell: its labels and guidance (:class:`bench.core.labels.Conditioning`);
+    ``None`` for an unconditional model."""
 
     def dataset(self, spec: str) -> Dataset:
         """The dataset ``NAME[:ARG]`` from the registry (e.g. a FID/KID reference set)."""

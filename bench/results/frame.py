@@ -40,6 +40,9 @@ CONFIG_COLUMNS = (
     "steps",
     "snr",
     "corrector_steps",
+    "guidance",
+    "guidance_interval",
+    "labels",
     "seed",
     "samples",
     "batch_size",
@@ -74,7 +77,7 @@ NOT_IN_GROUP_KEY = ("seed", "metrics")
 """Config columns that do not identify a group: seeds are replicates, and the list of metrics
 requested changes which columns exist, not the samples."""
 
-TIMING_COLUMNS = ("nfe", "wall_clock_s", "samples_per_s", "s_per_nfe")
+TIMING_COLUMNS = ("nfe", "passes", "wall_clock_s", "samples_per_s", "s_per_nfe", "s_per_pass")
 
 NFE_INFO = frozenset({"nfe_nominal", "nfe_min", "nfe_max"})
 """NFE columns beside the counted mean: what the sampler claims, and the spread over batches."""
@@ -108,9 +111,11 @@ KNOWN_DIRECTIONS: dict[str, Direction] = {
     "isc": "higher",
     "inception_score": "higher",
     "nfe": "lower",
+    "passes": "lower",
     "score_calls": "lower",
     "wall_clock_s": "lower",
     "s_per_nfe": "lower",
+    "s_per_pass": "lower",
     "samples_per_s": "higher",
     "metrics_s": "lower",
 }

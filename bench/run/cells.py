@@ -14,12 +14,12 @@ from torch import Tensor
 import bench
 from bench.core.metric import Metric
 from bench.core.noise import SampleNoise, prior_noise
-from bench.core.views import ModelView
 from bench.errors import Unsupported
 from bench.plugin.kinds import KINDS
 from bench.plugin.registry import Registry
 from bench.run import interrupts
 from bench.run.components import Built, CellContext, Components
+from bench.run.conditioning import CellModel, conditioning_of
 from bench.run.distributed import settle_outcomes
 from bench.run.grid import Cell, batches
 from bench.run.setup import AUTOCAST, DTYPES, synchronize, tf32_enabled
@@ -37,6 +37,7 @@ class Sampled:
     peak_memory_mb: float | None = None
     peak_rss_mb: float | None = None
     kept: list[tuple[int, Tensor]] = field(default_factory=list)  # (start, data) to save
+    passes_per_batch: list[int] = field(default_factory=list)  # network passes per sample
 
     @classmethod
     def combine(cls, parts: list[Sampled]) -> Sampled:
@@ -52,6 +53,7 @@ class Sampled:
             _max([p.peak_memory_mb for p in parts]),
             _max([p.peak_rss_mb for p in parts]),
             sorted((k for p in parts for k in p.kept), key=lambda k: k[0]),
+            [c for p in parts for c in p.passes_per_batch],
         )
 
 
@@ -142,7 +144,7 @@ def _sample(cell: Cell, ctx: CellContext, parts: Components) -> Attempt:
     built = parts.build(cell)
     batch_size, notes = cell.batch_size, []
     while True:
-        context = ctx.env.metric_context(built.sde)
+        context = conditioning_of(cell, ctx.env.metric_context(built.sde), ctx.model)
         metrics = [
             m(
                 ctx.model,
@@ -268,7 +270,8 @@ def sample_cell(
 ) -> Sampled:
     """Sample all batches of a cell, timing sampling alone and feeding the metrics."""
     model, device = ctx.model, ctx.device
-    view = ModelView(ctx.env.model_fn(built.sde), model.native, built.sde, model.scheduler_config)
+    cell_model = CellModel(cell, ctx.env, built.sde)
+    view = cell_model.view(built.sde)
     out = Sampled()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -277,7 +280,8 @@ def sample_cell(
     for start, size in ctx.ranks.shard(every):
         x_T = prior(cell, built, start, size, model.data_shape, device)
         noise = SampleNoise(cell.seed, start, size)
-        calls = view.calls
+        cell_model.start_batch(start, size)
+        calls, passes = view.calls, cell_model.passes(view)
         synchronize(device)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -285,6 +289,7 @@ def sample_cell(
         synchronize(device)
         out.wall_clock_s += time.perf_counter() - t0
         out.calls_per_batch.append(view.calls - calls)
+        out.passes_per_batch.append(cell_model.passes(view) - passes)
         out.n_samples += size
         if not bool(torch.isfinite(x).all()):
             out.diverged_step, out.diverged_t = first_nonfinite_step(cell, ctx, built, start, x_T)
@@ -320,9 +325,9 @@ def first_nonfinite_step(
         if not found and not bool(torch.isfinite(state["x"]).all()):
             found.append((state["i"], state["t"]))
 
-    view = ModelView(
-        ctx.env.model_fn(built.sde), ctx.model.native, built.sde, ctx.model.scheduler_config
-    )
+    cell_model = CellModel(cell, ctx.env, built.sde)
+    cell_model.start_batch(start, x_T.shape[0])
+    view = cell_model.view(built.sde)
     with torch.no_grad():
         built.sampler.sample(
             x_T, built.grid, view, SampleNoise(cell.seed, start, x_T.shape[0]), callback=check
@@ -331,18 +336,21 @@ def first_nonfinite_step(
 
 
 def timing_columns(sampled: Sampled) -> dict[str, Any]:
-    """NFE per trajectory (counted: mean, min and max over batches), calls and timings."""
+    """NFE per trajectory (counted: mean, min and max over batches), network passes per sample
+    (2 per guided evaluation), calls and timings."""
     wall = sampled.wall_clock_s
     per_batch = sampled.calls_per_batch
-    calls = sum(per_batch)
+    calls, passes = sum(per_batch), sum(sampled.passes_per_batch)
     return {
         "nfe": calls / len(per_batch) if per_batch else 0,
+        "passes": passes / len(per_batch) if per_batch else 0,
         "nfe_min": min(per_batch, default=0),
         "nfe_max": max(per_batch, default=0),
         "score_calls": calls,
         "wall_clock_s": wall,
         "samples_per_s": sampled.n_samples / wall if wall > 0 else math.nan,
         "s_per_nfe": wall / calls if calls else math.nan,
+        "s_per_pass": wall / passes if passes else math.nan,
     }
 
 

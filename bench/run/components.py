@@ -16,6 +16,7 @@ from bench.core.sampler import Sampler
 from bench.core.schedule import Schedule, TimeGrid
 from bench.core.sde import SDE
 from bench.plugin.registry import Entry
+from bench.run.conditioning import check_guidance
 from bench.run.distributed import Ranks
 from bench.run.grid import Cell
 from bench.run.setup import Environment
@@ -114,6 +115,7 @@ class Components:
         schedule = self.schedule(cell.schedule)
         sampler = self.sampler(cell)
         self.env.model.check_sde(sde)
+        check_guidance(cell, self.env.model)
         grid = schedule.grid(sde, steps)
         sde.discrete = grid.paper  # before supports(): the paper's discrete rules need it
         sampler.supports(sde, schedule)

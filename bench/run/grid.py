@@ -19,6 +19,10 @@ class Cell:
     ``sampler`` is ``pc`` for the paper's predictor–corrector family, whose predictor, corrector,
     probability flow, SNR, corrector steps and noise removal (``denoise``) are fields of their
     own; for every other sampler they are ``None``. ``schedule`` is ``NAME`` or ``NAME:ARG``.
+    A class-conditional model's cells carry the guidance scale, the label policy and the
+    guidance interval (``"LO,HI"`` in σ, or ``None``); an unconditional model's cells have
+    ``None`` there, and those fields are left out of the id, which is the id such a cell had
+    before conditional models existed.
     """
 
     model: str
@@ -38,11 +42,17 @@ class Cell:
     dtype: str
     metrics: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    guidance: float | None = None
+    labels: str | None = None
+    guidance_interval: str | None = None
 
     def config(self) -> dict[str, Any]:
         """The defining configuration, JSON-ready (component options resolved)."""
         cfg = asdict(self)
         cfg["metrics"] = list(self.metrics)
+        if self.guidance is None:  # an unconditional cell keeps its id
+            for key in CONDITIONAL_FIELDS:
+                del cfg[key]
         return cfg
 
     @property
@@ -62,6 +72,10 @@ class Cell:
             return self.sampler
         pf = "(pf)" if self.probability_flow else ""
         return f"{self.predictor}{pf}+{self.corrector}"
+
+
+CONDITIONAL_FIELDS = ("guidance", "labels", "guidance_interval")
+"""Cell fields that only a class-conditional model's cells have."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,10 @@ class GridSpec:
     denoise: bool
     dtype: str
     metrics: tuple[str, ...]
+    guidance: tuple[float, ...] = ()
+    """Guidance scales of a class-conditional model (empty: an unconditional model)."""
+    labels: str = "balanced"
+    guidance_interval: str | None = None
 
 
 class GridParts(Protocol):
@@ -112,7 +130,7 @@ def expand(spec: GridSpec, parts: GridParts) -> list[Cell]:
     (``file:``), and a sampler to which steps mean nothing (``ode``), collapse ``--steps``.
     """
     cells: dict[str, Cell] = {}
-    for kwargs in _points(spec, parts):
+    for kwargs in _with_guidance(spec, _points(spec, parts)):
         steps = parts.fixed_steps(kwargs["schedule"]) or kwargs["steps"]
         if not parts.uses_steps(kwargs["sampler"]):
             steps = None
@@ -141,6 +159,20 @@ def _points(spec: GridSpec, parts: GridParts) -> Iterable[dict[str, Any]]:
                 continue
             for fields in _pc_fields(spec):
                 yield {**point, **fields}
+
+
+def _with_guidance(spec: GridSpec, points: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """Each point at every guidance scale (a conditional model), or as it is (no scales)."""
+    for point in points:
+        if not spec.guidance:
+            yield point
+        for scale in spec.guidance:
+            yield {
+                **point,
+                "guidance": scale,
+                "labels": spec.labels,
+                "guidance_interval": spec.guidance_interval,
+            }
 
 
 NOT_PC = dict(

@@ -112,17 +112,16 @@ def find_component(registry: Registry, kind: str | None, name: str, key: str = "
 
 
 # -- devices, dtypes, threads --------------------------------------------------------------------
-def with_autocast(
-    fn: Callable[[Tensor, float], Tensor], device: torch.device, dtype_name: str
-) -> Callable[[Tensor, float], Tensor]:
-    """The model function under autocast for ``--dtype bf16|fp16``, its output back in float32."""
+def with_autocast(fn: Callable[..., Tensor], device: torch.device, dtype_name: str) -> Any:
+    """The model function ``fn(x, t, *labels)`` under autocast for ``--dtype bf16|fp16``, its
+    output back in float32."""
     amp = AUTOCAST.get(dtype_name)
     if amp is None:
         return fn
 
-    def autocast_fn(x: Tensor, t: float) -> Tensor:
+    def autocast_fn(x: Tensor, t: float, *args: Any) -> Tensor:
         with torch.autocast(device.type, dtype=amp):
-            out = fn(x, t)
+            out = fn(x, t, *args)
         return out.to(x.dtype)
 
     return autocast_fn
@@ -326,3 +325,7 @@ class Environment:
     ) -> Callable[[Tensor, float], Tensor]:
         """The model's native function under ``sde``, under autocast for bf16/fp16."""
         return with_autocast((model or self.model).native_fn(sde), self.device, self.dtype)
+
+    def conditional_fn(self, sde: Any) -> Callable[[Tensor, float, Tensor], Tensor]:
+        """A conditional model's native ``fn(x, t, labels)`` under ``sde`` (autocast as above)."""
+        return with_autocast(self.model.conditional_fn(sde), self.device, self.dtype)

@@ -21,7 +21,7 @@ import torch
 import bench
 from bench.core.pc import PCSampler
 from bench.errors import BenchError, Unsupported
-from bench.run import estimate
+from bench.run import conditioning, estimate
 from bench.run import grid as grid_mod
 from bench.run.cells import provenance, run_cell
 from bench.run.components import CellContext, Components
@@ -96,6 +96,7 @@ def grid_spec(registry: Any, kw: dict[str, Any], env: Environment) -> GridSpec:
         denoise=kw["denoise"],
         dtype=kw["dtype"],
         metrics=metrics,
+        **conditioning.grid_fields(kw, env.model),
     )
 
 
@@ -200,6 +201,9 @@ class Sweep:
         for warning in env.warnings:
             say(warning)
         kw = resolve_grid_options(kw, set(given), env.model)
+        note = conditioning.unconditional_note(env.model, set(given))
+        if note:
+            say(note)
         spec = grid_spec(registry, kw, env)
         out = kw["out"] or f"results/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         progress = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]

@@ -225,6 +225,10 @@ class GaussianMixtureModel(ScoreModel):
         if not isinstance(data, dict):
             raise BenchError(f"{path}: expected a JSON object with weights, means and stds")
         mixture = Mixture.from_dict(data, str(path))
+        if "classes" in data:  # a class-conditional mixture (imported here: it builds on this)
+            from bench_plugins.score_models import gmm_cond
+
+            return gmm_cond.from_data(data, mixture, spec, str(path), device=device, dtype=dtype)
         return cls(mixture, spec, data.get("shape"), device, dtype, data.get("description", ""))
 
     def score_fn(self, sde: SDE) -> ScoreFn:
