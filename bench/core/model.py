@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bench.core.guidance import ConditionalFn
 from bench.core.options import NoOptions
 from bench.core.sde import SDE, ScoreFn
 from bench.core.views import ModelFn, ModelView
@@ -80,6 +81,23 @@ class ScoreModel(abc.ABC):
         """The network's own output as a function (x, t), of the kind ``native`` names."""
         return self.score_fn(sde)
 
+    classes: int = 0
+    """A class-conditional model's number of classes (labels 0..classes − 1); 0: unconditional.
+
+    Conditional models implement :meth:`conditional_fn`; every sample gets a label from the
+    run's ``--labels`` policy (:mod:`bench.core.labels`) and guidance combines the outputs
+    (:mod:`bench.core.guidance`)."""
+    null_label: bool = False
+    """Whether a conditional model also has an unconditional output (a null label, e.g. from
+    label dropout): needed for any guidance scale other than 1."""
+    null_label_reason: str = ""
+    """Why a conditional model has no null label (the ``unsupported`` reason of s ≠ 1)."""
+
+    def conditional_fn(self, sde: SDE) -> ConditionalFn:
+        """A conditional model's native output ``fn(x, t, labels)`` (labels int64 (B,),
+        :data:`~bench.core.guidance.NULL_LABEL` for the unconditional output)."""
+        raise BenchError(f"model {self.spec!r} is not class-conditional")
+
     def view(self, sde: SDE) -> ModelView:
         """The model under ``sde`` behind a fresh NFE counter (score, ε and D views)."""
         return ModelView(self.native_fn(sde), self.native, sde, self.scheduler_config)
@@ -112,8 +130,11 @@ class ScoreModel(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """What a results row and run.json record about the model."""
-        return {
+        out: dict[str, Any] = {
             "spec": self.spec,
             "data_shape": list(self.data_shape),
             "trained_for": self.trained_for,
         }
+        if self.classes:
+            out.update(classes=self.classes, null_label=self.null_label)
+        return out
