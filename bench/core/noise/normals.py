@@ -1,0 +1,49 @@
+"""Standard normals from the hash's words (:mod:`bench.core.noise`): Box–Muller (Box & Muller
+1958) on uniforms made of the words' bits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from bench.core.noise.counter import words
+
+BITS = {torch.float32: (40, 24), torch.float64: (53, 53)}
+"""Bits of u₁ and u₂ per normals' dtype (float32: u₁ rounded to 24 significant bits, so its
+small values, the tail of |z|, keep their precision; u₂ at float32's resolution of θ)."""
+
+
+def uniform_bits(base: Tensor, pairs: Sequence[int], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Integers U ∈ [1, 2^b₁] and V ∈ [0, 2^b₂) of u₁ = U/2^b₁ ∈ (0, 1] and u₂ = V/2^b₂ ∈
+    [0, 1), (b₁, b₂) = :data:`BITS`, shape (len(pairs), B, numel).
+
+    U − 1 is bits 24–63 of word 0 (float64: then bits 51–63 of word 1) with the leading bit
+    flipped (read as signed, plus half the range); V is bits 0–23 of word 0 (float64: then bits
+    0–28 of word 1). A float32 draw's U and V are the top bits of its float64 twin's, so the
+    two agree to about 1e-6 (tests/test_noise.py).
+    """
+    if dtype == torch.float32:
+        a = words(base, pairs, 1)[:, 0]
+        return (a >> 24).add_(2**39 + 1), a.bitwise_and_(2**24 - 1)
+    a, b = words(base, pairs, 2).unbind(1)
+    u = ((a >> 24) << 13).bitwise_or_((b >> 51).bitwise_and_(2**13 - 1)).add_(2**52 + 1)
+    v = ((a & (2**24 - 1)) << 29).bitwise_or_(b.bitwise_and_(2**29 - 1))
+    return u, v
+
+
+def normals(base: Tensor, pairs: Sequence[int], dtype: torch.dtype) -> Tensor:
+    """Standard normals of draws 2q (``[0, i]``) and 2q + 1 (``[1, i]``) of the i-th pair q:
+    shape (2, len(pairs), B, numel) (``base`` from :func:`word_base`), float64 or float32.
+
+    Box–Muller: draws 2q and 2q + 1 are r·cos θ and r·sin θ, r = sqrt(−2 ln u₁), θ = 2π·u₂.
+    """
+    b1, b2 = BITS[dtype]
+    u, v = uniform_bits(base, pairs, dtype)
+    r = u.to(dtype).mul_(2.0**-b1).log_().mul_(-2.0).sqrt_()
+    theta = v.to(dtype).mul_(2 * torch.pi * 2.0**-b2)
+    out = torch.empty(2, len(pairs), *base.shape, dtype=dtype, device=base.device)
+    torch.cos(theta, out=out[0])
+    torch.sin(theta, out=out[1])
+    return out.mul_(r)
