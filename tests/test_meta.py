@@ -107,3 +107,19 @@ def test_readme_quick_start_has_exactly_two_commands():
     commands = [line for line in block.strip().splitlines() if line.strip()]
     assert commands == ["pip install -e . && bench run", 'pip install -e ".[test]" && pytest']
     assert 'pip install -e ".[test]" && pytest' in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_package_of_the_suite_is_listed_for_installation():
+    """pyproject's explicit package list names every folder with an ``__init__.py`` (a missing
+    one works in an editable install and is absent from a wheel)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(("bench_plugins" if p.parts[0] == "plugins" else p.parts[0], *p.parts[1:]))
+        for folder in ("bench", "plugins")
+        for p in (i.parent.relative_to(ROOT) for i in (ROOT / folder).rglob("__init__.py"))
+    }
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
