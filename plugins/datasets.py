@@ -34,10 +34,15 @@ def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 class Digits(Dataset):
-    """scikit-learn's 1,797 handwritten 8×8 digits in [0, 1]; stratified 80/20 split (seed 0)."""
+    """scikit-learn's 1,797 handwritten 8×8 digits in [0, 1]; stratified 80/20 split (seed 0).
+
+    ``train_balanced`` is the train split with equal numbers of each class (the first m of each,
+    m the rarest class's count): the FID reference of a class-conditional model whose samples
+    are class-balanced.
+    """
 
     name = "digits"
-    splits = ("train", "test", "all")
+    splits = ("train", "test", "all", "train_balanced")
     spec = "digits"
 
     @classmethod
@@ -47,12 +52,21 @@ class Digits(Dataset):
         return cls()
 
     def _data(self, split: str) -> Tensor:
-        data, _, train, test = _digits()
-        return {"train": data[train], "test": data[test], "all": data}[split]
+        data, _, _, _ = _digits()
+        return data[self.indices(split)]
 
     def labels(self, split: str = "all") -> Tensor:
+        _, labels, _, _ = _digits()
+        return labels[self.indices(split)]
+
+    @staticmethod
+    def indices(split: str) -> Tensor:
+        """The images of a split, as indices into ``all``."""
         _, labels, train, test = _digits()
-        return {"train": labels[train], "test": labels[test], "all": labels}[split]
+        if split == "train_balanced":
+            m = int(torch.bincount(labels[train]).min())
+            return torch.cat([train[labels[train] == c][:m] for c in range(10)]).sort().values
+        return {"train": train, "test": test, "all": torch.arange(len(labels))}[split]
 
 
 class NpzImages(Dataset):

@@ -79,7 +79,10 @@ class _ImageMetric(Metric):
     def setup(cls, model: ScoreModel, options: Any, context: MetricContext) -> fidelity.Setup:
         extra = {}
         if cls.with_reference:
-            extra = {"dataset": options.dataset, "split": options.split, "ref_n": options.ref_n}
+            split = options.split
+            if split is None and options.dataset is None:  # e.g. a conditional model's
+                split = getattr(model, "reference_split", None)  # class-balanced split
+            extra = {"dataset": options.dataset, "split": split, "ref_n": options.ref_n}
         return fidelity.setup(
             model,
             extractor=options.extractor,
@@ -271,3 +274,6 @@ def register_metrics(register):
     register(FID)
     register(KID)
     register(InceptionScore)
+    from bench_plugins.class_accuracy import ClassAccuracy  # it builds on this module
+
+    register(ClassAccuracy)

@@ -314,3 +314,28 @@ def test_ode_err_converges_at_second_order_for_heun_under_guidance(tmp_path):
     ratios = err[:-1] / err[1:]
     assert ((ratios > 3.2) & (ratios < 5)).all(), err
     assert math.isfinite(err[-1]) and err[-1] < 1e-3
+
+
+def test_dry_run_counts_passes(tmp_path):
+    args = ["run", *RING, "--guidance", "1,4", "--dry-run"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    # heun at N = 6: 11 evaluations, dpmpp_2m: 6; 24 samples each; s = 4 costs two passes
+    evaluations = 2 * (11 + 6) * 24
+    assert f"{evaluations:,} score evaluations" in result.output
+    assert f"{evaluations * 3 // 2:,} network passes" in result.output
+
+
+def test_profile_times_a_guided_batch_against_two_passes(tmp_path):
+    args = ["profile", "--model", "ring8-cond", "--sde", "vp", "--sampler", "heun"]
+    args += ["--steps", "4", "--repeats", "2", "--calls", "3", "--guidance", "3"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "p" / "results.csv").set_index("variant")
+    assert {"guided_2b", "two_passes", "sde_bench"} <= set(frame.index)
+    row = frame.loc["guided_2b"]
+    assert row["ratio_vs_two_passes"] == pytest.approx(
+        row["wall_s"] / frame.loc["two_passes", "wall_s"]
+    )
+    assert frame.loc["sde_bench", "nfe"] == 7 and set(frame["guidance"]) == {3.0}
+    assert "one forward of 2B" in result.output

@@ -19,6 +19,14 @@ from bench.cli.params import ThreadsParam, compile_option, dtype_option
 @click.option("--corrector-steps", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
+    "--guidance",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Guidance scale of a class-conditional model's loop; such a model also times a guided "
+    "evaluation as one forward of 2B against two forwards of B.",
+)
+@click.option(
     "--repeats",
     type=click.IntRange(min=1),
     default=15,
@@ -59,6 +67,7 @@ def profile_command(session, **kw) -> None:
     Examples:
       bench profile --model ring8 --sde ve --batch-size 64 --steps 2000
       bench profile --model digits-vp --sampler heun --steps 18
+      bench profile --model digits-cond --sampler dpmpp_2m --steps 20 --guidance 4
     """
     from bench.run.profile_command import run_profile
 

@@ -28,7 +28,7 @@ from bench.errors import BenchError
     default="ve",
     show_default=True,
     metavar="NAME",
-    help="SDE to train for: ve, vp or subvp.",
+    help="SDE to train for: ve, vp, subvp or flow.",
 )
 @click.option(
     "--steps",
@@ -68,6 +68,18 @@ from bench.errors import BenchError
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
+    "--conditional",
+    is_flag=True,
+    help="Class-conditional network on the dataset's labels, with a null label for guidance.",
+)
+@click.option(
+    "--label-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="With --conditional: probability of training on the null label (0: no null label).",
+)
+@click.option(
     "--out", default=None, metavar="DIR", help="Model folder [default: models/<dataset>-<sde>]."
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
@@ -100,7 +112,9 @@ def train_command(session: Any, **kw: Any) -> None:
     """Train a time-conditioned score network with denoising score matching (λ = std²).
 
     VE networks are conditioned on log σ(t) and output the score times σ; VP and sub-VP networks
-    are conditioned on t and predict the noise (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn). The folder written to --out
+    are conditioned on t and predict the noise (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn). A flow network is
+    conditioned on t and trained with the flow-matching loss ‖u − (z − x₀)‖² (a velocity model).
+    The folder written to --out
     loads with --model score:DIR. Without -o ve.sigma_max, a VE run uses the max pairwise
     distance of the training data, rounded up (NCSNv2 Technique 1): 5 for digits.
 
@@ -108,7 +122,9 @@ def train_command(session: Any, **kw: Any) -> None:
     Examples:
       bench train --sde vp --steps 10000 --out models/digits-vp
       bench train --sde ve -o ve.sigma_max=5 --threads 2 --out models/digits-ve
+      bench train --sde flow --steps 10000 --out models/digits-flow
       bench train --sde ve --steps 20000 --out models/digits-ve --resume
+      bench train --sde vp --conditional --label-dropout 0.1 --out models/digits-cond
     """
     import torch
 
@@ -137,6 +153,7 @@ def canonical_command(kw: dict[str, Any], cfg: Any, out: Path) -> str:
     Run with the same --threads on CPU, it gives bit-identical weights (resuming included).
     """
     args = ["bench", "train", "--dataset", cfg.dataset, "--sde", cfg.sde]
+    args += ["--conditional"] if kw["conditional"] else []
     for k, v in cfg.sde_options.items():
         args += ["-o", f"{cfg.sde}.{k}={v!r}"]
     for flag in (
@@ -147,6 +164,7 @@ def canonical_command(kw: dict[str, Any], cfg: Any, out: Path) -> str:
         "grad_clip",
         "ema",
         "seed",
+        *(("label_dropout",) if kw["conditional"] else ()),
         "checkpoint_every",
         "device",
         "threads",
@@ -191,6 +209,7 @@ def build_config(sde_cls: type, dataset: Any, kw: dict[str, Any]) -> Any:
     """The TrainConfig: SDE hyperparameters resolved (eps excluded), the recipe's architecture."""
     import dataclasses
 
+    from bench.training.conditional import dataset_classes
     from bench.training.model_format import PARAMETERISATIONS
     from bench.training.train import TrainConfig, default_architecture, max_pairwise_distance
 
@@ -225,8 +244,11 @@ def build_config(sde_cls: type, dataset: Any, kw: dict[str, Any]) -> Any:
         grad_clip=kw["grad_clip"],
         ema=kw["ema"],
         seed=kw["seed"],
-        architecture=default_architecture(data.shape[1], p.centered),
+        architecture=default_architecture(
+            data.shape[1], p.centered, dataset_classes(dataset) if kw["conditional"] else 0
+        ),
         checkpoint_every=kw["checkpoint_every"],
+        label_dropout=kw["label_dropout"] if kw["conditional"] else 0.0,
     )
 
 

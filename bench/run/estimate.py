@@ -2,7 +2,9 @@
 
 The estimate times one batch of model evaluations at the run's batch size (after one warm-up
 call) and multiplies by every cell's nominal evaluations; the samplers' own arithmetic and the
-metrics are not included, and adaptive samplers (no nominal NFE) are counted separately.
+metrics are not included, and adaptive samplers (no nominal NFE) are counted separately. For a
+class-conditional model the unit is a network pass: a guided evaluation is two (one forward of
+2B), counted as such wherever the scale is not 0 or 1 (an upper bound under a guidance interval).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import math
 import textwrap
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 from bench.core.noise import prior_noise
 from bench.errors import Unsupported
@@ -31,8 +35,9 @@ class Plan:
     nfe: dict[str, int | None] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     seconds_per_call: float | None = None
-    calls: int = 0
+    calls: int = 0  # batched network passes
     evaluations: int = 0  # NFE × samples
+    passes: int = 0  # network passes × samples (= evaluations without guidance)
 
     @property
     def seconds(self) -> float | None:
@@ -55,17 +60,24 @@ def plan(cells: list[Cell], parts: Components, env: Environment) -> Plan:
             continue
         out.nfe[cell.id] = nfe
         if nfe is not None:
-            out.calls += nfe * math.ceil(cell.samples / cell.batch_size)
+            passes = nfe * passes_per_evaluation(cell)
+            out.calls += passes * math.ceil(cell.samples / cell.batch_size)
             out.evaluations += nfe * cell.samples
+            out.passes += passes * cell.samples
     if cells:
         out.seconds_per_call = time_one_call(cells[0], parts, env)
     return out
 
 
+def passes_per_evaluation(cell: Cell) -> int:
+    """Network passes of one evaluation at most: 2 where guidance combines two outputs."""
+    return 1 if cell.guidance is None or cell.guidance in (0.0, 1.0) else 2
+
+
 def time_one_call(cell: Cell, parts: Components, env: Environment) -> float:
-    """Seconds of one batched model evaluation at the cell's batch size (median of a few)."""
+    """Seconds of one batched network pass at the cell's batch size (median of a few)."""
     sde = parts.sde(cell.sde, cell.steps or 1)
-    fn = env.model_fn(sde)
+    fn = env.model_fn(sde) if not env.model.classes else one_pass(env, sde, cell.batch_size)
     z = prior_noise(cell.seed, 0, cell.batch_size, env.model.data_shape)
     x = sde.prior_sampling(z.to(env.device, DTYPES[cell.dtype]))
     t = 0.5 * (sde.T + sde.eps)
@@ -81,6 +93,13 @@ def time_one_call(cell: Cell, parts: Components, env: Environment) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def one_pass(env: Environment, sde: Any, size: int) -> Callable[[Tensor, float], Tensor]:
+    """A conditional model's single pass (its conditional output, labels 0, 1, …)."""
+    fn = env.conditional_fn(sde)
+    labels = (torch.arange(size) % env.model.classes).to(env.device)
+    return lambda x, t: fn(x, t, labels)
+
+
 def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -92,6 +111,8 @@ def duration(seconds: float) -> str:
 def summary(p: Plan) -> str:
     """One line: total evaluations and the estimated sampling time."""
     parts = [f"{p.evaluations:,} score evaluations (NFE × samples, nominal)"]
+    if p.passes != p.evaluations:
+        parts[0] += f", {p.passes:,} network passes (2 per guided evaluation)"
     if p.seconds is not None:
         parts.append(f"estimated sampling time ~{duration(p.seconds)} (from one timed batch")
         parts[-1] += "; metrics and the samplers' own arithmetic not included)"
@@ -109,6 +130,7 @@ def render(p: Plan, cells: list[Cell]) -> str:
             "schedule": c.schedule,
             "steps": c.steps,
             "snr": c.snr,
+            **({"guidance": c.guidance} if c.guidance is not None else {}),
             "seed": c.seed,
             "samples": c.samples,
             "nfe_nominal": p.nfe.get(c.id) if c.id not in p.reasons else "unsupported",

@@ -15,6 +15,7 @@ from bench.core.pc import PCSampler
 from bench.errors import BenchError, Unsupported
 from bench.run import profile
 from bench.run.components import Components
+from bench.run.conditioning import CellModel
 from bench.run.grid import Cell
 from bench.run.setup import Environment, canonical, canonical_specs, machine_info, tf32_enabled
 from bench.run.store import RunStore
@@ -50,7 +51,10 @@ def profile_cell(env: Environment, kw: dict[str, Any]) -> Cell:
         dtype=kw["dtype"],
         metrics=(),
     )
-    return Cell(**fields, options=parts.resolved_options(fields))
+    cell = Cell(**fields, options=parts.resolved_options(fields))
+    if env.model.classes:  # a conditional model runs guided, labels balanced
+        cell = dataclasses.replace(cell, guidance=kw.get("guidance") or 1.0, labels="balanced")
+    return cell
 
 
 def make_setup(env: Environment, cell: Cell, steps: int | None = None) -> profile.Setup:
@@ -63,11 +67,13 @@ def make_setup(env: Environment, cell: Cell, steps: int | None = None) -> profil
     except Unsupported as exc:
         raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
     x_T = profile.default_x(env.model, built.sde, cell.batch_size, env.device, env.state_dtype)
+    model = CellModel(cell, env, built.sde)  # the guided function of a conditional model
+    model.start_batch(0, cell.batch_size)
     return profile.Setup(
         built.sde,
         built.grid,
         built.sampler,
-        env.model_fn(built.sde),
+        model.fn,
         env.model.native,
         x_T,
         env.device,
@@ -91,6 +97,8 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         measurements = profile.profile(setup, kw["repeats"], kw["calls"])
     except Unsupported as exc:  # e.g. the VP chain's beta_k >= 1 at small N
         raise BenchError(f"cannot profile this configuration: {exc.reason}") from None
+    if env.model.classes:
+        measurements += guided_measurements(env, cell, setup, kw)
     agreement, matches = compare_compiled(env, kw, setup)
     base = {
         "kind": "profile",
@@ -103,6 +111,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         "steps": cell.steps,
         "snr": cell.snr,
         "corrector_steps": cell.corrector_steps,
+        "guidance": cell.guidance,
         "batch_size": cell.batch_size,
         "device": str(env.device),
         "dtype": env.dtype,
@@ -118,6 +127,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     rows = profile.rows(measurements, base)
+    add_two_pass_ratio(rows)
     for row in rows:
         row["cell_id"] = f"profile-{row['variant']}-{row['started_at']}"
     click.echo(_table(rows))
@@ -132,6 +142,30 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         say("error: the compiled network's samples differ from the eager run's beyond tolerance")
         raise click.exceptions.Exit(1)
     return rows
+
+
+def guided_measurements(
+    env: Environment, cell: Cell, setup: profile.Setup, kw: dict[str, Any]
+) -> list[profile.Measurement]:
+    """A conditional model's guided evaluation as one forward of 2B and as two of B."""
+    from bench.run.profile_guidance import guided_batch
+
+    fn = env.conditional_fn(setup.sde)
+    labels = (torch.arange(cell.batch_size) % env.model.classes).to(env.device)
+    return guided_batch(setup, fn, labels, cell.guidance or 1.0, kw["calls"], kw["repeats"])
+
+
+def add_two_pass_ratio(rows: list[dict[str, Any]]) -> None:
+    """``ratio_vs_two_passes`` of the ``guided_2b`` row (median and fastest), if profiled."""
+    by = {r["variant"]: r for r in rows}
+    if "guided_2b" in by:
+        one, two = by["guided_2b"], by["two_passes"]
+        one["ratio_vs_two_passes"] = one["wall_s"] / two["wall_s"]
+        one["ratio_vs_two_passes_min"] = one["wall_s_min"] / two["wall_s_min"]
+        say(
+            f"guided evaluation as one forward of 2B: {one['ratio_vs_two_passes']:.3f}× two "
+            f"forwards of B (median; fastest runs {one['ratio_vs_two_passes_min']:.3f}×)"
+        )
 
 
 def compare_compiled(

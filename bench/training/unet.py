@@ -31,9 +31,15 @@ class UNetConfig:
     fourier_scale: float = 16.0
     center_input: bool = False
     """Map [0, 1] input to [−1, 1] before the first conv (as NCSN++ does for uncentered data)."""
+    num_classes: int = 0
+    """Class-conditional with this many classes, plus a learnt null label (index
+    ``num_classes``, the unconditional model of classifier-free guidance); 0: unconditional."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": "unet8", **asdict(self), "channels": list(self.channels)}
+        out = {"name": "unet8", **asdict(self), "channels": list(self.channels)}
+        if not self.num_classes:
+            del out["num_classes"]  # unconditional folders keep their metadata unchanged
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> UNetConfig:
@@ -100,6 +106,8 @@ class UNet(nn.Module):
             )
         self.fourier = GaussianFourierProjection(e, config.fourier_scale)
         self.embed = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
+        if config.num_classes:
+            self.label_embed = nn.Embedding(config.num_classes + 1, e)
         self.conv_in = nn.Conv2d(config.in_channels, c1, 3, padding=1)
         self.down = nn.ModuleList([ResBlock(c1, c1, e, g), ResBlock(c1, c1, e, g)])
         self.downsample = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
@@ -108,9 +116,15 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(g, c1)
         self.conv_out = nn.Conv2d(c1, config.in_channels, 3, padding=1)
 
-    def forward(self, x: Tensor, tau: Tensor) -> Tensor:
-        """Network output for input x (B, C, 8, 8) and labels τ (B,)."""
+    def forward(self, x: Tensor, tau: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Network output for input x (B, C, 8, 8), noise labels τ (B,) and, for a conditional
+        network, class labels (B,) in 0..num_classes (num_classes: the null label), whose
+        embedding is added to the time embedding (as Ho & Salimans 2022 condition on c)."""
         emb = self.embed(self.fourier(tau))
+        if self.config.num_classes:
+            if labels is None:
+                raise ValueError("a class-conditional network needs labels")
+            emb = emb + self.label_embed(labels)
         h = self.conv_in(2 * x - 1 if self.config.center_input else x)
         for block in self.down:
             h = block(h, emb)

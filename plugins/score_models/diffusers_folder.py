@@ -252,12 +252,16 @@ def read_checkpoint(location: str) -> Checkpoint:
 
 
 def check_unet(cfg: dict[str, Any], unet_dir: Path) -> None:
-    """Refuse UNets that are not unconditional, same-channel UNet2DModels."""
+    """Refuse UNets that are not same-channel UNet2DModels, unconditional or conditioned on a
+    class embedding table (``num_class_embeds``)."""
     cls = cfg.get("_class_name", UNET_CLASS)
     if cls != UNET_CLASS:
         raise BenchError(f"{unet_dir}: model class {cls!r} is not supported (only {UNET_CLASS})")
-    if cfg.get("class_embed_type") is not None or cfg.get("num_class_embeds") is not None:
-        raise BenchError(f"{unet_dir}: class-conditional UNets are not supported")
+    if cfg.get("class_embed_type") is not None:
+        raise BenchError(
+            f"{unet_dir}: class_embed_type {cfg['class_embed_type']!r} is not supported (only "
+            f"a num_class_embeds table of class labels)"
+        )
     if cfg.get("out_channels", 3) != cfg.get("in_channels", 3):
         raise BenchError(
             f"{unet_dir}: out_channels {cfg.get('out_channels')} != in_channels "

@@ -26,6 +26,12 @@ A VP model's smallest time eps is 1/N, the time of the first of its N training t
 (``sde_defaults``; ``--eps`` wins). The folder's scheduler config is the model's
 ``scheduler_config``: ``--samplers diffusers:CLASS`` starts from it, as a diffusers user does.
 
+A class-conditional UNet (``num_class_embeds`` in its config) takes each sample's class from
+``bench run --labels``. diffusers has no convention for a null label: give it as
+``-o diffusers.null_class=K`` (the last embedding, ``num_class_embeds − 1``, which the classes
+then exclude) if the network was trained with label dropout to it; without it a guidance scale
+other than 1 is ``unsupported``.
+
 diffusers is an optional extra; it is imported only when a model is loaded.
 """
 
@@ -176,6 +182,8 @@ class DiffusersUNet(ScoreModel):
         std: str | None = None
         label: str | None = None
         quantize: bool | None = None
+        null_class: int | None = None
+        """A conditional UNet's null label (its last class embedding), if it was trained with one."""
 
         def __post_init__(self) -> None:
             for key, choices in SETTINGS.items():
@@ -238,7 +246,38 @@ class DiffusersUNet(ScoreModel):
         checkpoint = folder.read_checkpoint(location)
         std, label, quantize = vp_settings(settings, checkpoint.schedule, location)
         unet = load_unet(checkpoint.unet_dir, device, dtype)
-        return cls(unet, checkpoint, f"diffusers:{arg}", std, device, dtype, label, quantize)
+        model = cls(unet, checkpoint, f"diffusers:{arg}", std, device, dtype, label, quantize)
+        model.set_classes(options.null_class if options is not None else None)
+        return model
+
+    def set_classes(self, null_class: int | None) -> None:
+        """A class-conditional UNet's classes, and its null label if ``null_class`` names one."""
+        embeds = self.checkpoint.unet_config.get("num_class_embeds")
+        self.class_labels: Tensor | None = None  # the batch's, while a conditional call runs
+        if not embeds:
+            if null_class is not None:
+                raise BenchError(f"{self.spec}: null_class is for class-conditional UNets only")
+            return
+        if null_class is not None and null_class != embeds - 1:
+            raise BenchError(
+                f"{self.spec}: null_class must be the last class embedding ({embeds - 1})"
+            )
+        self.classes = embeds - 1 if null_class is not None else embeds
+        self.null_label = null_class is not None
+        self.null_label_reason = "no null class was given (-o diffusers.null_class=K)"
+
+    def conditional_fn(self, sde: SDE) -> Any:
+        """The native output with a class per sample (NULL_LABEL: ``null_class``)."""
+        fn = self.native_fn(sde)
+
+        def conditional(x: Tensor, t: float, labels: Tensor) -> Tensor:
+            self.class_labels = labels.where(labels >= 0, self.classes)
+            try:
+                return fn(x, t)
+            finally:
+                self.class_labels = None
+
+        return conditional
 
     # -- the SDE the model serves ------------------------------------------------------------
     def check_sde(self, sde: SDE) -> None:
@@ -280,7 +319,8 @@ class DiffusersUNet(ScoreModel):
         the label, so it is always passed as a tensor.
         """
         labels = torch.full((x.shape[0],), label, dtype=self.label_dtype, device=x.device)
-        return self.unet(x.to(self.dtype), labels, return_dict=False)[0]
+        classes = getattr(self, "class_labels", None)
+        return self.unet(x.to(self.dtype), labels, class_labels=classes, return_dict=False)[0]
 
     def vp_label(self, sde: SDE, t: float) -> float:
         """The VP network's label at time t (see the module docstring).

@@ -23,8 +23,14 @@ Each preconditioner maps onto the SDE it was trained for:
 
 Data are in [−1, 1]; :meth:`EdmModel.to_data` maps them to [0, 1].
 
-Class-conditional networks (``label_dim > 0``): a model function of (x, t) has no per-sample
-label, so the labels are an option, ``-o model.edm.class_label=``:
+Class-conditional networks (``label_dim > 0``) are conditional models: in ``bench run`` each
+sample gets its class from ``--labels`` (a one-hot vector, as EDM's ``class_labels``) and
+``--guidance`` combines the conditional and unconditional outputs. EDM drops labels to the
+all-zero vector during training with probability ``label_dropout`` (its networks' argument), so
+a network pickled with ``label_dropout > 0`` has the zero vector as its null label; EDM's own
+class-conditional models were trained with ``label_dropout = 0``, so for them a guidance scale
+other than 1 is ``unsupported``. Where a model function of (x, t) has no labels (``bench
+profile``, ``bench likelihood``, ...) the labels are an option, ``-o model.edm.class_label=``:
 
 * ``none`` (default): no labels, which EDMPrecond turns into all-zero one-hot vectors (EDM's own
   behaviour for ``class_labels=None``). This is not sampling from the class-conditional
@@ -49,6 +55,7 @@ from bench_plugins.score_models.edm.loader import load_edm
 from torch import Tensor, nn
 
 from bench.checkpoints import state_sha256
+from bench.core.guidance import ConditionalFn
 from bench.core.model import ScoreModel
 from bench.core.sde import SDE
 from bench.core.views import ModelFn
@@ -104,6 +111,12 @@ class EdmModel(ScoreModel):
         self.trained_for = self.kind
         self.sde_defaults = {self.kind: self._sde_options()}
         self._check_labels()
+        self.classes = info["label_dim"]
+        self.null_label = bool(self.classes) and float(getattr(net.model, "label_dropout", 0)) > 0
+        self.null_label_reason = (
+            "it was trained with label_dropout = 0 (its pickle's argument), so the all-zero "
+            "label is not a learnt unconditional output"
+        )
 
     @classmethod
     def load(
@@ -202,17 +215,32 @@ class EdmModel(ScoreModel):
         """D(x, t) = D_edm(x / a(t); std(t)/a(t)): the denoised x̂₀ (module docstring)."""
         self.check_sde(sde)
 
-        @torch.no_grad()
         def fn(x: Tensor, t: float) -> Tensor:
-            a, std = sde.marginal_coef(t)
-            sigma = torch.full((x.shape[0],), std / a, dtype=self.dtype, device=x.device)
-            y = x.to(self.dtype)
-            if a != 1.0:
-                y = y / a
-            labels = self.class_labels(x.shape[0], x.device)
-            return self.net(y, sigma, labels, force_fp32=True).to(x.dtype)
+            return self.denoise(sde, x, t, self.class_labels(x.shape[0], x.device))
 
         return fn
+
+    def conditional_fn(self, sde: SDE) -> ConditionalFn:
+        """D(x, t, c) with a one-hot label per sample (NULL_LABEL: the all-zero vector)."""
+        self.check_sde(sde)
+        label_dim = self.classes
+
+        def fn(x: Tensor, t: float, labels: Tensor) -> Tensor:
+            onehot = nn.functional.one_hot(labels.clamp(min=0), label_dim).to(self.dtype)
+            onehot = onehot * (labels >= 0).to(self.dtype)[:, None]
+            return self.denoise(sde, x, t, onehot)
+
+        return fn
+
+    @torch.no_grad()
+    def denoise(self, sde: SDE, x: Tensor, t: float, labels: Tensor | None) -> Tensor:
+        """The preconditioned network at x_σ = x/a(t), σ = std(t)/a(t), with one-hot labels."""
+        a, std = sde.marginal_coef(t)
+        sigma = torch.full((x.shape[0],), std / a, dtype=self.dtype, device=x.device)
+        y = x.to(self.dtype)
+        if a != 1.0:
+            y = y / a
+        return self.net(y, sigma, labels, force_fp32=True).to(x.dtype)
 
     def compile(self, mode: str) -> None:
         """``torch.compile`` the network (``reduce-overhead`` captures CUDA graphs)."""
