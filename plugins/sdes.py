@@ -210,8 +210,7 @@ class VPSDE(_BetaSchedule):
         self, t: float, t_next: float | None = None
     ) -> AncestralCoefficients:
         """DDPM ancestral step x_mean = (x + β_k·s)/sqrt(1 − β_k) (Eq. 4)."""
-        fix = "use --predictors euler_maruyama or more steps"
-        beta = self._chain_beta(t, t_next, "the ancestral-sampling predictor", fix)
+        beta = self._chain_beta(t, t_next, "the ancestral-sampling predictor", _RD_FIX)
         root = math.sqrt(1.0 - beta)
         return AncestralCoefficients(1.0 / root, beta / root, math.sqrt(beta))
 
