@@ -339,3 +339,51 @@ def test_profile_times_a_guided_batch_against_two_passes(tmp_path):
     )
     assert frame.loc["sde_bench", "nfe"] == 7 and set(frame["guidance"]) == {3.0}
     assert "one forward of 2B" in result.output
+
+
+def test_report_draws_the_guidance_tradeoff(tmp_path, monkeypatch):
+    """One curve per sampler through the scales, one panel per N, the floors as lines."""
+    import bench.results.guidance_plots as guidance_plots
+    from bench.results.report import build_report
+    from tests.rows import row
+
+    kept = []
+    monkeypatch.setattr(guidance_plots, "save", lambda fig, folder, name: kept.append(fig) or [])
+    rows = []
+    for predictor in ("euler_maruyama", "reverse_diffusion"):
+        for steps in (10, 20):
+            for s in (1.0, 2.0, 4.0):
+                for seed in (0, 1):
+                    rows.append(
+                        row(
+                            predictor=predictor,
+                            steps=steps,
+                            seed=seed,
+                            metrics="class_acc,fid",
+                            cell_id=f"{predictor}{steps}{s}{seed}",
+                            guidance=s,
+                            labels="balanced",
+                            class_acc=0.9 + 0.02 * s + 0.001 * seed,
+                            class_acc_floor=0.99,
+                            class_acc_floor_std=0.005,
+                            fid=5 + s**2 + seed,
+                            fid_floor=4.0,
+                            fid_floor_std=1.0,
+                        )
+                    )
+    report = build_report(rows)
+    assert guidance_plots.axes_metrics(report) == ("class_acc", "fid")
+    guidance_plots.plot_guidance_tradeoff(report, tmp_path)
+    (fig,) = kept
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["N=10", "N=20"]
+    lines = [c for c in panels[0].containers]  # error-bar lines, one per sampler
+    assert len(lines) == 2
+    xs = lines[0].lines[0].get_xdata()
+    np.testing.assert_allclose(np.asarray(xs, dtype=float), [0.9205, 0.9405, 0.9805])  # means over seeds, s ascending
+    texts = [t.get_text() for t in panels[0].texts]
+    assert texts.count("s=4") == 2
+    assert {ln.get_label() for ln in panels[0].lines} >= {"fid floor (real data)"}
+    from bench.results.plots import _pyplot
+
+    _pyplot().close(fig)

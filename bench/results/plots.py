@@ -418,7 +418,8 @@ def plot_report(
     target: Callable[[str, int], np.ndarray | None] | None = None,
 ) -> list[Path]:
     """Every plot of a report: metric vs NFE and vs wall-clock for each metric, metric vs SNR
-    when SNRs were swept, and sample panels when samples were saved. A metric that cannot
+    when SNRs were swept, quality vs adherence when guidance scales were swept
+    (:mod:`bench.results.guidance_plots`), and sample panels when samples were saved. A metric that cannot
     separate a model's cells (:func:`bench.results.notes.cannot_separate`; the report says
     which) is left out for that model."""
     paths: list[Path] = []
@@ -429,6 +430,9 @@ def plot_report(
             if cost in report.summary and cost != metric:
                 paths += plot_metric_vs_cost(report, metric, cost, folder, skip)
         paths += plot_metric_vs_snr(report, metric, folder, skip)
+    from bench.results.guidance_plots import plot_guidance_tradeoff  # it builds on this module
+
+    paths += plot_guidance_tradeoff(report, folder)
     if samples_dir is not None and samples_dir.is_dir():
         from bench.results.sample_plots import plot_samples
 
