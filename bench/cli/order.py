@@ -1,4 +1,5 @@
-"""``bench order``: the convergence order of deterministic samplers on an exact Gaussian oracle."""
+"""``bench order``: a sampler's convergence order on an exact Gaussian oracle: deterministic
+(against the probability flow), weak and strong (stochastic samplers)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from bench.cli.params import CommaList, NumberList
     "--samplers",
     type=CommaList(),
     required=True,
-    help="Deterministic samplers: built-ins, plugins (-p FILE) and diffusers:CLASS.",
+    help="Samplers: built-ins, plugins (-p FILE) and diffusers:CLASS.",
+)
+@click.option(
+    "--kind",
+    type=CommaList(),
+    default=None,
+    metavar="LIST",
+    help="flow (deterministic samplers), weak, strong (stochastic samplers) [default: flow].",
 )
 @click.option("--sdes", type=CommaList(), default=None, help="SDEs [default: ve,vp,subvp].")
 @click.option(
@@ -26,8 +34,8 @@ from bench.cli.params import CommaList, NumberList
     "--steps",
     type=NumberList(int, 2),
     default=None,
-    help="Numbers of steps N [default: 8,12,16,24,32,…,512,768]; "
-    "the sweep stops at an error below 1e-11 (round-off).",
+    help="Numbers of steps N [default: flow 8,12,16,…,512,768 (stops below 1e-11, "
+    "round-off); weak 8,…,384; strong 8,…,256].",
 )
 @click.option(
     "-o",
@@ -55,8 +63,15 @@ def order_command(session, **kw) -> None:
     denoiser (every sampler's last step into σ = 0). The order is the least-squares slope of
     log(error) against log(N) over the upper half of the points above 1e-11; the interval holds
     the regression's 95% confidence interval, the local slopes there and their extrapolation
-    to N → ∞. The counted NFE stands beside the nominal one. Stochastic samplers (any that
-    draws noise) are refused with exit status 2.
+    to N → ∞. The counted NFE stands beside the nominal one. With --kind flow (the default) a
+    sampler that draws noise is refused with exit status 2.
+
+    --kind weak: the exact mean and variance of the final sample (the sampler is affine in its
+    noise on Gaussian data, so they are read off a design run: no Monte-Carlo error) started
+    from the exact marginal at T, against the denoised marginal at its last evaluation time.
+    --kind strong: the RMS distance per sample to the same sampler's solution at 16 times the
+    largest N on the same Brownian path (64 samples, seed 0); a sampler that draws per-step
+    noise instead of the path does not converge, and its row says so.
 
     \b
     Examples:
@@ -64,6 +79,7 @@ def order_command(session, **kw) -> None:
       bench -p my_heun.py order --samplers my_heun,heun --sdes vp,ve
       bench order --samplers unipc -o unipc.order=3 --schedules edm,logsnr --json
       bench order --samplers diffusers:EulerDiscreteScheduler --sdes vp
+      bench order --samplers euler_ancestral,dpmpp_2m_sde --kind weak,strong --sdes vp
     """
     import json
     import time

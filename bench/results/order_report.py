@@ -15,6 +15,11 @@ INTERVAL_NOTE = (
     "distance to the exact limit (closed-form probability flow to the last evaluation, then the "
     "exact denoiser); * marks fitted points."
 )
+KIND_NOTE = (
+    "weak: |mean − μ| + |variance − a²s⁴/v| of the final sample from the exact marginal at T "
+    "(exact moments, no Monte-Carlo error); strong: RMS distance per sample to the same "
+    "sampler's fine solution on the same Brownian path."
+)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -25,6 +30,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         lines.append(
             {
                 "sampler": r["sampler"],
+                **({"kind": r.get("kind", "flow")} if _kinds(rows) else {}),
                 "sde": r["sde"],
                 "schedule": r["schedule"],
                 "order": _num(r["order"], ".2f"),
@@ -39,7 +45,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 def details(r: dict[str, Any]) -> str:
     """The points of one row: N, counted and nominal NFE, error, local slope to the next N."""
-    head = f"{r['sampler']} · {r['sde']} · {r['schedule']}: "
+    kind = f" · {r['kind']}" if r.get("kind", "flow") != "flow" else ""
+    head = f"{r['sampler']}{kind} · {r['sde']} · {r['schedule']}: "
     if r["status"] != "ok":
         return head + f"unsupported: {r['reason']}"
     head += f"order {_num(r['order'], '.2f')} {_interval(r)}".rstrip()
@@ -67,6 +74,8 @@ def details(r: dict[str, Any]) -> str:
 def report(rows: list[dict[str, Any]]) -> str:
     """The whole text output: the summary, then every row's points."""
     blocks = [summary(rows), *(details(r) for r in rows), INTERVAL_NOTE]
+    if _kinds(rows):
+        blocks.append(KIND_NOTE)
     return "\n\n".join(blocks)
 
 
@@ -78,18 +87,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     sdes = list(dict.fromkeys(r["sde"] for r in rows))
-    keys = list(dict.fromkeys((r["sampler"], r["schedule"]) for r in rows))
+    keys = list(dict.fromkeys((r["sampler"], r["schedule"], r.get("kind")) for r in rows))
     colors = {key: f"C{i % 10}" for i, key in enumerate(keys)}  # one colour per line, every panel
     fig, axes = plt.subplots(1, len(sdes), figsize=(4.6 * len(sdes), 3.8), squeeze=False)
     for ax, sde in zip(axes[0], sdes, strict=True):
         for r in rows:
             if r["sde"] == sde and r["status"] == "ok":
-                _line(ax, r, colors[r["sampler"], r["schedule"]])
+                _line(ax, r, colors[r["sampler"], r["schedule"], r.get("kind")])
         ax.set(xscale="log", yscale="log", title=f"{sde} SDE", xlabel="NFE (counted)")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("RMS error to the exact limit")
+    axes[0][0].set_ylabel(
+        "error to the exact limit" if _kinds(rows) else "RMS error to the exact limit"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -100,13 +111,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 def _line(ax: Any, r: dict[str, Any], color: str) -> None:
     points = [p for p in r["points"] if p["error"] is not None and p["error"] > 0]
     order = "" if r["order"] is None else f" ({r['order']:.2f})"
-    label = f"{r['sampler']} · {r['schedule']}{order}"
+    kind = f" · {r['kind']}" if r.get("kind", "flow") != "flow" else ""
+    label = f"{r['sampler']}{kind} · {r['schedule']}{order}"
     ax.plot([p["nfe"] for p in points], [p["error"] for p in points], lw=1, c=color, label=label)
     fitted = [p for p in points if p["steps"] in set(r["fit_steps"])]
     ax.plot(
         [p["nfe"] for p in points], [p["error"] for p in points], "o", ms=3, mfc="none", c=color
     )
     ax.plot([p["nfe"] for p in fitted], [p["error"] for p in fitted], "o", ms=3, c=color)
+
+
+def _kinds(rows: list[dict[str, Any]]) -> bool:
+    """Whether any row measures a weak or strong order (then the summary names each row's)."""
+    return any(r.get("kind", "flow") != "flow" for r in rows)
 
 
 def _last_run(r: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,9 +15,13 @@ from bench.core.sde import SDE
 from bench.errors import BenchError
 from bench.plugin.registry import Registry
 from bench.run.order import DrewNoise, Measurement, fit_order, measure
+from bench.run.order_stochastic import measure_strong, measure_weak
 from bench.run.setup import OptionSet, canonical, canonical_specs
 
 DEFAULT_SDES = ("ve", "vp", "subvp")
+KINDS = ("flow", "weak", "strong")
+"""What ``--kind`` measures: the deterministic order against the probability flow, or a
+stochastic sampler's weak or strong order (:mod:`bench.run.order_stochastic`)."""
 PC_DEFAULTS = ("euler_maruyama", "none")
 """The predictor and corrector of ``pc`` here: ``bench run``'s first predictor, no corrector."""
 
@@ -74,9 +78,9 @@ def stochastic(spec: str, sampler: Sampler) -> BenchError:
         else ""
     )
     return BenchError(
-        f"sampler {spec!r}{built} draws noise: it is stochastic, and bench order measures "
+        f"sampler {spec!r}{built} draws noise: it is stochastic, and --kind flow measures "
         f"deterministic samplers, whose N → ∞ limit is the probability-flow ODE's exact "
-        f"solution (strong and weak orders of stochastic samplers are not implemented); give it "
+        f"solution; measure its weak and strong orders with --kind weak,strong, or give it "
         f"options that make it deterministic if it has them (e.g. -o ddim.eta=0)"
     )
 
@@ -89,6 +93,9 @@ def order_rows(registry: Registry, kw: dict[str, Any]) -> list[dict[str, Any]]:
     sdes = canonical(registry, "sdes", tuple(kw.get("sdes") or DEFAULT_SDES))
     given = canonical_specs(registry, "schedules", tuple(kw.get("schedules") or ()))
     steps = tuple(kw.get("steps") or ()) or None
+    kinds = tuple(kw.get("kind") or ("flow",))
+    if unknown := [k for k in kinds if k not in KINDS]:
+        raise BenchError(f"--kind takes {', '.join(KINDS)}; got {', '.join(unknown)}")
     rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small float64 tensors: one thread is fastest
@@ -99,31 +106,62 @@ def order_rows(registry: Registry, kw: dict[str, Any]) -> list[dict[str, Any]]:
                     schedule = build_schedule(registry, options, schedule_spec)
                     make_sde = sde_factory(registry, options, sde_name)
                     schedule.check(make_sde(1))
-                    try:
-                        result = measure(sampler, make_sde, schedule, **_steps(steps))
-                    except DrewNoise:
-                        raise stochastic(spec, sampler) from None
-                    rows.append(row(spec, sde_name, schedule.spec, result))
+                    for kind in kinds:
+                        result, note = run_kind(kind, spec, sampler, make_sde, schedule, steps)
+                        rows.append(row(spec, sde_name, schedule.spec, result, kind, note))
     finally:
         torch.set_num_threads(threads)
     return rows
+
+
+def run_kind(
+    kind: str,
+    spec: str,
+    sampler: Sampler,
+    make_sde: Any,
+    schedule: Schedule,
+    steps: tuple[int, ...] | None,
+) -> tuple[Measurement, str | None]:
+    """One measurement of ``kind`` and its note, if any."""
+    if kind == "strong":
+        return measure_strong(sampler, make_sde, schedule, **_steps(steps))
+    if kind == "weak":
+        note = None
+        if isinstance(sampler, PCSampler):
+            note = "pc's last step is the predictor's, not the denoiser the limit assumes"
+        return measure_weak(sampler, make_sde, schedule, **_steps(steps)), note
+    try:
+        return measure(sampler, make_sde, schedule, **_steps(steps)), None
+    except DrewNoise:
+        raise stochastic(spec, sampler) from None
 
 
 def _steps(steps: tuple[int, ...] | None) -> dict[str, Any]:
     return {"steps": steps} if steps else {}
 
 
-def row(sampler: str, sde: str, schedule: str, result: Measurement) -> dict[str, Any]:
-    """The JSON row: ``sampler``, ``sde``, ``schedule``, ``status``, ``order`` with its
-    ``interval``, the fitted N, the local slopes, the sampler's first and last evaluation times
-    (``start``, ``end``) beside the grid's, why the sweep stopped early, and every point."""
+def row(
+    sampler: str,
+    sde: str,
+    schedule: str,
+    result: Measurement,
+    kind: str = "flow",
+    note: str | None = None,
+) -> dict[str, Any]:
+    """The JSON row: ``sampler``, ``sde``, ``schedule``, ``kind``, ``status``, ``order`` with
+    its ``interval``, the fitted N, the local slopes, the sampler's first and last evaluation
+    times (``start``, ``end``) beside the grid's, why the sweep stopped early, and every point."""
     points = [vars(p) for p in result.points]
     if all(p.error is None for p in result.points):
         reason = next((p.note for p in result.points if p.note), "no point could run")
-        return _base(sampler, sde, schedule, "unsupported", points) | {"reason": reason}
+        return _base(sampler, sde, schedule, "unsupported", points) | {
+            "reason": reason,
+            "kind": kind,
+        }
     fit = fit_order(result.points)
-    notes = [n for n in (result.stop, fit.note, _moved(result)) if n]
+    notes = [n for n in (note, result.stop, fit.note, _moved(result)) if n]
     return _base(sampler, sde, schedule, "ok", points) | {
+        "kind": kind,
         "order": fit.order,
         "interval": None if fit.order is None else [fit.low, fit.high],
         "fit_steps": list(fit.steps),
