@@ -170,3 +170,10 @@ def test_a_sampler_not_affine_in_its_noise_is_refused(tmp_path):
     args = ["-p", str(tmp_path / "jumpy.py"), "order", "--samplers", "jumpy", "--kind", "weak"]
     result = invoke(*args, "--sdes", "vp", "--steps", "8,16", "--no-plot")
     assert result.exit_code == 2 and "not affine in its noise" in result.output, result.output
+
+
+def test_draws_shared_across_n_are_no_per_step_noise(registry):
+    """Restart's jumps are sequential draws whose number does not change with N: no note."""
+    sdes, schedule = registry.get("sdes", "vp").obj, registry.get("schedules", "edm").obj()
+    _, note = measure_strong(make(registry, "restart"), sdes, schedule, (16, 24))
+    assert note is None

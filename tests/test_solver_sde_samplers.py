@@ -2,9 +2,9 @@
 stochastic sampler promises (counted NFE, batch invariance, options).
 
 * ER-SDE-Solver-1 with the noise scale φ(σ) = σ² is Euler ancestral at η = 1, and with φ(σ) = σ
-  it is the deterministic ``euler`` sampler (Cui et al. 2023, §4.1: DDPM and DDIM as special
-  cases): both equal the suite's own samplers on the same noise. Orders 2 and 3 equal a loop
-  written here from the paper's Alg. 2–3 in the official code's indexing (QinpengCui/
+  it is the deterministic ``euler`` sampler (Cui et al. 2023: the family holds the reverse SDE
+  and the probability-flow ODE): both equal the suite's own samplers on the same noise. Orders 2 and 3 equal a loop
+  written here from the paper's updates in the official code's indexing (QinpengCui/
   ER-SDE-Solver, ``ve_xstart_*``: first order at the first step and into σ = 0), and the two
   quadratures equal a direct sum and scipy's adaptive quadrature.
 * Restart with K = 0 is EDM's Heun (``heun``); with restarts it equals a loop written here from
@@ -77,7 +77,7 @@ def test_er_sde_special_cases_are_euler_ancestral_and_euler(registry, model, cas
 
 
 def er_sde_reference(fn, order, sigmas, alphas, times, denoise, x, normals, clip):
-    """Alg. 1–3 of Cui et al. 2023 in σ̃ (x̃ = x/a), the official code's branches and
+    """ER-SDE-Solver-1/2/3 (Cui et al. 2023) in σ̃ (x̃ = x/a), the official code's branches and
     100-point left Riemann sums, written out step by step."""
     x = x / alphas[0]
     old, old_d = None, None

@@ -99,6 +99,9 @@ class Sampler(abc.ABC):
             model: the model's views ``model.score``, ``model.eps``, ``model.denoise`` (each call
                 one counted evaluation) and ``model.sde``.
             noise: fresh standard-normal noise shaped like its argument. A deterministic
-                sampler never calls it (``bench order`` refuses a sampler that does).
+                sampler never calls it (``bench order`` refuses a sampler that does). A
+                sampler that wants the increments of one Brownian path per sample, the same
+                at every N, builds them from it: ``StepNoise(noise, model.sde.T, "brownian")``
+                or ``BrownianPath.of(noise, model.sde.T)`` (:mod:`bench.core.brownian`).
             callback: called after every step with ``{"i", "t", "x", ...}``.
         """

@@ -168,9 +168,9 @@ def weak_error(run: WeakRun, sde: SDE, oracle: Any) -> float:
 
 def strong_run(
     sampler: Sampler, sde: SDE, schedule: Schedule, oracle: Any, N: int, z: Tensor
-) -> tuple[Tensor, int, bool]:
+) -> tuple[Tensor, int, int]:
     """The sample at N from the prior of ``z`` on the cell's noise of seed 0: (x, counted NFE,
-    whether the sampler drew sequential (per-step) noise)."""
+    the sequential draws it made, ``noise(x)``)."""
     sampler.supports(sde, schedule)
     grid = schedule.grid(sde, N)
     sde.discrete = grid.paper
@@ -182,12 +182,12 @@ def strong_run(
 
 
 class RecordingNoise(SampleNoise):
-    """The cell's noise, noting whether the sampler drew sequential draws (``noise(x)``)."""
+    """The cell's noise, counting the sequential draws (``noise(x)``) the sampler makes."""
 
-    sequential = False
+    sequential = 0
 
     def __call__(self, x: Tensor) -> Tensor:
-        self.sequential = True
+        self.sequential += 1
         return super().__call__(x)
 
 
@@ -231,11 +231,13 @@ def measure_strong(
     oracle: Any = None,
 ) -> tuple[Measurement, str | None]:
     """The strong error at every N of ``steps`` against the fine solution at STRONG_FINE·max(N)
-    on the same path, and a note when the sampler draws per-step noise (no path to follow)."""
+    on the same path, and a note when the sampler's sequential draws change in number with N
+    (per-step noise: no path to follow; draws that do not, e.g. Restart's jumps, are shared)."""
     oracle = oracle or GaussianOracle()
     z, out, fine_n = strong_samples(oracle), Measurement(), STRONG_FINE * max(steps)
+    per_step = False
     try:
-        fine, _, sequential = strong_run(sampler, sde_of(fine_n), schedule, oracle, fine_n, z)
+        fine, _, drawn = strong_run(sampler, sde_of(fine_n), schedule, oracle, fine_n, z)
     except Unsupported as exc:
         out.points = [Point(N, None, sampler.nfe_nominal(N), None, exc.reason) for N in steps]
         return out, None
@@ -246,11 +248,11 @@ def measure_strong(
         except Unsupported as exc:
             out.points.append(Point(N, None, sampler.nfe_nominal(N), None, exc.reason))
             continue
-        sequential = sequential or drew
+        per_step = per_step or drew != drawn
         error = float((x - fine).pow(2).mean().sqrt())
         out.points.append(Point(N, nfe, sampler.nfe_nominal(N), error))
     out.stop = f"fine solution: N = {fine_n}"
     note = None
-    if sequential:
+    if per_step:
         note = "draws per-step noise (noise(x), not a Brownian path): no strong convergence"
     return out, note

@@ -1,5 +1,4 @@
-"""DPM-Solver++(2M) SDE (Lu et al. 2022, "DPM-Solver++", §5 and App. B; k-diffusion's
-``sample_dpmpp_2m_sde``).
+"""DPM-Solver++(2M) SDE (Lu et al. 2022, "DPM-Solver++"; k-diffusion's ``sample_dpmpp_2m_sde``).
 
 The reverse SDE in data prediction, with the noise weighted by η (η = 1: the reverse SDE of Song
 et al. 2021, Eq. 6; η = 0: the probability-flow ODE), has the exact solution from t_i to t_{i+1}

@@ -1,14 +1,14 @@
 """ER-SDE-Solver (Cui et al. 2023, "Elucidating the solution space of extended reverse-time SDE
-for diffusion models", §4 and Alg. 1–3).
+for diffusion models").
 
 In EDM's scaled variables x̃ = x/a, σ̃ = std/a, the extended reverse-time SDE family has a noise
-scale function φ(σ) (the paper's "noise scale function"; φ(σ) = σ is the probability-flow ODE,
-φ(σ) = σ² the reverse SDE of Song et al. 2021). Its exact solution from σ_i to σ_{i+1} is
+scale function φ(σ) (φ(σ) = σ is the probability-flow ODE, φ(σ) = σ² the reverse SDE of Song et
+al. 2021, Eq. 6). Its exact solution from σ_i to σ_{i+1}, r = φ(σ_{i+1})/φ(σ_i), is
 
-    x̃_{i+1} = r·x̃_i + φ(σ_{i+1})·∫_{σ_{i+1}}^{σ_i} D(σ)/φ(σ)² · φ'(σ) dσ ... (Eq. 13)
-             = r·x̃_i + (1 − r)·D_i + [Taylor terms of D] + sqrt(σ_{i+1}² − σ_i²·r²)·z,
+    x̃_{i+1} = r·x̃_i + φ(σ_{i+1})·∫_{σ_{i+1}}^{σ_i} (φ'(σ)/φ(σ)²)·D(σ) dσ + sqrt(σ_{i+1}² − σ_i²·r²)·z
+             = r·x̃_i + (1 − r)·D_i + [terms of D's Taylor expansion in σ] + sqrt(…)·z,
 
-r = φ(σ_{i+1})/φ(σ_i); the k-th order solver keeps k terms of D's Taylor expansion in σ, with
+and the k-th order solver keeps k terms of D's Taylor expansion in σ, with
 the integrals S₁ = ∫ dσ/φ(σ) and S₂ = ∫ (σ − σ_i)/φ(σ) dσ over [σ_{i+1}, σ_i] and the
 derivatives estimated by divided differences of past outputs. The official code is
 QinpengCui/ER-SDE-Solver, ``ER_SDE_Solver.ve_xstart_{1,2,3}_order*`` (its EDM example) and
@@ -55,7 +55,7 @@ def integrals(fn: Callable[[float], float], lo: float, hi: float, rule: str, n: 
 
 
 class ERSDESolver(Sampler):
-    """ER-SDE-Solver-k (Cui et al. 2023, Alg. 1–3; QinpengCui/ER-SDE-Solver), k = ``order``.
+    """ER-SDE-Solver-k (Cui et al. 2023; QinpengCui/ER-SDE-Solver), k = ``order``.
 
     Step i (x̃ = x/a, σ = σ̃, φ the noise scale, D_i = D(x_i; t_i), (S₁, S₂) from
     :func:`integrals`):

@@ -1,5 +1,5 @@
 """Gotta Go Fast (Jolicoeur-Martineau et al. 2021, "Gotta Go Fast When Generating Data with
-Score-Based Models", §3 and Alg. 1): an adaptive-step solver of the reverse SDE (Song et al.
+Score-Based Models", Alg. 1): an adaptive-step solver of the reverse SDE (Song et al.
 2021, Eq. 6) with error control.
 
 Each attempted step of size h from t to t − h takes an Euler–Maruyama step x' = x + K₁ and an

@@ -1,4 +1,4 @@
-"""Restart sampling (Xu et al. 2023, "Restart Sampling for Improving Generative Processes", §4).
+"""Restart sampling (Xu et al. 2023, "Restart Sampling for Improving Generative Processes").
 
 An ODE sampler (Heun, as in the paper) runs down the grid; on reaching a restart interval's lower
 level σ_min it adds forward noise back up to σ_max, x̃ ← x̃ + s_noise·sqrt(σ_max² − σ_min²)·z (the

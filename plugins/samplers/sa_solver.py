@@ -1,8 +1,9 @@
-"""SA-Solver: stochastic Adams methods for diffusion SDEs (Xue et al. 2023, "SA-Solver", §4–5).
+"""SA-Solver: stochastic Adams methods for diffusion SDEs (Xue et al. 2023, "SA-Solver: Stochastic
+Adams Solver for Fast Sampling of Diffusion Models").
 
 The SDE family dx = [f·x − ½(1 + τ²)·g²·∇log p] dt + τ·g dw̄ (τ = 0: the probability-flow ODE,
 τ = 1: the reverse SDE) has, in data prediction and λ = log(a/std), the exact solution from λ_s
-to λ_t, h = λ_t − λ_s (Eq. 12):
+to λ_t, h = λ_t − λ_s:
 
     x_t = e^{−τ²h}·(std_t/std_s)·x_s + (1 + τ²)·std_t·e^{−τ²λ_t}·∫ e^{(1+τ²)λ}·D(λ) dλ
           + std_t·sqrt(1 − e^{−2τ²h})·z.
@@ -32,7 +33,7 @@ GAUSS_POINTS = 24
 
 def adams_weights(lams: list[float], lam_s: float, lam_t: float, c: float) -> list[float]:
     """∫_{λ_s}^{λ_t} e^{c(λ − λ_t)}·ℓ_j(λ) dλ for the Lagrange basis ℓ_j on ``lams`` (newest
-    first): the SA weights of Eq. 12 before the factor (1 + τ²)·a_t."""
+    first): the SA weights of the module docstring's integral before the factor (1 + τ²)·a_t."""
     u, w = np.polynomial.legendre.leggauss(GAUSS_POINTS)
     lam = lam_s + (u + 1) / 2 * (lam_t - lam_s)
     w = w * (lam_t - lam_s) / 2 * np.exp(c * (lam - lam_t))
@@ -55,7 +56,7 @@ def second_order_term(h: float, c: float, corrector: bool, h_prev: float) -> flo
 
 
 class SASolver(Sampler):
-    """SA-Solver (Xue et al. 2023, Alg. 1; diffusers' ``SASolverScheduler``, data prediction).
+    """SA-Solver (Xue et al. 2023; diffusers' ``SASolverScheduler``, data prediction).
 
     Step i from t_i to t_{i+1}, h = λ_{i+1} − λ_i, c = 1 + τ_i², D_i = D(x_i; t_i):
 

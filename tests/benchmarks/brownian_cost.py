@@ -1,0 +1,114 @@
+"""What a step's Brownian increment costs (docs/performance.md, docs/stochastic.md).
+
+Times, per step of an N-step Karras (``edm``) grid on [0, T = 80], the increment
+W(t_{i+1}) − W(t_i) of every sample of a batch from the suite's paths
+(:class:`bench.core.brownian.BrownianPath`: per sample, the same at any N) against one
+sequential draw of the cell's noise (``SampleNoise``, what ``noise=iid`` costs) and against
+torchsde's ``BrownianTree`` (k-diffusion's ``BrownianTreeNoiseSampler``): one tree for the batch
+(k-diffusion's default; not per sample) and, at small batches, one tree per sample (what
+per-sample paths cost there). Median over ``--repeats`` runs of a whole grid.
+
+Examples::
+
+    python -m tests.benchmarks.brownian_cost
+    python -m tests.benchmarks.brownian_cost --threads 1 --steps 100 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from bench.core.brownian import BrownianPath
+from bench.core.noise import SampleNoise
+
+CASES = (
+    # name, batch, per-sample shape
+    ("ring8", 64, (2,)),
+    ("ring8, default sweep batch", 4000, (2,)),
+    ("digits 8×8", 256, (1, 8, 8)),
+    ("CIFAR 32×32×3", 64, (3, 32, 32)),
+)
+T = 80.0
+
+
+def karras(n: int, lo: float = 0.002, hi: float = T, rho: float = 7.0) -> list[float]:
+    return [
+        (hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+        for i in range(n)
+    ]
+
+
+def per_step(fn, times: list[float], repeats: int) -> float:
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(times)
+        runs.append((time.perf_counter() - start) / (len(times) - 1))
+    return statistics.median(runs)
+
+
+def ours(batch, shape):
+    def run(times):
+        path, like = BrownianPath(0, 0, batch, T), torch.empty(batch, *shape)
+        for s, t in zip(times, times[1:]):
+            path.increment(s, t, like)
+
+    return run
+
+
+def iid(batch, shape):
+    def run(times):
+        noise, like = SampleNoise(0, 0, batch), torch.empty(batch, *shape)
+        for _ in times[1:]:
+            noise(like)
+
+    return run
+
+
+def torchsde_tree(batch, shape, per_sample: bool):
+    import torchsde
+
+    def run(times):
+        if per_sample:
+            trees = [
+                torchsde.BrownianTree(0.0, torch.zeros(shape), T, entropy=j) for j in range(batch)
+            ]
+        else:
+            trees = [torchsde.BrownianTree(0.0, torch.zeros(batch, *shape), T, entropy=0)]
+        for s, t in zip(times, times[1:]):
+            torch.stack([tree(t, s) for tree in trees])
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    times = karras(args.steps) + [0.0]
+    print(
+        f"per step, N = {args.steps} (Karras grid on [0, {T:g}]), threads {torch.get_num_threads()}"
+    )
+    for name, batch, shape in CASES:
+        row = {
+            "iid draw": per_step(iid(batch, shape), times, args.repeats),
+            "Brownian path": per_step(ours(batch, shape), times, args.repeats),
+            "torchsde, one tree": per_step(torchsde_tree(batch, shape, False), times, args.repeats),
+        }
+        if batch <= 64:
+            tree = torchsde_tree(batch, shape, True)
+            row["torchsde, tree per sample"] = per_step(tree, times, 1)
+        cells = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in row.items())
+        print(f"{name} (batch {batch}): {cells}")
+
+
+if __name__ == "__main__":
+    main()
