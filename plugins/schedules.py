@@ -1,5 +1,5 @@
 """The built-in time schedules: the paper's uniform grid, EDM's ρ-polynomial, uniform log-SNR,
-quadratic in time, and an explicit list read from a file."""
+quadratic in time, SD3's time shift, and an explicit list read from a file."""
 
 from __future__ import annotations
 
@@ -113,6 +113,40 @@ class Quadratic(Schedule):
         return _with_ends(sde, [(a + _fraction(i, steps) * (b - a)) ** 2 for i in range(steps)])
 
 
+class Shift(Schedule):
+    """SD3's time shift (Esser et al. 2024, §5.3.2): t' = s·t/(1 + (s − 1)·t) of a uniform grid.
+
+    On the flow SDE (σ̃ = std/a = t/(1 − t)) the shift multiplies the noise level, σ̃(t') = s·σ̃(t),
+    i.e. λ(t') = λ(t) − log s; that is how it is applied on every SDE (t' = t(λ(t) − log s)), so
+    on flow it is SD3's formula and diffusers' ``shift`` (FlowMatchEulerDiscreteScheduler,
+    default 1; SD3 ships 3). The unshifted grid u_i is uniform in t between the pre-images of T
+    and eps, so the shifted grid runs from T to eps like every schedule (diffusers' own grid
+    starts at σ = 1 and shifts ``linspace(1, shift(1/1000), N)``: its low end is shifted twice).
+    ``shift = 1`` is ``linspace(T, eps, N)`` without the reference code's discrete conventions;
+    diffusers' resolution-dependent shifting with μ is ``shift = e^μ``.
+    """
+
+    name = "shift"
+    aliases = ("sd3",)
+
+    @dataclasses.dataclass
+    class Options:
+        shift: float = 3.0
+
+        def __post_init__(self) -> None:
+            if not (math.isfinite(self.shift) and self.shift > 0):
+                raise ValueError(f"shift must be a positive number, got {self.shift}")
+
+    def shifted(self, sde: SDE, t: float, power: float = 1.0) -> float:
+        """t(λ(t) − power·log s): the shift (power 1) or its inverse (power −1)."""
+        return sde.t_of_log_snr(sde.log_snr(t) - power * math.log(self.options.shift))
+
+    def times(self, sde: SDE, steps: int) -> list[float]:
+        hi, lo = self.shifted(sde, sde.T, -1.0), self.shifted(sde, sde.eps, -1.0)
+        base = [_between(hi, lo, _fraction(i, steps)) for i in range(steps)]
+        return _with_ends(sde, [self.shifted(sde, u) for u in base])
+
+
 class FromFile(Schedule):
     """An explicit grid from a text file: file:PATH (times t, or σ's after a line 'sigma').
 
@@ -195,4 +229,5 @@ def register_schedules(register):
     register(EDM)
     register(LogSNR)
     register(Quadratic)
+    register(Shift)
     register(FromFile)

@@ -1,5 +1,6 @@
-"""The paper's SDEs: VE (SMLD), VP (DDPM) and sub-VP (Song et al. 2021, §3.4 and App. B), and the
-σ-parameterised SDE of EDM (Karras et al. 2022, Eq. 6 with σ(t) = t, s(t) = 1)."""
+"""The paper's SDEs: VE (SMLD), VP (DDPM) and sub-VP (Song et al. 2021, §3.4 and App. B), the
+σ-parameterised SDE of EDM (Karras et al. 2022, Eq. 6 with σ(t) = t, s(t) = 1), and the linear
+interpolant of rectified flow / flow matching (a(t) = 1 − t, std(t) = t)."""
 
 from __future__ import annotations
 
@@ -317,9 +318,82 @@ class EDMSDE(SDE):
         return standard_normal_logp(z, self.sigma_max)
 
 
+class FlowSDE(SDE):
+    """Rectified flow (Liu et al. 2022) / flow matching with the linear path (Lipman et al. 2022).
+
+    The interpolant x_t = (1 − t)·x_0 + t·z (Esser et al. 2024, Eq. 2 with the "RF" path), i.e.
+    a(t) = 1 − t and std(t) = t, as a forward SDE of Song et al. 2021 with exactly these marginals
+    (their Eq. 29–33 run backwards): f(t) = d log a/dt = −1/(1 − t) and
+    g(t)² = d std²/dt − 2·f(t)·std² = 2t/(1 − t). The reverse SDE (Eq. 6) and the
+    probability-flow ODE (Eq. 13) are the base class's; the ODE's velocity f·x − ½g²·s equals the
+    flow-matching velocity z − x_0 in expectation, dx/dt = E[z − x_0 | x_t = x] (the ``velocity``
+    view). λ(t) = log((1 − t)/t), so t(λ) = 1/(1 + e^λ) in closed form, for every λ.
+
+    T and eps: f and g diverge at t = 1 (a(1) = 0) and σ̃ = std/a and λ with them, so the reverse
+    process starts at T = 1 − 10⁻³ from the prior N(0, I) (the true marginal there is
+    N(10⁻³·x_0, 0.999²·I), a mismatch of the size of VP's a(1) ≈ 6.6·10⁻³), where σ̃ = 999 and
+    λ ≈ −6.9 are finite and one Euler–Maruyama step of the paper's 1,000 is still stable
+    (|f|·|dt| ≈ 1). It stops at eps = 10⁻³ (std = 10⁻³, λ ≈ 6.9, below 8-bit quantisation of
+    [−1, 1] data), where the score's 1/std is finite.
+
+    The reference code has no discrete conventions for this SDE: as for ``edm``, every step spans
+    its own interval t − t_next (a caller without t_next gets |dt| = T/N), the forward
+    discretisation is Euler–Maruyama (so the reverse-diffusion predictor is too), and the
+    Langevin corrector's α is 1 (no β_k table). There is no DDPM/SMLD chain: ancestral sampling
+    is unsupported.
+    """
+
+    name = "flow"
+    default_eps = 1e-3
+    T = 1.0 - 1e-3
+
+    def sde(self, x: Tensor, t: float) -> tuple[Tensor, float]:
+        return x * (-1.0 / (1.0 - t)), math.sqrt(2.0 * t / (1.0 - t))
+
+    def marginal_coef(self, t: float) -> tuple[float, float]:
+        return 1.0 - t, t
+
+    def marginal_rates(self, t: float) -> tuple[float, float]:
+        """(a'(t), std'(t)) = (−1, 1)."""
+        return -1.0, 1.0
+
+    def log_snr(self, t: float) -> float:
+        """log((1 − t)/t): +inf at t = 0, −inf at t = 1."""
+        if t <= 0 or t >= 1:
+            return math.inf if t <= 0 else -math.inf
+        return math.log1p(-t) - math.log(t)
+
+    def t_of_log_snr(self, lam: float) -> float:
+        """t = 1/(1 + e^λ), written so that neither branch overflows."""
+        if lam >= 0:
+            e = math.exp(-lam)
+            return e / (1.0 + e)
+        return 1.0 / (1.0 + math.exp(lam))
+
+    def paper_step(self, t_next: float | None) -> bool:
+        """Only a caller without t_next takes a fixed step (|dt| = T/N): there is no paper grid."""
+        return t_next is None
+
+    def step_dt(self, t: float, t_next: float | None = None) -> float:
+        return -self.T / self.N if t_next is None else t_next - t
+
+    def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
+        """Euler–Maruyama over |dt| = t − t_next: f_i = f(t)·x·|dt|, G_i = g(t)·sqrt(|dt|)."""
+        dt = self.T / self.N if t_next is None else t - t_next
+        drift, g = self.sde(x, t)
+        return drift * dt, g * math.sqrt(dt)
+
+    def prior_sampling(self, z: Tensor) -> Tensor:
+        return z
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        return standard_normal_logp(z)
+
+
 @bench.hookimpl
 def register_sdes(register):
     register(VESDE)
     register(VPSDE)
     register(SubVPSDE, aliases=("sub_vp", "sub-vp"))
     register(EDMSDE)
+    register(FlowSDE, aliases=("rectified_flow",))

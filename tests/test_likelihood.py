@@ -44,9 +44,11 @@ VECTORS = {
 }
 
 
-def _closed_form(sde, eps: float, x0: float = 0.62, mu: float = 0.5, s2: float = 0.04):
-    """(Δlogp, z, log p_eps(x0), prior_logp(z) + Δlogp) in closed form (§11.3)."""
-    (a_T, std_T), (a_e, std_e) = sde.marginal_coef(1.0), sde.marginal_coef(eps)
+def _closed_form(
+    sde, eps: float, x0: float = 0.62, mu: float = 0.5, s2: float = 0.04, T: float = 1.0
+):
+    """(Δlogp, z, log p_eps(x0), prior_logp(z) + Δlogp) in closed form (§11.3), prior at T."""
+    (a_T, std_T), (a_e, std_e) = sde.marginal_coef(T), sde.marginal_coef(eps)
     S_T, S_e = a_T**2 * s2 + std_T**2, a_e**2 * s2 + std_e**2
     z = a_T * mu + math.sqrt(S_T / S_e) * (x0 - a_e * mu)
     delta = 0.5 * math.log(S_T / S_e)
@@ -93,9 +95,34 @@ def test_the_1d_gaussian_solution_is_exact(name, make_sde, one_thread):
     assert float(logp) == pytest.approx(exact, abs=5e-5)
 
 
+def test_the_1d_gaussian_solution_is_exact_on_flow(make_sde, one_thread):
+    """The flow SDE (prior at its T = 1 − 10⁻³): Δlogp, z and log p_eps(x0) as in §11.3, both
+    with the exact marginal at T and with the SDE's N(0, 1) prior."""
+    sde, model, eps = make_sde("flow"), gaussian_model(dim=1), 1e-5
+    delta, z, exact, reference = _closed_form(sde, eps, T=sde.T)
+    x0 = torch.tensor([[0.62]], dtype=torch.float64)
+    view = ModelView(model.native_fn(sde), model.native, sde)
+    probes = draw_probes("rademacher", 1, tuple(x0.shape), torch.Generator().manual_seed(0))
+    traj = integrate_batch(view, sde, x0, probes, eps=eps, rtol=1e-8, atol=1e-8)
+    assert float(traj.delta_logp) == pytest.approx(delta, abs=2e-6)
+    assert float(traj.z) == pytest.approx(z, rel=1e-6)
+    for prior, value in (("exact", exact), ("sde", reference)):
+        _, logp = _estimate(model, sde, x0, eps=eps, prior=prior, rtol=1e-8, atol=1e-8)
+        assert float(logp) == pytest.approx(value, abs=2e-6)
+    assert abs(reference - exact) > 1e-4  # the prior's mismatch at T is visible, not ignored
+
+
 @pytest.mark.parametrize(
     "model_name,sde_name",
-    [("gauss4", "ve"), ("gauss4", "vp"), ("gauss4", "subvp"), ("mixture", "ve"), ("mixture", "vp")],
+    [
+        ("gauss4", "ve"),
+        ("gauss4", "vp"),
+        ("gauss4", "subvp"),
+        ("gauss4", "flow"),
+        ("mixture", "ve"),
+        ("mixture", "vp"),
+        ("mixture", "flow"),
+    ],
 )
 def test_the_exact_trace_matches_the_closed_form(model_name, sde_name, make_sde, one_thread):
     model = gaussian_model(dim=4) if model_name == "gauss4" else _mixture()

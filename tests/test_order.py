@@ -45,7 +45,7 @@ def my_heun_source() -> str:
 
 
 # -- the oracle --------------------------------------------------------------------------------
-@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp", "edm"])
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp", "edm", "flow"])
 def test_denoiser_matches_the_gaussian_mixture_plugin(registry, sde_name):
     sde = registry.get("sdes", sde_name).obj(100)
     oracle, model = GaussianOracle(), gaussian_model(4)
@@ -58,7 +58,7 @@ def test_denoiser_matches_the_gaussian_mixture_plugin(registry, sde_name):
         assert torch.allclose(oracle.denoise(sde, x_t, t), expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp", "flow"])
 def test_closed_form_flow_solves_the_probability_flow_ode(registry, sde_name):
     from scipy.integrate import solve_ivp
 
@@ -116,10 +116,11 @@ KNOWN = {"euler": 1, "ddim": 1, "heun": 2, "dpmpp_2m": 2}
 
 
 def test_known_orders_lie_in_the_interval(registry):
+    sdes = ("vp", "ve", "flow")
     rows = order_rows(
-        registry, {"samplers": tuple(KNOWN), "sdes": ("vp", "ve"), "steps": tuple(map(int, FAST))}
+        registry, {"samplers": tuple(KNOWN), "sdes": sdes, "steps": tuple(map(int, FAST))}
     )
-    assert len(rows) == 2 * len(KNOWN)
+    assert len(rows) == len(sdes) * len(KNOWN)
     for r in rows:
         p, (low, high) = KNOWN[r["sampler"]], r["interval"]
         label = f"{r['sampler']} {r['sde']}: {r['order']:.3f} [{low:.3f}, {high:.3f}]"

@@ -25,8 +25,8 @@ def sigma_tilde(sde, t: float) -> float:
     return std / a
 
 
-@pytest.mark.parametrize("sde_name", SDES)
-@pytest.mark.parametrize("name", ["uniform", "edm", "logsnr", "quadratic"])
+@pytest.mark.parametrize("sde_name", SDES + ("flow",))
+@pytest.mark.parametrize("name", ["uniform", "edm", "logsnr", "quadratic", "shift"])
 @pytest.mark.parametrize("N", [1, 2, 7, 50])
 def test_end_points_monotonic_and_data_end(registry, make_sde, sde_name, name, N):
     sde = make_sde(sde_name, N)
@@ -40,6 +40,66 @@ def test_end_points_monotonic_and_data_end(registry, make_sde, sde_name, name, N
     for t, a, s in zip(grid.t[:-1], grid.alpha, grid.sigma):
         assert (a, s) == sde.marginal_coef(t)
     assert grid.paper == (name == "uniform")
+
+
+def sd3_shift(s: float, t):
+    """SD3's time shift (Esser et al. 2024, §5.3.2), written out."""
+    return s * t / (1 + (s - 1) * t)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0, 0.5])
+def test_shift_is_sd3s_formula_and_diffusers_shifted_sigmas(registry, make_sde, shift):
+    """On flow: t_i = s·u_i/(1 + (s − 1)·u_i), u uniform between the pre-images of T and eps;
+    diffusers' FlowMatchEulerDiscreteScheduler(shift=s) shifts the same u to the same σ's."""
+    diffusers = pytest.importorskip("diffusers")
+    import numpy as np
+
+    sde = make_sde("flow", 20)
+    times = schedule(registry, "shift", shift=shift).times(sde, 20)
+
+    def unshift(t):
+        return t / (shift - (shift - 1) * t)
+
+    u = np.linspace(unshift(sde.T), unshift(sde.eps), 20)
+    assert times == pytest.approx(sd3_shift(shift, u), rel=1e-13, abs=0)
+    assert (times[0], times[-1]) == (sde.T, sde.eps)
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+    sched.set_timesteps(sigmas=u.tolist())
+    assert sched.sigmas[:-1].double().tolist() == pytest.approx(times, rel=1e-6)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_shift_reproduces_diffusers_own_default_sigmas(registry, shift):
+    """diffusers' default grid shifts linspace(1, shift(1/1000), N): on a flow SDE with T = 1
+    and eps = shift(shift(1/1000)) (its doubly shifted low end) the schedule is that grid."""
+    diffusers = pytest.importorskip("diffusers")
+    from bench_plugins.sdes import FlowSDE
+
+    class FlowToOne(FlowSDE):
+        T = 1.0
+
+    sde = FlowToOne(25, FlowSDE.Options(eps=sd3_shift(shift, sd3_shift(shift, 1e-3))))
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+    sched.set_timesteps(25)
+    times = schedule(registry, "shift", shift=shift).times(sde, 25)
+    assert sched.sigmas[:-1].double().tolist() == pytest.approx(times, rel=2e-6)
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "edm"])
+def test_shift_multiplies_the_noise_level(registry, make_sde, sde_name):
+    """On every SDE the shift is σ̃ ↦ s·σ̃ (λ ↦ λ − log s) of the unshifted uniform grid."""
+    sde = make_sde(sde_name, 12)
+    times = schedule(registry, "shift", shift=3.0).times(sde, 12)
+    top = sde.t_of_log_snr(sde.log_snr(sde.T) + math.log(3.0))
+    bottom = sde.t_of_log_snr(sde.log_snr(sde.eps) + math.log(3.0))
+    for i, t in enumerate(times):
+        u = top + i / 11 * (bottom - top)
+        assert sigma_tilde(sde, t) == pytest.approx(3.0 * sigma_tilde(sde, u), rel=1e-9)
+
+
+def test_shift_option_is_checked(registry):
+    with pytest.raises(ValueError, match="shift must be a positive number"):
+        schedule(registry, "shift", shift=0.0)
 
 
 @pytest.mark.parametrize("sde_name", SDES)

@@ -148,7 +148,7 @@ ORDERS = [
 ]
 
 
-@pytest.mark.parametrize("sde_name", SDES)
+@pytest.mark.parametrize("sde_name", SDES + ("flow",))
 @pytest.mark.parametrize(
     "name, options, order, schedules, steps", ORDERS, ids=[config_id(c[:2]) for c in ORDERS]
 )

@@ -77,7 +77,7 @@ STEPS = [16, 32, 64, 128]
 
 
 @pytest.mark.parametrize("schedule", ["edm", "logsnr"])
-@pytest.mark.parametrize("sde_name", SDES)
+@pytest.mark.parametrize("sde_name", SDES + ("flow",))
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_convergence_order(reg, model, name, sde_name, schedule):
     sde = sde_of(reg, sde_name)
@@ -94,8 +94,8 @@ def test_convergence_order(reg, model, name, sde_name, schedule):
 
 @pytest.mark.parametrize(
     "sde_name, options",
-    [("ve", {"sigma_min": 1e-4}), ("vp", {"eps": 1e-5}), ("subvp", {})],
-    ids=["ve", "vp", "subvp"],
+    [("ve", {"sigma_min": 1e-4}), ("vp", {"eps": 1e-5}), ("subvp", {}), ("flow", {"eps": 1e-4})],
+    ids=["ve", "vp", "subvp", "flow"],
 )
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_order_against_the_exact_flow(reg, model, name, sde_name, options):

@@ -109,7 +109,7 @@ def test_ipndm_is_second_order_at_eps(registry, model, sde_name, schedule):
 
 
 @pytest.mark.parametrize("schedule", ["edm", "logsnr"])
-@pytest.mark.parametrize("sde_name", SDES)
+@pytest.mark.parametrize("sde_name", SDES + ("flow",))
 def test_ipndm_final_sample_is_second_order(registry, model, sde_name, schedule):
     """The default last step is the denoising evaluation x̃ ← D(x_{N−1}; t_{N−1}): the final
     sample converges at the order of x(eps) to the flow to eps followed by Tweedie's denoiser."""
@@ -148,7 +148,7 @@ VARIABLE_STEPS = [128, 256, 512, 1024]
 
 
 @pytest.mark.parametrize("schedule", ["edm", "logsnr"])
-@pytest.mark.parametrize("sde_name", SDES)
+@pytest.mark.parametrize("sde_name", SDES + ("flow",))
 def test_ipndm_variable_step_is_fourth_order(registry, model, sde_name, schedule):
     sampler = make(registry, "ipndm", variable_step=True)
     errors = []
@@ -426,7 +426,7 @@ def test_ode_denoising_is_tweedie_at_eps(registry, model):
     assert state["t"] == sde.T and state["nfev"] > 0
 
 
-@pytest.mark.parametrize("sde_name", SDES)
+@pytest.mark.parametrize("sde_name", SDES + ("flow",))
 def test_ode_error_falls_with_the_tolerance(registry, model, sde_name):
     sde = sde_of(registry, sde_name)
     grid = grid_of(registry, sde, "uniform", 1000)

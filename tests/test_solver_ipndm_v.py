@@ -166,7 +166,7 @@ def tweedie_limit(sde, x_T):
 
 
 @pytest.mark.parametrize("order, schedule", V_ORDERS)
-@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp", "flow"])
 def test_ipndm_v_convergence_order(registry, model, sde_name, order, schedule):
     sampler = make(registry, "ipndm_v", order=order)
     errors = []

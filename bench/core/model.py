@@ -63,7 +63,8 @@ class ScoreModel(abc.ABC):
         with ``Options`` also take ``options=``."""
 
     native: str = "score"
-    """What the network outputs: ``score``, ``eps`` (noise prediction) or ``x0`` (denoiser D).
+    """What the network outputs: ``score``, ``eps`` (noise prediction), ``x0`` (denoiser D),
+    ``v`` (Salimans & Ho's v) or ``velocity`` (flow matching's u = dx_t/dt).
 
     Score models implement :meth:`score_fn`; models with another native output implement
     :meth:`native_fn` instead. Samplers get every view from either (:mod:`bench.core.views`).

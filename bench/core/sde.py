@@ -77,6 +77,18 @@ class SDE(abc.ABC):
     def marginal_coef(self, t: float) -> tuple[float, float]:
         """(a(t), std(t)) of the perturbation kernel p_0t(x_t | x_0) = N(a(t)·x_0, std(t)²·I)."""
 
+    def marginal_rates(self, t: float) -> tuple[float, float]:
+        """(a'(t), std'(t)), the time derivatives of the perturbation kernel's coefficients.
+
+        From the linear drift f(x, t) = f(t)·x and g(t) of :meth:`sde` (Song et al. 2021,
+        Eq. 29–33): f = d log a/dt and g² = d std²/dt − 2f·std², so a' = f·a and
+        std' = (g² + 2f·std²)/(2·std) (t > 0). SDEs with simpler closed forms override this.
+        """
+        drift, g = self.sde(torch.ones(1, dtype=torch.float64), t)
+        f = float(drift[0])
+        a, std = self.marginal_coef(t)
+        return f * a, (g * g + 2.0 * f * std * std) / (2.0 * std)
+
     def marginal_prob(self, x0: Tensor, t: float) -> tuple[Tensor, float]:
         """Mean and std of the perturbation kernel at time t."""
         a, std = self.marginal_coef(t)
