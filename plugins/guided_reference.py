@@ -35,9 +35,6 @@ from bench.errors import Unsupported
 TOLERANCE = 1e-10
 """DOP853's rtol and atol: the reference's error is about this, far below any sampler's."""
 
-GUIDED_FLOOR_DRAWS = 4
-"""Independent reference solutions behind a guided floor (each is one ODE solve of n samples)."""
-
 
 def model_fn(model: Any, sde: SDE, conditioning: Any, labels: Tensor | None) -> Any:
     """The model's native function in float64: guided with ``labels``, or unconditional."""
@@ -111,12 +108,6 @@ def target_samples(model: Any, context: Any, n: int, seed: int) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     samples = model.sample_conditional(conditioning.labels(0, n), generator)
     return samples.reshape(n, -1).to(torch.float64)
-
-
-def floor_draws(context: Any, default: int) -> int:
-    """Draws behind a floor: fewer for a guided cell, whose every draw is an ODE solve."""
-    conditioning = getattr(context, "conditioning", None)
-    return GUIDED_FLOOR_DRAWS if conditioning is not None and conditioning.guided else default
 
 
 class ODEError(Metric):

@@ -196,7 +196,7 @@ def test_guidance_is_a_grid_dimension_with_passes_counted(tmp_path):
     rows = run(tmp_path, "g", *RING, "--guidance", "1,3", "--metrics", "swd,ode_err")
     assert len(rows) == 4 and set(rows["status"]) == {"ok"}
     assert sorted(rows["guidance"].unique()) == [1.0, 3.0]
-    assert set(rows["labels"]) == {"balanced"} and set(rows["guidance_interval"]) == {""}
+    assert set(rows["labels"]) == {"balanced"} and set(rows["guidance_interval"]) == {"none"}
     one, three = rows[rows["guidance"] == 1.0], rows[rows["guidance"] == 3.0]
     assert list(one["passes"]) == list(one["nfe"])
     assert list(three["passes"]) == list(2 * three["nfe"])
@@ -380,7 +380,9 @@ def test_report_draws_the_guidance_tradeoff(tmp_path, monkeypatch):
     lines = [c for c in panels[0].containers]  # error-bar lines, one per sampler
     assert len(lines) == 2
     xs = lines[0].lines[0].get_xdata()
-    np.testing.assert_allclose(np.asarray(xs, dtype=float), [0.9205, 0.9405, 0.9805])  # means over seeds, s ascending
+    np.testing.assert_allclose(
+        np.asarray(xs, dtype=float), [0.9205, 0.9405, 0.9805]
+    )  # means over seeds, s ascending
     texts = [t.get_text() for t in panels[0].texts]
     assert texts.count("s=4") == 2
     assert {ln.get_label() for ln in panels[0].lines} >= {"fid floor (real data)"}

@@ -38,6 +38,7 @@ def _default(key: str) -> str:
     show_default=True,
     metavar="NAME[:ARG]",
     help="Score model: ring8, gauss1d, gmm64, gmm:PATH.json, digits-ve|vp|subvp, "
+    "ring8-cond and digits-cond (class-conditional), "
     "score:DIR (bench train output), diffusers:PATH_OR_ID.",
 )
 @click.option(

@@ -14,12 +14,17 @@ from bench.core.views import ModelFn, ModelView
 from bench.errors import Unsupported
 from bench.run.grid import Cell
 
+NO_INTERVAL = "none"
+"""A conditional cell's ``guidance_interval`` when every noise level is guided (a value, not a
+missing one, so reports tell such cells from those with an interval)."""
+
 
 def guidance_of(cell: Cell) -> Guidance | None:
     """The guidance of a conditional cell (``None`` for an unconditional model's cell)."""
     if cell.guidance is None:
         return None
-    interval = parse_interval(cell.guidance_interval) if cell.guidance_interval else None
+    text = cell.guidance_interval
+    interval = parse_interval(text) if text and text != NO_INTERVAL else None
     return Guidance(cell.guidance, interval)
 
 
@@ -95,7 +100,7 @@ def grid_fields(kw: dict[str, Any], model: Any) -> dict[str, Any]:
     return {
         "guidance": tuple(float(s) for s in (kw.get("guidance") or (1.0,))),
         "labels": str(policy),
-        "guidance_interval": interval_text(parse_interval(interval)) if interval else None,
+        "guidance_interval": interval_text(parse_interval(interval)) if interval else NO_INTERVAL,
     }
 
 

@@ -20,7 +20,7 @@ class Cell:
     probability flow, SNR, corrector steps and noise removal (``denoise``) are fields of their
     own; for every other sampler they are ``None``. ``schedule`` is ``NAME`` or ``NAME:ARG``.
     A class-conditional model's cells carry the guidance scale, the label policy and the
-    guidance interval (``"LO,HI"`` in σ, or ``None``); an unconditional model's cells have
+    guidance interval (``"LO,HI"`` in σ, or ``"none"``); an unconditional model's cells have
     ``None`` there, and those fields are left out of the id, which is the id such a cell had
     before conditional models existed.
     """
