@@ -237,7 +237,9 @@ def test_order_and_likelihood_commands_take_flow(tmp_path):
     assert row["sde"] == "flow" and abs(row["nll_error"]) < 1e-4
 
 
-@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m", "unipc", "ipndm"])
+@pytest.mark.parametrize(
+    "name", ["euler", "ddim", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm"]
+)
 def test_samplers_in_sigma_tilde_do_not_see_the_sde(registry, make_sde, name):
     """The whole-loop samplers step in EDM's (x̃ = x/a, σ̃) or in λ = −log σ̃: on the same σ̃ grid
     from the same x̃, flow and VP give the same x̃ at the end (exact oracle, float64) — a flow

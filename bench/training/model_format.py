@@ -6,7 +6,8 @@ Loading reads JSON with :func:`json.loads` and tensors with safetensors: nothing
 
 Score conventions (Song et al. 2021, §4 and App. C): a VE network is conditioned on log σ(t)
 and its output, divided by σ, is the score; VP and sub-VP networks are conditioned on t ∈ [0, 1]
-and predict the noise ε, so s(x, t) = −ε̂(x, t)/std(t) with each SDE's own std(t).
+and predict the noise ε, so s(x, t) = −ε̂(x, t)/std(t) with each SDE's own std(t). A flow network
+is conditioned on t ∈ [0, 1] and predicts the velocity z − x₀ (native ``velocity``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ PARAMETERISATIONS = {
     "ve": Parameterisation("log_std", "scaled_score", centered=False),
     "vp": Parameterisation("t", "noise", centered=True),
     "subvp": Parameterisation("t", "noise", centered=True),
+    "flow": Parameterisation("t", "velocity", centered=True),
 }
+"""A ``velocity`` network (flow) predicts u = dx_t/dt = a'(t)·x_0 + std'(t)·z (z − x_0 on flow)."""
 
 
 def std_of(sde: SDE, t: Tensor) -> Tensor:
@@ -65,7 +68,12 @@ def std_of(sde: SDE, t: Tensor) -> Tensor:
 
 
 def scaled_output(net: UNet, p: Parameterisation, x: Tensor, t: Tensor, std: Tensor) -> Tensor:
-    """std(t)·s(x, t) = ±f(x, τ): f for a VE network (τ = log σ), −ε̂ for VP/sub-VP (τ = t)."""
+    """std(t)·s(x, t) = ±f(x, τ): f for a VE network (τ = log σ), −ε̂ for VP/sub-VP (τ = t).
+
+    A velocity network has no such form (its score needs a(t), a'(t), std'(t)): the model's views
+    convert it (:mod:`bench.core.views`)."""
+    if p.output not in ("scaled_score", "noise"):
+        raise BenchError(f"a {p.output} network's score comes from its view, not scaled_output")
     label = std.log() if p.label == "log_std" else t
     out = net(x, label.to(x.dtype))
     return out if p.sign > 0 else -out
