@@ -34,7 +34,7 @@ class Heun(Sampler):
     The raised level σ̂ is evaluated at the time t̂ = t(λ = −log σ̂) (``sde.t_of_log_snr``). As in
     Alg. 2 and EDM's code, σ̂ is not capped: with churn at t_0 = T the model is evaluated above
     σ̃(T) (EDM: above σ_max), at t̂ > T. That needs an SDE whose σ̃ → t map goes beyond T, i.e.
-    whose ``t_of_log_snr`` returns a t̂ with σ̃(t̂) = σ̂ (VE, VP, sub-VP and edm invert in closed
+    whose ``t_of_log_snr`` returns a t̂ with σ̃(t̂) = σ̂ (VE, VP, sub-VP, edm and flow invert in closed
     form for every σ̃ > 0; the base class's bisection stays in [0, T]). Where it does not, the
     cell is unsupported unless ``clamp`` caps σ̂ at σ̃(T) (no churn at T itself, less noise where
     σ̃_i(1 + γ_i) > σ̃(T)); the rows record the option. The sampler sees the SDE, not the model:
