@@ -148,3 +148,58 @@ def test_dsm_loss_by_hand(sde_name, registry):
         expected.append(((f if sde_name == "ve" else -f) + z[i : i + 1]).square().sum())
     got = dsm_loss(net, sde, p, x0, t, z)
     torch.testing.assert_close(got, torch.stack(expected).mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_flow_matching_loss_by_hand(registry):
+    """Conditional flow matching (Lipman et al. 2022, Eq. 9): ‖u_θ(x_t, t) − (z − x₀)‖² with
+    x_t = (1 − t)·x₀ + t·z, the network conditioned on t (also at t = 1, where x_t = z)."""
+    from bench.training.flow_matching import flow_matching_loss
+    from bench.training.model_format import PARAMETERISATIONS, architecture_from_dict
+    from bench.training.train import default_architecture
+    from bench.training.unet import UNet
+
+    p = PARAMETERISATIONS["flow"]
+    sde = registry.get("sdes", "flow").obj(1)
+    torch.manual_seed(0)
+    net = UNet(architecture_from_dict(default_architecture(1, p.centered)))
+    gen = torch.Generator().manual_seed(1)
+    x0, z = torch.rand(3, 1, 8, 8, generator=gen), torch.randn(3, 1, 8, 8, generator=gen)
+    t = torch.tensor([1e-5, 0.4, 1.0], dtype=torch.float64)
+    expected = []
+    for i, ti in enumerate(t.tolist()):
+        x_t = (1 - ti) * x0[i : i + 1] + ti * z[i : i + 1]
+        u = net(x_t, torch.tensor([ti], dtype=torch.float32))
+        expected.append((u - (z[i : i + 1] - x0[i : i + 1])).square().sum())
+    got = flow_matching_loss(net, sde, p, x0, t, z)
+    torch.testing.assert_close(got, torch.stack(expected).mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_flow_model_loads_as_a_velocity_model(tmp_path, registry):
+    """bench train --sde flow writes a velocity network: native ``velocity`` (one NFE per call),
+    the score and ε views are its exact conversions, and other SDEs are refused."""
+    from bench.errors import Unsupported
+
+    train(tmp_path / "flow", "--sde", "flow")
+    meta = json.loads((tmp_path / "flow" / "metadata.json").read_text())
+    assert meta["parameterisation"] == {"label": "t", "output": "velocity", "centered": True}
+    assert meta["sde"] == {"name": "flow", "options": {}}
+    assert "flow matching" in meta["training"]["objective"]
+    model = registry.get("score-models", "score").obj.load(
+        str(tmp_path / "flow"), device=torch.device("cpu"), dtype=torch.float32
+    )
+    assert model.native == "velocity" and model.trained_for == "flow"
+    sde = registry.get("sdes", "flow").obj(10)
+    model.check_sde(sde)
+    with pytest.raises(Unsupported, match="trained for the flow SDE"):
+        model.check_sde(registry.get("sdes", "vp").obj(10))
+    x, t = torch.randn(5, 1, 8, 8), 0.3
+    with torch.no_grad():
+        u = model.net(x, torch.full((5,), t))
+    view = model.view(sde)
+    torch.testing.assert_close(view.velocity(x, t), u)
+    torch.testing.assert_close(view.eps(x, t), x + (1 - t) * u, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(view.denoise(x, t), x - t * u, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        model.score_fn(sde)(x, t), -(x + (1 - t) * u) / t, rtol=1e-5, atol=1e-5
+    )
+    assert view.calls == 3

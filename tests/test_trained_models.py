@@ -16,7 +16,7 @@ from bench.cli import cli
 from bench.errors import BenchError, Unsupported
 from tests.files import copy_of_shipped, shipped_folder
 
-SHIPPED = ("digits-ve", "digits-vp", "digits-subvp")
+SHIPPED = ("digits-ve", "digits-vp", "digits-subvp", "digits-flow")
 CPU = torch.device("cpu")
 
 
@@ -74,9 +74,13 @@ def _digits_train_hash(registry) -> str:
 
 
 def by_hand(model, sde, x, t):
-    """±f(x, τ)/std(t) written out from score_sde.md §2.6."""
+    """±f(x, τ)/std(t) written out from score_sde.md §2.6; a flow network's velocity u gives
+    ε = x + (1 − t)·u and s = −ε/t."""
     a_unused, std = sde.marginal_coef(t)
     net = model.net
+    if sde.name == "flow":
+        u = net(x, torch.full((x.shape[0],), t))
+        return -(x + (1 - t) * u) / t
     if sde.name == "ve":
         sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
         assert math.isclose(sigma, std)
@@ -104,6 +108,7 @@ def test_to_data_maps_to_unit_interval(registry):
     x = torch.tensor([-1.0, 0.0, 1.0])
     assert torch.equal(load(registry, "digits-vp").to_data(x), torch.tensor([0.0, 0.5, 1.0]))
     assert torch.equal(load(registry, "digits-subvp").to_data(x), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.equal(load(registry, "digits-flow").to_data(x), torch.tensor([0.0, 0.5, 1.0]))
     assert torch.equal(load(registry, "digits-ve").to_data(x), x)
 
 

@@ -3,7 +3,9 @@
 The loss is Song et al. 2021, Eq. 7 with λ(t) = std(t)²: for t ~ U(ε, 1), z ~ N(0, I) and
 x_t = a(t)·x_0 + std(t)·z, the per-sample loss is ‖std(t)·s_θ(x_t, t) + z‖² summed over pixels.
 With the parameterisations of Song et al. 2021, App. C (the reference code's get_score_fn) this is ‖f_θ + z‖² for a VE network (output σ·s)
-and ‖ε̂_θ − z‖² for a VP/sub-VP noise predictor. Adam with linear warm-up, gradient clipping,
+and ‖ε̂_θ − z‖² for a VP/sub-VP noise predictor. A flow network predicts the velocity and is
+trained with the conditional flow-matching loss ‖u_θ(x_t, t) − (z − x_0)‖² (Lipman et al. 2022,
+Eq. 9), same t, z and batches. Adam with linear warm-up, gradient clipping,
 and an exponential moving average of the weights (the EMA weights are the ones saved).
 
 Every step draws its batch, its times and its noise from a generator seeded by (seed, step), so
@@ -33,7 +35,7 @@ from bench.core.dataset import Dataset
 from bench.core.noise import derive_seed
 from bench.core.sde import SDE
 from bench.errors import BenchError
-from bench.training import model_format
+from bench.training import conditional, flow_matching, model_format
 from bench.training.unet import UNet, UNetConfig, count_parameters
 
 CHECKPOINT_DIR = "checkpoint"
@@ -53,6 +55,7 @@ RESUME_KEYS = (
     "seed",
     "t_eps",
     "architecture",
+    "label_dropout",
 )
 
 
@@ -73,6 +76,8 @@ class TrainConfig:
     t_eps: float = 1e-5
     architecture: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 1000
+    label_dropout: float = 0.0
+    """A conditional network's probability of the null label (Ho & Salimans 2022, p_uncond)."""
 
 
 @dataclass
@@ -118,12 +123,21 @@ def draw_batch(
     data: Tensor, batch_size: int, seed: int, step: int, t_eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(x_0, t, z) of one step, from a CPU generator seeded by (seed, step) alone."""
+    _, idx, t, z = draw_step(data, batch_size, seed, step, t_eps)
+    return data[idx.to(data.device)], t, z
+
+
+def draw_step(
+    data: Tensor, batch_size: int, seed: int, step: int, t_eps: float
+) -> tuple[torch.Generator, Tensor, Tensor, Tensor]:
+    """The generator of one step and its draws: image indices, t and z (later draws, such as a
+    conditional run's labels, continue from the generator)."""
     gen = torch.Generator().manual_seed(derive_seed(seed, 1, step))
     n = data.shape[0]
     idx = torch.randperm(n, generator=gen)[: min(batch_size, n)]
     t = torch.rand(idx.numel(), generator=gen, dtype=torch.float64) * (1 - t_eps) + t_eps
     z = torch.randn((idx.numel(), *data.shape[1:]), generator=gen)
-    return data[idx.to(data.device)], t, z
+    return gen, idx, t, z
 
 
 def dsm_loss(
@@ -135,6 +149,11 @@ def dsm_loss(
     x_t = a.to(x0)[:, None, None, None] * x0 + std.to(x0)[:, None, None, None] * z
     scaled = model_format.scaled_output(net, p, x_t, t.to(x0.device), std)  # = std·s_θ
     return (scaled + z).square().sum(dim=(1, 2, 3)).mean()
+
+
+LOSSES = {"velocity": flow_matching.flow_matching_loss}
+"""The loss of each network output other than the DSM ones (``scaled_score``, ``noise``)."""
+OBJECTIVES = {"velocity": flow_matching.OBJECTIVE}
 
 
 # -- one optimisation step -------------------------------------------------------------------------
@@ -150,13 +169,19 @@ def update_ema(ema_net: nn.Module, net: nn.Module, decay: float) -> None:
 
 
 def train_step(
-    state: TrainState, cfg: TrainConfig, sde: SDE, p: model_format.Parameterisation, data: Tensor
+    state: TrainState,
+    cfg: TrainConfig,
+    sde: SDE,
+    p: model_format.Parameterisation,
+    data: Tensor,
+    labels: Tensor | None = None,
 ) -> float:
-    """One Adam step on a fresh batch; returns the loss."""
-    x0, t, z = draw_batch(data, cfg.batch_size, cfg.seed, state.step, cfg.t_eps)
+    """One Adam step on a fresh batch (with its class labels for a conditional network)."""
+    gen, idx, t, z = draw_step(data, cfg.batch_size, cfg.seed, state.step, cfg.t_eps)
+    x0, net = data[idx.to(data.device)], conditional.network(state.net, cfg, gen, labels, idx)
     for group in state.optimizer.param_groups:
         group["lr"] = cfg.lr * min(1.0, (state.step + 1) / max(cfg.warmup, 1))
-    loss = dsm_loss(state.net, sde, p, x0, t, z.to(data.device))
+    loss = LOSSES.get(p.output, dsm_loss)(net, sde, p, x0, t, z.to(data.device))
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(state.net.parameters(), cfg.grad_clip)
@@ -258,7 +283,8 @@ def resume_state(cfg: TrainConfig, out: Path, device: torch.device) -> TrainStat
     """Rebuild a run from its checkpoint; its config must match ``cfg`` except for steps."""
     saved = read_checkpoint_state(out)
     old = saved.get("config", {})
-    diff = [k for k in RESUME_KEYS if old.get(k) != dataclasses.asdict(cfg)[k]]
+    default = TrainConfig()  # a key added since the checkpoint was written has its default
+    diff = [k for k in RESUME_KEYS if old.get(k, getattr(default, k)) != dataclasses.asdict(cfg)[k]]
     if diff:
         raise BenchError(
             f"--resume: the checkpoint in {out} was trained with other settings ("
@@ -311,8 +337,11 @@ def metadata(
         "ema_rate": cfg.ema,
         "seed": cfg.seed,
         "training": {
-            "objective": "continuous DSM, lambda(t) = std(t)^2: "
-            "mean over batch of sum over pixels ||std*s + z||^2",
+            "objective": OBJECTIVES.get(
+                p.output,
+                "continuous DSM, lambda(t) = std(t)^2: "
+                "mean over batch of sum over pixels ||std*s + z||^2",
+            ),
             "final_loss_over_steps": len(state.window),
             "loss_curve": state.curve,
             "batch_size": cfg.batch_size,
@@ -324,6 +353,7 @@ def metadata(
             "wall_clock_s": round(state.elapsed_s, 1),
             **extra["env"],
         },
+        **conditional.metadata(cfg),
         "command": extra["command"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -355,6 +385,8 @@ class Trainer:
         p = model_format.PARAMETERISATIONS[self.cfg.sde]
         data, split = training_data(self.dataset, p)
         data = data.to(self.device)
+        labels = conditional.training_labels(self.dataset, split, self.cfg)
+        self.labels = None if labels is None else labels.to(self.device)
         self.extra = self._extra(split, tuple(data.shape[1:]))
         state = (
             resume_state(self.cfg, self.out, self.device)
@@ -376,7 +408,7 @@ class Trainer:
         last_save = time.perf_counter()
         while state.step < self.cfg.steps:
             t0 = time.perf_counter()
-            record_loss(state, train_step(state, self.cfg, self.sde, p, data))
+            record_loss(state, train_step(state, self.cfg, self.sde, p, data, self.labels))
             state.elapsed_s += time.perf_counter() - t0
             if bar is not None:
                 bar.update(1)
@@ -428,6 +460,8 @@ class Trainer:
         }
 
 
-def default_architecture(in_channels: int, centered: bool) -> dict[str, Any]:
-    """The digits recipe: 32/64 channels, GroupNorm 8, Fourier features 128-d at scale 16."""
-    return UNetConfig(in_channels=in_channels, center_input=not centered).to_dict()
+def default_architecture(in_channels: int, centered: bool, num_classes: int = 0) -> dict[str, Any]:
+    """The digits recipe: 32/64 channels, GroupNorm 8, Fourier features 128-d at scale 16
+    (and a class embedding with a null label for a conditional network)."""
+    config = UNetConfig(in_channels=in_channels, center_input=not centered, num_classes=num_classes)
+    return config.to_dict()

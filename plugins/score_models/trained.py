@@ -16,6 +16,7 @@ from torch import Tensor
 
 from bench.core.model import ScoreModel
 from bench.core.sde import SDE, ScoreFn
+from bench.core.views import ModelFn
 from bench.errors import BenchError, Unsupported
 from bench.training.model_format import Metadata, build_network, network_score, read_folder
 from bench.training.unet import UNet
@@ -41,6 +42,7 @@ class TrainedScoreModel(ScoreModel):
         self.dataset = meta.dataset
         self.trained_for = meta.sde
         self.sde_defaults = {meta.sde: dict(meta.sde_options)}
+        self.native = "velocity" if meta.parameterisation.output == "velocity" else "score"
 
     @classmethod
     def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
@@ -56,6 +58,8 @@ class TrainedScoreModel(ScoreModel):
     ) -> TrainedScoreModel:
         source = spec.partition(":")[2] or spec
         meta, weights = read_folder(folder, source)
+        if meta.architecture.num_classes:  # a class-conditional network (it builds on this)
+            from bench_plugins.score_models.trained_cond import ConditionalTrainedModel as cls
         return cls(meta, build_network(meta, weights, source), spec, device=device, dtype=dtype)
 
     def check_sde(self, sde: SDE) -> None:
@@ -70,8 +74,24 @@ class TrainedScoreModel(ScoreModel):
                     f"run with -o {sde.name}.{key}={trained:g}"
                 )
 
+    def native_fn(self, sde: SDE) -> ModelFn:
+        """The network's own output: the velocity u_θ(x, t) of a flow-matching network (t ∈ [0, 1]
+        as the label), else the score."""
+        if self.native != "velocity":
+            return self.score_fn(sde)
+        net = self.net
+
+        @torch.no_grad()
+        def velocity(x: Tensor, t: float) -> Tensor:
+            tt = torch.full((x.shape[0],), t, dtype=self.dtype, device=x.device)
+            return net(x.to(self.dtype), tt).to(x.dtype)
+
+        return velocity
+
     def score_fn(self, sde: SDE) -> ScoreFn:
-        """s(x, t): VE f(x, log σ)/σ; VP and sub-VP −ε̂(x, t)/std(t) (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn)."""
+        """s(x, t): VE f(x, log σ)/σ; VP and sub-VP −ε̂(x, t)/std(t) (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn); a velocity network's score view."""
+        if self.native != "score":
+            return self.view(sde).score
         net, p = self.net, self.meta.parameterisation
 
         @torch.no_grad()
@@ -135,5 +155,8 @@ DigitsVP = _preset(
 DigitsSubVP = _preset(
     "digits-subvp", "Conv UNet noise predictor for 8×8 digits, sub-VP SDE (β 0.1–20), shipped."
 )
+DigitsFlow = _preset(
+    "digits-flow", "Conv UNet velocity predictor for 8×8 digits, flow SDE (flow matching), shipped."
+)
 
-MODELS = (TrainedScoreModel, DigitsVE, DigitsVP, DigitsSubVP)
+MODELS = (TrainedScoreModel, DigitsVE, DigitsVP, DigitsSubVP, DigitsFlow)
