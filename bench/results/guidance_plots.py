@@ -9,6 +9,7 @@ panels already split by guidance scale.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,17 @@ def plot_guidance_tradeoff(report: Report, folder: Path) -> list[Path]:
         fig.suptitle(f"{name}: {y} vs {x} as the guidance scale s grows", fontsize=11)
         _legend(fig, axes)
         fig.tight_layout()
-        paths += save(fig, folder, slug(f"{y}_vs_{x}_guidance_{name}"))
+        paths += save(fig, folder, file_name(y, x, dict(zip(context, values))))
     return paths
+
+
+def file_name(y: str, x: str, context: dict[str, Any]) -> str:
+    """``<y>_vs_<x>_guidance_<model>[-<sde>][-<hash of the other context>]``: short and unique."""
+    head = [str(context.get(c)) for c in ("model", "sde") if c in context]
+    rest = {k: str(v) for k, v in context.items() if k not in ("model", "sde")}
+    if rest:
+        head.append(hashlib.sha256(repr(sorted(rest.items())).encode()).hexdigest()[:8])
+    return slug(f"{y}_vs_{x}_guidance_{'-'.join(head)}")
 
 
 def _panel(ax: Any, rows: pd.DataFrame, x: str, y: str, colors: dict[str, Any]) -> None:
@@ -87,8 +97,8 @@ def _panel(ax: Any, rows: pd.DataFrame, x: str, y: str, colors: dict[str, Any]) 
                 fontsize=6,
                 color=colors[sampler],
             )
-    for metric, draw in ((y, ax.axhline), (x, ax.axvline)):
+    for metric, draw, style in ((y, ax.axhline, "--"), (x, ax.axvline, ":")):
         floor = floor_of(rows, metric)
         if floor is not None:
-            draw(floor.mean, color="grey", ls=":", lw=1, label=f"{metric} floor (real data)")
+            draw(floor.mean, color="grey", ls=style, lw=1, label=f"{metric} floor (real data)")
     ax.grid(alpha=0.3)

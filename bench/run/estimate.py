@@ -38,6 +38,7 @@ class Plan:
     calls: int = 0  # batched network passes
     evaluations: int = 0  # NFE × samples
     passes: int = 0  # network passes × samples (= evaluations without guidance)
+    passes_bound: bool = False  # a guidance interval: passes is an upper bound
 
     @property
     def seconds(self) -> float | None:
@@ -64,6 +65,7 @@ def plan(cells: list[Cell], parts: Components, env: Environment) -> Plan:
             out.calls += passes * math.ceil(cell.samples / cell.batch_size)
             out.evaluations += nfe * cell.samples
             out.passes += passes * cell.samples
+            out.passes_bound |= cell.guidance_interval not in (None, "none")
     if cells:
         out.seconds_per_call = time_one_call(cells[0], parts, env)
     return out
@@ -112,7 +114,8 @@ def summary(p: Plan) -> str:
     """One line: total evaluations and the estimated sampling time."""
     parts = [f"{p.evaluations:,} score evaluations (NFE × samples, nominal)"]
     if p.passes != p.evaluations:
-        parts[0] += f", {p.passes:,} network passes (2 per guided evaluation)"
+        bound = "at most " if p.passes_bound else ""
+        parts[0] += f", {bound}{p.passes:,} network passes (2 per guided evaluation)"
     if p.seconds is not None:
         parts.append(f"estimated sampling time ~{duration(p.seconds)} (from one timed batch")
         parts[-1] += "; metrics and the samplers' own arithmetic not included)"
