@@ -285,9 +285,13 @@ class GaussianMixtureModel(ScoreModel):
 
 
 def _preset(
-    name: str, summary: str, grid: dict[str, Any] | None = None
+    name: str,
+    summary: str,
+    grid: dict[str, Any] | None = None,
+    base: type[GaussianMixtureModel] | None = None,
 ) -> type[GaussianMixtureModel]:
-    """A registered preset: a shipped mixture file under a fixed name (and its default grid)."""
+    """A registered preset: a shipped mixture file under a fixed name (and its default grid);
+    ``base`` is the class it registers as (a conditional mixture's, for ``*-cond`` files)."""
 
     def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
         if arg:
@@ -300,8 +304,8 @@ def _preset(
         return model
 
     return type(
-        f"Preset_{name}",
-        (GaussianMixtureModel,),
+        f"Preset_{name.replace('-', '_')}",
+        (base or GaussianMixtureModel,),
         {"name": name, "__doc__": summary, "load": classmethod(load)},
     )
 

@@ -14,15 +14,19 @@ component, every class from 0 to the largest used.
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 import torch
-from bench_plugins.score_models.gmm import GaussianMixtureModel, Mixture, TimeConstants
+from bench_plugins.score_models.gmm import (
+    RING8_GRID,
+    GaussianMixtureModel,
+    Mixture,
+    TimeConstants,
+    _preset,
+)
 from torch import Tensor
 
 from bench.core.guidance import NULL_LABEL, ConditionalFn
-from bench.core.model import ScoreModel
 from bench.core.sde import SDE
 from bench.errors import BenchError
 
@@ -115,36 +119,16 @@ def from_data(data: dict[str, Any], mixture: Mixture, spec: str, source: str, **
     )
 
 
-def _preset(name: str, summary: str, grid: dict[str, Any] | None = None) -> type:
-    """A registered preset: a shipped conditional mixture file under a fixed name."""
-
-    def load(cls, arg: str | None, *, device: torch.device, dtype: torch.dtype) -> ScoreModel:
-        if arg:
-            raise BenchError(f"model {name!r} takes no argument (got {name}:{arg})")
-        path = resources.files("bench_plugins") / "data" / f"{name}.json"
-        with resources.as_file(path) as file:
-            model = GaussianMixtureModel.from_file(file, name, device=device, dtype=dtype)
-        if grid:
-            model.default_grid = grid
-        return model
-
-    return type(
-        f"Preset_{name.replace('-', '_')}",
-        (ConditionalMixtureModel,),
-        {"name": name, "__doc__": summary, "load": classmethod(load)},
-    )
-
-
-RING8_COND_GRID = {"steps": (10, 25, 100), "samples": 4000, "batch_size": 4000, "seeds": "0-2"}
-"""ring8's default grid (:data:`.gmm.RING8_GRID`)."""
-
 Ring8Cond = _preset(
     "ring8-cond",
     "Exact-score ring8 with 4 classes of 2 adjacent components, for guidance.",
-    RING8_COND_GRID,
+    RING8_GRID,
+    ConditionalMixtureModel,
 )
 Mixture64Cond = _preset(
-    "gmm64-cond", "Exact-score gmm64 with each 'digit' Gaussian a class (10 classes, 64-D)."
+    "gmm64-cond",
+    "Exact-score gmm64 with each 'digit' Gaussian a class (10 classes, 64-D).",
+    base=ConditionalMixtureModel,
 )
 
 MODELS = (Ring8Cond, Mixture64Cond)
