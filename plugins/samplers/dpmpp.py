@@ -12,11 +12,15 @@ following steps, so a run of N steps costs N evaluations.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bench_plugins.samplers._multistep import capped_order, combine, lower_order_final_rule
+from bench_plugins.samplers._multistep import (
+    capped_order,
+    combine,
+    data_weights,
+    lower_order_final_rule,
+)
 from torch import Tensor
 
 from bench.core.sampler import Callback, Noise, Sampler
@@ -143,26 +147,12 @@ class _MultistepDPMSolverPP(Sampler):
         The D's are coefficient vectors over (D_i, D_{i−1}, D_{i−2}).
         """
         h = lam[i + 1] - lam[i]
-        a_t, phi_1 = grid.alpha[i + 1], -math.expm1(-h)  # φ₁ = 1 at the data end (h = ∞)
         c_x = grid.sigma[i + 1] / grid.sigma[i]  # = (a_t/a_s)·e^{−h}
-        D0 = [1.0, 0.0, 0.0]
-        if order == 1:
-            return c_x, [a_t * phi_1 * d for d in D0]
-        r0 = (lam[i] - lam[i - 1]) / h
-        D1_0 = [1.0 / r0, -1.0 / r0, 0.0]
-        phi_2 = 1.0 - phi_1 / h
-        if order == 2:
-            w1 = 0.5 * phi_1 if self.options.solver_type == "dpmsolver" else phi_2
-            return c_x, [a_t * (phi_1 * d0 + w1 * d1) for d0, d1 in zip(D0, D1_0)]
-        r1 = (lam[i - 1] - lam[i - 2]) / h
-        D1_1 = [0.0, 1.0 / r1, -1.0 / r1]
-        D2 = [(p - q) / (r0 + r1) for p, q in zip(D1_0, D1_1)]
-        D1 = [p + r0 * d2 for p, d2 in zip(D1_0, D2)]
-        phi_3 = phi_2 / h - 0.5
-        w = 2.0 if getattr(self.options, "variant", "reference") == "taylor" else 1.0
-        return c_x, [
-            a_t * (phi_1 * d0 + phi_2 * d1 - w * phi_3 * d2) for d0, d1, d2 in zip(D0, D1, D2)
-        ]
+        r0 = (lam[i] - lam[i - 1]) / h if order >= 2 else None
+        r1 = (lam[i - 1] - lam[i - 2]) / h if order >= 3 else None
+        second = "midpoint" if self.options.solver_type == "dpmsolver" else "taylor"
+        w3 = 2.0 if getattr(self.options, "variant", "reference") == "taylor" else 1.0
+        return c_x, [grid.alpha[i + 1] * w for w in data_weights(h, r0, r1, second, w3)]
 
 
 class DPMSolverPP2M(_MultistepDPMSolverPP):

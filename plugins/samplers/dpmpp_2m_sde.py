@@ -40,6 +40,10 @@ class SDEOptions:
             raise ValueError(f"s_noise must be >= 0, got {self.s_noise}")
         noise_kind(self.noise)
 
+    def noise_level(self, std_next: float, h: float) -> float:
+        """The noise's weight in a step of log-SNR length h: s_noise·std_{i+1}·sqrt(1 − e^{−2ηh})."""
+        return self.s_noise * std_next * math.sqrt(-math.expm1(-2 * self.eta * h))
+
 
 @dataclass
 class Options(SDEOptions):
@@ -114,9 +118,7 @@ class DPMSolverPP2MSDE(Sampler):
                     w = 0.5 * phi if opt.solver_type == "midpoint" else 1.0 - phi / h_eta
                     x.add_(denoised - old, alpha=a_next * w * h / h_last)
                 if opt.eta > 0.0:
-                    level = (
-                        opt.s_noise * grid.sigma[i + 1] * math.sqrt(-math.expm1(-2 * opt.eta * h))
-                    )
+                    level = opt.noise_level(grid.sigma[i + 1], h)
                     x.add_(z.normal(t, t_next, x), alpha=level)
                 h_last = h
             old = denoised

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from bench_plugins.samplers._multistep import data_weights
 from bench_plugins.samplers.dpmpp_2m_sde import SDEOptions
 from torch import Tensor
 
@@ -19,33 +20,12 @@ from bench.core.schedule import TimeGrid
 from bench.core.views import ModelView
 
 
-def weights(h_eta: float, r0: float | None, r1: float | None) -> list[float]:
-    """[w_0, w_1, w_2] of D_i, D_{i−1}, D_{i−2} in the step's data term, before the factor a_{i+1}.
-
-    φ₁ = 1 − e^{−h_η}, φ₂ = 1 − φ₁/h_η, φ₃ = φ₂/h_η − ½ (h_η = (1 + η)·h). First step: φ₁·D_i;
-    second: + φ₂·(D_i − D_{i−1})/r₀; then + φ₂·D1 − φ₃·D2 with D1_0 = (D_i − D_{i−1})/r₀,
-    D1_1 = (D_{i−1} − D_{i−2})/r₁, D1 = D1_0 + r₀·(D1_0 − D1_1)/(r₀ + r₁), D2 = (D1_0 −
-    D1_1)/(r₀ + r₁), r_k = h_{i−k−1}/h.
-    """
-    phi_1 = -math.expm1(-h_eta)
-    phi_2 = 1.0 - phi_1 / h_eta
-    out = [phi_1, 0.0, 0.0]
-    if r0 is None:
-        return out
-    d1_0 = [1 / r0, -1 / r0, 0.0]
-    if r1 is None:
-        return [w + phi_2 * d for w, d in zip(out, d1_0)]
-    phi_3 = phi_2 / h_eta - 0.5
-    d1_1 = [0.0, 1 / r1, -1 / r1]
-    d2 = [(p - q) / (r0 + r1) for p, q in zip(d1_0, d1_1)]
-    d1 = [p + r0 * q for p, q in zip(d1_0, d2)]
-    return [w + phi_2 * p - phi_3 * q for w, p, q in zip(out, d1, d2)]
-
-
 class DPMSolverPP3MSDE(Sampler):
     """DPM-Solver++(3M) SDE (k-diffusion's ``sample_dpmpp_3m_sde``, crowsonkb/k-diffusion).
 
-    Step i, h = λ_{i+1} − λ_i, D_i = D(x_i; t_i), [w_k] = :func:`weights`:
+    Step i, h = λ_{i+1} − λ_i, D_i = D(x_i; t_i), [w_k] the data weights of DPM-Solver++(3M)
+    at h_η = (1 + η)·h (:func:`~bench_plugins.samplers._multistep.data_weights`, Taylor second
+    order while the history fills):
 
         x_{i+1} = (std_{i+1}/std_i)·e^{−ηh}·x_i + a_{i+1}·Σ_k w_k·D_{i−k}
                   + s_noise·std_{i+1}·sqrt(1 − e^{−2ηh})·z,
@@ -96,12 +76,10 @@ class DPMSolverPP3MSDE(Sampler):
                 h, a_next = lam[i + 1] - lam[i], grid.alpha[i + 1]
                 r = [hk / h for hk in hs] + [None, None]
                 x = x * (grid.sigma[i + 1] / grid.sigma[i] * math.exp(-opt.eta * h))
-                for d, w in zip(ds, weights((1.0 + opt.eta) * h, r[0], r[1])):
+                for d, w in zip(ds, data_weights((1.0 + opt.eta) * h, r[0], r[1])):
                     x.add_(d, alpha=a_next * w)
                 if opt.eta > 0.0:
-                    level = (
-                        opt.s_noise * grid.sigma[i + 1] * math.sqrt(-math.expm1(-2 * opt.eta * h))
-                    )
+                    level = opt.noise_level(grid.sigma[i + 1], h)
                     x.add_(z.normal(t, t_next, x), alpha=level)
                 hs = [h, *hs][:2]
             if callback is not None:
