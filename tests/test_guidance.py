@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.core.guidance import NULL_LABEL, Guidance, GuidedFn, sigma_of
+from bench.core.guidance import NULL_LABEL, Guidance, GuidedFn, resolve_batching, sigma_of
 from bench.core.labels import LabelPolicy
 from bench.core.views import ModelView
 from bench.errors import BenchError, Unsupported
@@ -109,6 +109,56 @@ def test_one_forward_of_2b_per_guided_evaluation_and_passes_counted(make_sde):
         torch.testing.assert_close(one(torch.zeros(3, 1), 0.5), torch.full((3, 1), value))
         assert one.passes == 1 and [b for b, _ in fn.calls] == [3]
         assert fn.calls[0][1].tolist() == labels
+
+
+def test_split_batching_is_two_forwards_of_b_with_the_same_output(make_sde):
+    """``joint=False``: the conditional forward, then the unconditional one, each of B; the same
+    combination and the same pass count as one forward of 2B."""
+    sde = make_sde("vp")
+    fn = Recorder()
+    split = GuidedFn(fn, Guidance(4.0), sde, joint=False)
+    split.labels = torch.tensor([2, 0, 1])
+    out = split(torch.zeros(3, 1), 0.5)
+    assert [b for b, _ in fn.calls] == [3, 3]
+    assert [labels.tolist() for _, labels in fn.calls] == [[2, 0, 1], [NULL_LABEL] * 3]
+    torch.testing.assert_close(out, torch.full((3, 1), 1 + 4.0 * (3 - 1)))
+    assert split.passes == 2
+
+
+@pytest.mark.parametrize("name", ["ring8-cond", "gmm64-cond", "digits-cond"])
+def test_joint_and_split_batching_give_the_same_guided_output(registry, make_sde, name):
+    """The suite's models evaluate each sample on its own: one forward of 2B and two of B agree
+    bit for bit (so ``--guidance-batch`` moves no number)."""
+    sde = make_sde("vp")
+    model = registry.get("score-models", name).obj.load(None, device=CPU, dtype=torch.float32)
+    fn = model.conditional_fn(sde)
+    shape = (64, 1, 8, 8) if name == "digits-cond" else (64, 64 if name == "gmm64-cond" else 2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(64) % model.classes
+    for t in (0.9, 0.2, 0.01):
+        outs = []
+        for joint in (True, False):
+            guided = GuidedFn(fn, Guidance(3.0), sde, joint)
+            guided.labels = labels
+            outs.append(guided(x, t))
+        assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize(("choice", "device", "want"), [
+    ("auto", "cpu", "split"), ("auto", "cuda", "joint"), ("joint", "cpu", "joint"),
+    ("split", "cuda", "split"),
+])  # fmt: skip
+def test_auto_batching_is_split_on_the_cpu_and_joint_on_a_gpu(choice, device, want):
+    assert resolve_batching(choice, torch.device(device)) == want
+
+
+def test_guidance_batch_is_recorded_and_moves_no_number(tmp_path):
+    common = [*RING, "--guidance", "2.5", "--metrics", "swd"]
+    joint = run(tmp_path, "joint", *common, "--guidance-batch", "joint")
+    split = run(tmp_path, "split", *common)  # auto: split on the CPU
+    assert set(joint["guidance_batch"]) == {"joint"} and set(split["guidance_batch"]) == {"split"}
+    assert list(joint["cell_id"]) == list(split["cell_id"])
+    assert list(joint["swd"]) == list(split["swd"])
 
 
 def test_guidance_interval_guides_inside_only(make_sde):
@@ -332,13 +382,15 @@ def test_profile_times_a_guided_batch_against_two_passes(tmp_path):
     result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(tmp_path / "p" / "results.csv").set_index("variant")
-    assert {"guided_2b", "two_passes", "sde_bench"} <= set(frame.index)
-    row = frame.loc["guided_2b"]
-    assert row["ratio_vs_two_passes"] == pytest.approx(
-        row["wall_s"] / frame.loc["two_passes", "wall_s"]
-    )
+    assert {"guided_2b", "guided_split", "two_passes", "sde_bench"} <= set(frame.index)
+    for variant in ("guided_2b", "guided_split"):
+        row = frame.loc[variant]
+        assert row["ratio_vs_two_passes"] == pytest.approx(
+            row["wall_s"] / frame.loc["two_passes", "wall_s"]
+        )
     assert frame.loc["sde_bench", "nfe"] == 7 and set(frame["guidance"]) == {3.0}
-    assert "one forward of 2B" in result.output
+    assert set(frame["guidance_batch"]) == {"split"}  # auto on the CPU
+    assert "(split: two forwards of B)" in result.output
 
 
 def test_report_draws_the_guidance_tradeoff(tmp_path, monkeypatch):

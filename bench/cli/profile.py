@@ -27,6 +27,14 @@ from bench.cli.params import ThreadsParam, compile_option, dtype_option
     "evaluation as one forward of 2B against two forwards of B.",
 )
 @click.option(
+    "--guidance-batch",
+    type=click.Choice(["auto", "joint", "split"]),
+    default="auto",
+    show_default=True,
+    help="A guided evaluation's two passes as one forward of 2B (joint, as diffusers) or two "
+    "of B (split); auto: split on the CPU, joint on a GPU. Same outputs; recorded.",
+)
+@click.option(
     "--repeats",
     type=click.IntRange(min=1),
     default=15,

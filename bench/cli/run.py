@@ -128,6 +128,14 @@ def _default(key: str) -> str:
     "one network pass outside it [default: everywhere].",
 )
 @click.option(
+    "--guidance-batch",
+    type=click.Choice(["auto", "joint", "split"]),
+    default="auto",
+    show_default=True,
+    help="A guided evaluation's two passes as one forward of 2B (joint, as diffusers) or two "
+    "of B (split); auto: split on the CPU, joint on a GPU. Same outputs; recorded.",
+)
+@click.option(
     "--seeds",
     default=None,
     metavar="SEEDS",

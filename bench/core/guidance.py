@@ -11,8 +11,11 @@ label (:mod:`bench.core.views`), so the same combination of the native outputs i
 in every parameterisation: the views and the samplers (PC included) see one model and never know
 it is guided.
 
-A guided evaluation is two network passes per sample, batched as one forward of 2B (the
-conditional half first, then the unconditional one); s ∈ {0, 1}, and a noise level outside the
+A guided evaluation is two network passes per sample: one forward of 2B (the conditional half
+first, then the unconditional one; diffusers' way, which fills an accelerator) or two forwards of B
+(the conditional, then the unconditional one; faster on a CPU, where a network's time per sample
+grows with the batch as its activations leave the cache). Both give the same outputs for a network
+whose samples do not interact; :func:`resolve_batching` picks. s ∈ {0, 1}, and a noise level outside the
 guidance interval (σ_lo, σ_hi] (Kynkäänniemi et al. 2024, Eq. 2, σ = std(t)/a(t) as in EDM), is
 one pass: outside the interval the model is the conditional one (s = 1). :attr:`GuidedFn.passes`
 counts passes beside the view's NFE counter.
@@ -31,6 +34,10 @@ from bench.core.sde import SDE
 
 NULL_LABEL = -1
 """The label that asks a conditional model for its unconditional output (its null label ∅)."""
+
+BATCHINGS = ("auto", "joint", "split")
+"""How a guided evaluation runs its two passes: ``joint`` (one forward of 2B), ``split`` (two
+forwards of B) or ``auto`` (:func:`resolve_batching`)."""
 
 ConditionalFn = Callable[[Tensor, float, Tensor], Tensor]
 """A conditional model's native output ``fn(x, t, labels)``, labels (B,) int64 (or NULL_LABEL)."""
@@ -64,6 +71,17 @@ class Guidance:
         return {"scale": self.scale, "interval": list(self.interval) if self.interval else None}
 
 
+def resolve_batching(choice: str, device: torch.device) -> str:
+    """``joint`` or ``split`` for ``choice`` on ``device``: ``auto`` is joint on an accelerator
+    and split on the CPU (measured in docs/performance.md: one forward of 2B of the digits UNet
+    costs 1.13–1.25× two forwards of B there at B ≥ 256)."""
+    if choice not in BATCHINGS:
+        raise ValueError(f"guidance batching must be one of {', '.join(BATCHINGS)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    return "split" if device.type == "cpu" else "joint"
+
+
 def parse_interval(text: str) -> tuple[float, float]:
     """``LO,HI`` (σ values, 0 ≤ LO < HI, HI may be ``inf``) as a pair; else a ValueError."""
     parts = str(text).split(",")
@@ -91,13 +109,15 @@ class GuidedFn:
     """The guided native output ``fn(x, t)`` of a conditional model for the current labels.
 
     Set :attr:`labels` (one int64 per sample of the batch, on the batch's device) before a
-    batch; :attr:`passes` counts network passes (a 2B forward is two passes per sample).
+    batch; :attr:`passes` counts network passes (a guided evaluation is two passes per sample,
+    as one forward of 2B when ``joint``, else as two forwards of B).
     """
 
-    def __init__(self, fn: ConditionalFn, guidance: Guidance, sde: SDE) -> None:
+    def __init__(self, fn: ConditionalFn, guidance: Guidance, sde: SDE, joint: bool = True) -> None:
         self.fn = fn
         self.guidance = guidance
         self.sde = sde
+        self.joint = joint
         self.passes = 0
         self._labels: tuple[Tensor, Tensor, Tensor] | None = None  # c, ∅, [c, ∅]
 
@@ -121,7 +141,9 @@ class GuidedFn:
         if s in (0.0, 1.0):
             self.passes += 1
             return self.fn(x, t, c if s == 1.0 else null)
-        out = self.fn(torch.cat([x, x]), t, both)
+        if self.joint:
+            cond, uncond = self.fn(torch.cat([x, x]), t, both).chunk(2)
+        else:
+            cond, uncond = self.fn(x, t, c), self.fn(x, t, null)
         self.passes += 2
-        cond, uncond = out.chunk(2)
         return uncond + (cond - uncond) * s

@@ -375,6 +375,8 @@ def base_row(cell: Cell, ctx: CellContext, parts: Components) -> dict[str, Any]:
     row["tf32"] = tf32_enabled(env.device)
     row["compile"] = env.compile_mode
     row["threads"] = env.threads  # CPU intra-op threads (also used beside a GPU)
+    if cell.guidance is not None:  # a conditional cell: how its guided evaluations batch
+        row["guidance_batch"] = env.guidance_batch
     row["torch"] = torch.__version__
     row["sde_bench"] = bench.__version__
     row.update(provenance(cell, ctx, parts))

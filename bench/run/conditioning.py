@@ -66,7 +66,8 @@ class CellModel:
             self.fn: ModelFn = env.model_fn(sde)
         else:
             check_guidance(cell, self.model)
-            self.guided = GuidedFn(env.conditional_fn(sde), guidance, sde)
+            joint = env.guidance_batch == "joint"
+            self.guided = GuidedFn(env.conditional_fn(sde), guidance, sde, joint)
             self.fn = self.guided
             self.policy = LabelPolicy.parse(str(cell.labels))
 

@@ -112,6 +112,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         "snr": cell.snr,
         "corrector_steps": cell.corrector_steps,
         "guidance": cell.guidance,
+        "guidance_batch": env.guidance_batch if cell.guidance is not None else None,
         "batch_size": cell.batch_size,
         "device": str(env.device),
         "dtype": env.dtype,
@@ -127,7 +128,7 @@ def run_profile(session: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     rows = profile.rows(measurements, base)
-    add_two_pass_ratio(rows)
+    add_two_pass_ratio(rows, env.guidance_batch)
     for row in rows:
         row["cell_id"] = f"profile-{row['variant']}-{row['started_at']}"
     click.echo(_table(rows))
@@ -155,17 +156,26 @@ def guided_measurements(
     return guided_batch(setup, fn, labels, cell.guidance or 1.0, kw["calls"], kw["repeats"])
 
 
-def add_two_pass_ratio(rows: list[dict[str, Any]]) -> None:
-    """``ratio_vs_two_passes`` of the ``guided_2b`` row (median and fastest), if profiled."""
+def add_two_pass_ratio(rows: list[dict[str, Any]], batching: str) -> None:
+    """``ratio_vs_two_passes`` of the ``guided_2b`` and ``guided_split`` rows (median and
+    fastest), if profiled; says the ratio of ``batching``, the way this device's runs take."""
     by = {r["variant"]: r for r in rows}
-    if "guided_2b" in by:
-        one, two = by["guided_2b"], by["two_passes"]
+    if "guided_2b" not in by:
+        return
+    two = by["two_passes"]
+    for name in ("guided_2b", "guided_split"):
+        one = by[name]
         one["ratio_vs_two_passes"] = one["wall_s"] / two["wall_s"]
         one["ratio_vs_two_passes_min"] = one["wall_s_min"] / two["wall_s_min"]
-        say(
-            f"guided evaluation as one forward of 2B: {one['ratio_vs_two_passes']:.3f}× two "
-            f"forwards of B (median; fastest runs {one['ratio_vs_two_passes_min']:.3f}×)"
-        )
+    used = by["guided_2b" if batching == "joint" else "guided_split"]
+    other = by["guided_split" if batching == "joint" else "guided_2b"]
+    what = {"joint": "one forward of 2B", "split": "two forwards of B"}
+    say(
+        f"guided evaluation as runs here take it ({batching}: {what[batching]}): "
+        f"{used['ratio_vs_two_passes']:.3f}× a hand-written pair of forwards of B (median; "
+        f"fastest runs {used['ratio_vs_two_passes_min']:.3f}×); "
+        f"{'split' if batching == 'joint' else 'joint'}: {other['ratio_vs_two_passes']:.3f}×"
+    )
 
 
 def compare_compiled(

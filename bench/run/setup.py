@@ -20,6 +20,7 @@ from torch import Tensor
 
 import bench
 from bench.core import options as opts
+from bench.core.guidance import resolve_batching
 from bench.core.metric import MetricContext
 from bench.core.model import ScoreModel
 from bench.errors import BenchError
@@ -268,6 +269,8 @@ class Environment:
     options: OptionSet
     sdes: tuple[str, ...]
     compile_mode: str | None = None
+    guidance_batch: str = "joint"
+    """How a guided evaluation runs its two passes (:func:`bench.core.guidance.resolve_batching`)."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -280,7 +283,7 @@ class Environment:
     ) -> Environment:
         """Set up from command-line values: ``device``, ``dtype``, ``model``, ``options``,
         ``threads``, and optionally ``sdes``, ``tf32``, ``compile_mode``, ``eps``,
-        ``fid_weights``; under torchrun ``--device cuda`` is the rank's own GPU."""
+        ``fid_weights``, ``guidance_batch``; under torchrun ``--device cuda`` is the rank's own GPU."""
         device = local_device(resolve_device(kw["device"]), ranks or Ranks())
         options = OptionSet.parse(list(kw.get("options") or ()), registry)
         if kw.get("fid_weights"):  # also from $BENCH_FID_WEIGHTS (the option's envvar)
@@ -304,6 +307,7 @@ class Environment:
             options,
             sdes,
             kw.get("compile_mode"),
+            resolve_batching(kw.get("guidance_batch") or "auto", device),
         )
         warning = guard_cpu_autocast(kw["dtype"], device)
         if warning:
