@@ -8,10 +8,15 @@ torchsde's ``BrownianTree`` (k-diffusion's ``BrownianTreeNoiseSampler``): one tr
 (k-diffusion's default; not per sample) and, at small batches, one tree per sample (what
 per-sample paths cost there). Median over ``--repeats`` runs of a whole grid.
 
+``--beside MODEL`` (an image model, e.g. digits-vp) instead times, interleaved in one process,
+the Brownian increment of the model's batch against one forward of the model's network at the
+same batch: the increment's cost as a share of a one-evaluation step.
+
 Examples::
 
     python -m tests.benchmarks.brownian_cost
     python -m tests.benchmarks.brownian_cost --threads 1 --steps 100 --repeats 5
+    python -m tests.benchmarks.brownian_cost --beside digits-vp --batch 256 --threads 1
 """
 
 from __future__ import annotations
@@ -85,14 +90,54 @@ def torchsde_tree(batch, shape, per_sample: bool):
     return run
 
 
+def beside(model_name: str, batch: int, steps: int, repeats: int) -> None:
+    """The Brownian increment of a ``batch`` of the model's shape against one forward, per step
+    of an N-step grid of the model's SDE, interleaved; medians of ``repeats`` whole grids."""
+    from bench.plugin import loading
+
+    registry = loading.load(allow=[]).registry
+    model = registry.get("score-models", model_name).obj.load(
+        None, device=torch.device("cpu"), dtype=torch.float32
+    )
+    sde_name = model.sde_defaults and next(iter(model.sde_defaults)) or "vp"
+    sde = registry.get("sdes", sde_name).obj(steps)
+    fn = model.native_fn(sde)
+    x = torch.randn(batch, *model.data_shape, generator=torch.Generator().manual_seed(0))
+    times = [sde.T - (sde.T - sde.eps) * i / steps for i in range(steps + 1)]
+    found: dict[str, list[float]] = {"forward": [], "Brownian increment": [], "iid draw": []}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for name, run in (
+                ("forward", lambda: [fn(x, t) for t in times[:-1]]),
+                ("Brownian increment", lambda: ours(batch, model.data_shape)(times)),
+                ("iid draw", lambda: iid(batch, model.data_shape)(times)),
+            ):
+                start = time.perf_counter()
+                run()
+                found[name].append((time.perf_counter() - start) / steps)
+    med = {k: statistics.median(v) for k, v in found.items()}
+    print(
+        f"{model_name}, batch {batch}, N = {steps} ({sde_name}), threads {torch.get_num_threads()}"
+        f", {repeats} interleaved repeats, medians per step:"
+    )
+    for name, value in med.items():
+        share = value / med["forward"]
+        print(f"  {name}: {value * 1e3:.2f} ms ({share:.1%} of a forward)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--beside", default=None, metavar="MODEL")
+    parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.beside:
+        beside(args.beside, args.batch, args.steps, args.repeats)
+        return
     times = karras(args.steps) + [0.0]
     print(
         f"per step, N = {args.steps} (Karras grid on [0, {T:g}]), threads {torch.get_num_threads()}"
