@@ -82,6 +82,23 @@ VE_SCHEDULER: dict[str, Any] = {
     "sampling_eps": 1e-5,
     "correct_steps": 1,
 }
+# DDIM's config for a v-prediction DDPM (Salimans & Ho 2022): the DDPM table, v = √ᾱ·ε − √(1−ᾱ)·x₀.
+V_DDIM_SCHEDULER: dict[str, Any] = {
+    "_class_name": "DDIMScheduler",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "clip_sample": False,
+    "set_alpha_to_one": True,
+}
+# A flow-matching model's scheduler (SD3's): x = (1 − σ)·x₀ + σ·z, timestep σ·1000, velocity z − x₀.
+FLOW_SCHEDULER: dict[str, Any] = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+}
 PIPELINES = {"DDPMScheduler": "DDPMPipeline", "ScoreSdeVeScheduler": "ScoreSdeVePipeline"}
 
 
@@ -128,10 +145,14 @@ def smooth_images(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 @functools.cache
-def trained_ddpm_state(steps: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
+def trained_ddpm_state(
+    steps: int = 100, seed: int = 0, prediction: str = "epsilon"
+) -> dict[str, torch.Tensor]:
     """:data:`TINY_DDPM_UNET` trained for a few Adam steps with DDPM's loss (Ho et al. 2020,
     Alg. 1) on :func:`smooth_images`, on the :data:`DDPM_SCHEDULER` table (computed once per
-    process: ~4 s on one CPU thread).
+    process: ~4 s on one CPU thread); ``prediction="v_prediction"`` regresses v = √ᾱ·ε − √(1−ᾱ)·x₀
+    instead of ε (Salimans & Ho 2022, §4), ``"flow"`` the flow-matching velocity z − x₀ at
+    x = (1 − σ)·x₀ + σ·z with the label σ·1000, σ ~ U(10⁻³, 1) (Lipman et al. 2022, Eq. 23).
 
     Not a good generator, but its ε̂ is a denoiser's: sampling loops on it contract, where on a
     random-weight UNet they amplify a float32 rounding of 1e-7 to 1e-3 within 25 steps, and
@@ -149,21 +170,32 @@ def trained_ddpm_state(steps: int = 100, seed: int = 0) -> dict[str, torch.Tenso
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread is the fastest
     try:
-        _train(unet, optimizer, alpha_bar, steps, g)
+        _train(unet, optimizer, alpha_bar, steps, g, prediction)
     finally:
         torch.set_num_threads(threads)
     return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 
-def _train(unet, optimizer, alpha_bar: torch.Tensor, steps: int, g: torch.Generator) -> None:
-    """``steps`` Adam steps of DDPM's ε loss on batches of 32 :func:`smooth_images`."""
+def _train(
+    unet, optimizer, alpha_bar: torch.Tensor, steps: int, g: torch.Generator, prediction: str
+) -> None:
+    """``steps`` Adam steps of the ``prediction`` loss on batches of 32 :func:`smooth_images`."""
     n_train = len(alpha_bar)
     for _ in range(steps):
         x0 = smooth_images(32, g)
-        k = torch.randint(0, n_train, (32,), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        a = alpha_bar[k].view(-1, 1, 1, 1)
-        loss = (unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, k).sample - eps).square().mean()
+        if prediction == "flow":
+            sigma = torch.rand(32, generator=g) * (1 - 1e-3) + 1e-3
+            eps = torch.randn(x0.shape, generator=g)
+            s = sigma.view(-1, 1, 1, 1)
+            x, label, target = (1 - s) * x0 + s * eps, sigma * n_train, eps - x0
+        else:
+            k = torch.randint(0, n_train, (32,), generator=g)
+            eps = torch.randn(x0.shape, generator=g)
+            a = alpha_bar[k].view(-1, 1, 1, 1)
+            x, label = a.sqrt() * x0 + (1 - a).sqrt() * eps, k
+            v = a.sqrt() * eps - (1 - a).sqrt() * x0
+            target = v if prediction == "v_prediction" else eps
+        loss = (unet(x, label).sample - target).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -18,7 +18,10 @@ max(1, std)) and the NFE are equal. What they show (printed with ``-s``):
   (k-diffusion's and diffusers' own ``sigma_to_t``) against the suite's float64: ~3e-6;
 * the built-in ``ddim``, ``euler``, ``heun``, ``dpmpp_2m`` and ``unipc`` on the scheduler's own
   noise levels agree with its loop to the same precision (and with the DDPM labels
-  floor(t·999) they do not).
+  floor(t·999) they do not);
+* a v-prediction folder is a ``v`` model: in float64 ``diffusers:DDIMScheduler`` equals
+  ``DDIMPipeline`` and the hand loop bitwise, the built-in ``ddim`` (v converted by the views)
+  to diffusers' float32 coefficients.
 
 EDM schedulers (σ-parameterised, no timesteps of their own for a DDPM network) are run, as a
 k-diffusion user runs them, on k-diffusion's ``DiscreteEpsDDPMDenoiser`` of the folder's UNet.
@@ -263,7 +266,7 @@ def builtin_on_the_schedulers_levels(registry, make_sde, model, name, options, c
     sees (diffusers' Euler-type loops start from σ_max·z: not exactly unit variance)."""
     sde = vp(make_sde, model, steps)
     config = {**model.scheduler_config, "clip_sample": False}  # the built-ins do not clip
-    y, _, start = diffusers_loop(model, cls, config, prior(), steps)
+    y, _, start = diffusers_loop(model, cls, config, prior().to(model.dtype), steps)
     scheduler = getattr(diffusers, cls).from_config(config)
     scheduler.set_timesteps(steps)
     if hasattr(scheduler, "sigmas"):
@@ -300,3 +303,84 @@ def test_builtin_ddim_with_ddpm_labels_does_not(registry, make_sde, model):
     )
     print(f"\nddim with floor(t·999) labels vs DDIMScheduler N=25: |Δ| {gap(x, y):.1e}")
     assert gap(x, y) > 10 * TOL
+
+
+# -- a v-prediction folder (Salimans & Ho 2022) ----------------------------------------------------
+@pytest.fixture(scope="module")
+def v_model(tmp_path_factory):
+    """A DDIM folder with ``prediction_type="v_prediction"``, trained briefly on v, in float64."""
+    root = tmp_path_factory.mktemp("v")
+    state = dm.trained_ddpm_state(prediction="v_prediction")
+    folder = dm.write_pipeline(root / "v", dm.TINY_DDPM_UNET, dm.V_DDIM_SCHEDULER, state=state)
+    return du.DiffusersUNet.load(str(folder), device=CPU, dtype=torch.float64)
+
+
+def test_v_prediction_folder_is_a_v_model(make_sde, v_model):
+    """The network's output is the model's native ``v``: the v view is the UNet's output at the
+    timestep of the state's noise level, and ε, x₀ are the closed forms ε = a·v + std·x,
+    x₀ = a·x − std·v (a² + std² = 1), one network call each."""
+    sde = vp(make_sde, v_model, 10)
+    assert v_model.native == "v" and v_model.describe()["native"] == "v"
+    x = prior(2).to(torch.float64)
+    t = sde.t_of_log_snr(0.0)  # ᾱ = 1/2
+    a, std = sde.marginal_coef(t)
+    label = v_model.vp_label(sde, t)
+    with torch.no_grad():
+        out = v_model.unet(x, torch.tensor([label], dtype=torch.float64)).sample
+        view = v_model.view(sde)
+        torch.testing.assert_close(view.v(x, t), out, rtol=0, atol=0)
+        torch.testing.assert_close(view.eps(x, t), a * out + std * x, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(view.denoise(x, t), a * x - std * out, rtol=1e-13, atol=1e-13)
+    assert view.calls == 3
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+def test_v_prediction_folder_samples_as_diffusers_ddim(registry, make_sde, v_model, steps):
+    """``diffusers:DDIMScheduler`` and the built-in ``ddim`` (on DDIM's noise levels) on the v
+    folder equal diffusers' own loop on the same noise, float64, with equal NFE: the adapter feeds
+    the v view (the network's own output) bitwise; ``ddim`` converts v to ε and x₀ through the
+    views, diffusers with its own v-prediction formulas and its float32 ᾱ coefficients (~2e-7)."""
+    sde = vp(make_sde, v_model, steps)
+    x_T = prior().to(torch.float64)
+    x, nfe, sampler = adapter(v_model, sde, "DDIMScheduler", x_T, steps)
+    y, calls, _ = diffusers_loop(v_model, "DDIMScheduler", v_model.scheduler_config, x_T, steps)
+    builtin, z = builtin_on_the_schedulers_levels(
+        registry, make_sde, v_model, "ddim", {}, "DDIMScheduler", steps
+    )
+    print(
+        f"\nv folder N={steps}: DDIMScheduler |Δ| {gap(x, y):.1e}, ddim |Δ| {gap(builtin, z):.1e}"
+    )
+    assert nfe == calls == steps
+    assert "prediction_type=v_prediction" in sampler.provenance
+    assert torch.equal(x, y)
+    assert gap(builtin, z) <= 1e-6
+    assert float(y.std()) > 0.1  # a sample, not a collapse
+
+
+def test_v_prediction_folder_equals_the_ddim_pipeline(make_sde, v_model):
+    """``bench run --model diffusers:FOLDER --samplers diffusers:DDIMScheduler`` in float64 is
+    ``DDIMPipeline`` on the same initial noise (the pipeline's ``randn_tensor`` draw): the
+    images in [0, 1] agree to round-off."""
+    pipeline = diffusers.DDIMPipeline(
+        unet=v_model.unet,
+        scheduler=diffusers.DDIMScheduler.from_config(v_model.scheduler_config),
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        images = pipeline(
+            batch_size=3,
+            generator=torch.Generator().manual_seed(0),
+            num_inference_steps=10,
+            output_type="pt",
+        ).images
+    x_T = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sampler = DiffusersScheduler(FreeOptions(), "DDIMScheduler")
+    sde = vp(make_sde, v_model, 10)
+    with torch.no_grad():
+        x = sampler.sample(
+            x_T, TimeGrid.build(sde, [1.0] * 10), v_model.view(sde), SampleNoise(0, 0, 3)
+        )
+    ours = v_model.to_data(x).clamp(0, 1)
+    print(f"\nv folder vs DDIMPipeline: |Δ| {float((ours - images).abs().max()):.1e}")
+    torch.testing.assert_close(ours, images, rtol=0, atol=1e-12)
+    assert 0.05 < float((images > 0).double().mean())  # not all clipped

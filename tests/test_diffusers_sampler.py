@@ -267,7 +267,9 @@ def test_unsupported_combinations(registry, make_sde):
     scheduler("EDMEulerScheduler").supports(make_sde("ve", 5), uniform_schedule)
     scheduler("DDIMScheduler").supports(make_sde("subvp", 5), uniform_schedule)
     for name, reason in [
-        ("FlowMatchEulerDiscreteScheduler", "neither DDPM-type"),
+        ("FlowMatchEulerDiscreteScheduler", "flow SDE only"),
+        ("FlowMatchHeunDiscreteScheduler", "flow SDE only"),
+        ("FlowMatchLCMScheduler", "neither DDPM-type"),
         ("DDIMInverseScheduler", "inversion"),
         ("RePaintScheduler", "original_image"),
         ("ScoreSdeVeScheduler", "no step"),
@@ -276,15 +278,19 @@ def test_unsupported_combinations(registry, make_sde):
             scheduler(name).supports(make_sde("vp", 5), uniform_schedule)
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "flow"])
 def test_every_installed_scheduler_runs_or_says_why(registry, make_sde, model, sde_name):
     """Each scheduler class of the installed diffusers: an ok run (finite samples, one counted call
-    per scheduler timestep), an Unsupported reason, or a BenchError (a missing extra)."""
+    per scheduler timestep), an Unsupported reason, or a BenchError (a missing extra).
+
+    On flow, CosineDPMSolverMultistepScheduler's Brownian tree (torchsde) is asked for σ̃ =
+    999.0002, its float32 σ_max, above the tree's 999 and recurses without end: a library
+    failure (an ``error`` row in a run), tolerated here for that class alone."""
     from bench_plugins.samplers._diffusers_support import scheduler_names
 
     sde = make_sde(sde_name, 6)
     grid = uniform(registry, sde, 6)
-    ran, refused = [], []
+    ran, refused, failed = [], [], []
     for name in scheduler_names(diffusers):
         try:
             sampler = scheduler(name)
@@ -294,11 +300,18 @@ def test_every_installed_scheduler_runs_or_says_why(registry, make_sde, model, s
             assert str(exc), name
             refused.append(name)
             continue
+        except RecursionError:
+            failed.append(name)
+            continue
         assert bool(torch.isfinite(x).all()) and calls == len(ts) >= 6, name
         ran.append(name)
     print(f"\n{sde_name}: {len(ran)} schedulers ran, {len(refused)} refused: {', '.join(ran)}")
     assert {"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"} <= set(ran)
     assert ("DDIMScheduler" in ran) == (sde_name == "vp")
+    flow = {"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"}
+    assert (flow <= set(ran)) == (sde_name == "flow")
+    assert (flow <= set(refused)) == (sde_name != "flow")
+    assert set(failed) <= ({"CosineDPMSolverMultistepScheduler"} if sde_name == "flow" else set())
 
 
 def test_zero_terminal_snr_is_unsupported(registry, make_sde, model):

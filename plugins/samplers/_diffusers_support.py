@@ -80,6 +80,21 @@ def step_parameters(cls: type) -> tuple[dict[str, inspect.Parameter], list[str]]
     return optional, required
 
 
+TIMESTEP_OPTIONS = ("mu",)
+"""``set_timesteps`` parameters a user may set (``-o diffusers.mu=M``): the dynamic time shift μ
+of a flow-matching scheduler with ``use_dynamic_shifting``, which a pipeline computes from the
+image's sequence length."""
+
+
+def timestep_parameters(cls: type) -> list[str]:
+    """The :data:`TIMESTEP_OPTIONS` that ``cls.set_timesteps`` takes."""
+    method = getattr(cls, "set_timesteps", None)
+    if method is None:
+        return []
+    params = inspect.signature(method).parameters
+    return [k for k in TIMESTEP_OPTIONS if k in params]
+
+
 def sample_seeds(noise: Noise, x_T: Tensor) -> list[int]:
     """One 63-bit seed per sample: the float64 bits of one draw of that sample's noise stream.
 

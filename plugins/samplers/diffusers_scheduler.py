@@ -1,9 +1,10 @@
 """Any diffusers scheduler as a sampler: ``--samplers diffusers:CLASS`` (von Platen et al., diffusers).
 
 The scheduler's own ``set_timesteps`` / ``scale_model_input`` / ``step`` loop runs on a model of
-the suite, behind the suite's NFE counter (every model call goes through ``model.eps`` or
-``model.denoise``), timer, seeds and metrics. The scheduler is built as a diffusers user builds
-it, ``CLASS.from_config(the model's scheduler config)``: a diffusers folder's
+the suite, behind the suite's NFE counter (every model call goes through one of the model's
+views, ``model.eps``, ``model.denoise``, ``model.v`` or ``model.velocity``), timer, seeds and
+metrics. The scheduler is built as a diffusers user builds it,
+``CLASS.from_config(the model's scheduler config)``: a diffusers folder's
 ``scheduler_config.json`` keys that ``CLASS`` accepts (``clip_sample``, ``timestep_spacing``, the
 β's, …), the class's defaults for the rest; a model with no scheduler config gets the SDE's noise
 schedule instead (:mod:`bench_plugins.samplers._diffusers_config`). Options are the scheduler's
@@ -27,9 +28,18 @@ call). Rows record every key with its source (``scheduler_config``). The mapping
   2022) run on every SDE, with ``sigma_min``/``sigma_max`` = the SDE's σ̃ = std/a range. Their
   sample is x̃ = x/a; the model's denoiser D is fed as F = (D − c_skip·x̃)/c_out, so that their
   ``precondition_outputs`` returns D.
-* Everything else (flow matching, consistency models, VQ, inversion schedulers, schedulers whose
-  ``step`` needs more than the model output, the timestep and the sample) is an ``unsupported``
-  row with the reason, and so are DDPM-type schedulers on σ-parameterised SDEs (VE, EDM).
+* **Flow-matching schedulers** (``FlowMatchEulerDiscreteScheduler``,
+  ``FlowMatchHeunDiscreteScheduler``; Esser et al. 2024) run on the ``flow`` SDE, whose state at
+  time t is theirs at σ = t (x = (1 − σ)·x₀ + σ·z): a model call at σ is the model's
+  ``velocity`` view at t = σ (u = z − x̂₀, what their ``step`` x ← x + (σ' − σ)·u takes), from
+  the prior sample itself. Their first σ is 1 (a = 0): a velocity, v or x₀ model is evaluated
+  there; a score or ε model, whose velocity is 0/0 at a = 0, at the SDE's T instead (the row's
+  ``scheduler_config`` says so). ``use_dynamic_shifting`` needs ``-o diffusers.mu=M`` (a
+  pipeline computes μ from the image's sequence length). On other SDEs they are ``unsupported``.
+* Everything else (other flow-matching classes, consistency models, VQ, inversion schedulers,
+  schedulers whose ``step`` needs more than the model output, the timestep and the sample) is an
+  ``unsupported`` row with the reason, and so are DDPM-type schedulers on σ-parameterised SDEs
+  (VE, EDM).
 
 diffusers is an optional extra, imported only when a ``diffusers:CLASS`` sampler is built.
 """
@@ -51,7 +61,9 @@ from bench_plugins.samplers._diffusers_support import (
     init_parameters,
     scheduler_names,
     step_parameters,
+    timestep_parameters,
 )
+from bench_plugins.score_models.diffusers_folder import FLOW_SCHEDULERS
 from torch import Tensor
 
 from bench.core.options import FreeOptions
@@ -64,7 +76,9 @@ from bench.errors import BenchError, Unsupported
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 """The ``prediction_type`` values a DDPM-type scheduler can be fed from the model's views."""
 
-EDM_KIND, VP_KIND = "edm", "vp"
+EDM_KIND, VP_KIND, FLOW_KIND = "edm", "vp", "flow"
+FLOW_SDE = "flow"
+"""The SDE whose state at time t is a flow-matching scheduler's at σ = t."""
 
 
 class DiffusersScheduler(Sampler):
@@ -96,7 +110,8 @@ class DiffusersScheduler(Sampler):
 
     options: FreeOptions
     kind: str | None
-    """``vp`` (DDPM-type), ``edm`` or ``None`` (cannot run on any SDE: see :attr:`refusal`)."""
+    """``vp`` (DDPM-type), ``edm``, ``flow`` or ``None`` (cannot run on any SDE: see
+    :attr:`refusal`)."""
     refusal: str | None
     """Why the scheduler cannot run at all, or ``None``."""
     provenance: str = ""
@@ -121,7 +136,8 @@ class DiffusersScheduler(Sampler):
         values = dict(self.options.values)
         self.init_params = init_parameters(self.cls)
         step_optional, step_required = step_parameters(self.cls)
-        valid = sorted({*self.init_params, *step_optional})
+        timestep_optional = timestep_parameters(self.cls)
+        valid = sorted({*self.init_params, *step_optional, *timestep_optional})
         for key in values:
             if key not in valid:
                 raise BenchError(
@@ -129,7 +145,10 @@ class DiffusersScheduler(Sampler):
                     f"(its settings: {', '.join(valid) or 'none'})"
                 )
         self.init_values = {k: v for k, v in values.items() if k in self.init_params}
-        self.step_values = {k: v for k, v in values.items() if k not in self.init_params}
+        self.timestep_values = {k: v for k, v in values.items() if k in timestep_optional}
+        self.step_values = {
+            k: v for k, v in values.items() if k not in self.init_params and k in step_optional
+        }
         missing = [
             k
             for k, p in self.init_params.items()
@@ -213,6 +232,8 @@ class DiffusersScheduler(Sampler):
                 f"diffusers {name}.step needs {', '.join(step_required)} besides the model "
                 "output, the timestep and the sample"
             )
+        if name in FLOW_SCHEDULERS:
+            return FLOW_KIND, None
         if callable(getattr(trial, "precondition_outputs", None)) and hasattr(trial, "sigmas"):
             kind = EDM_KIND
         elif hasattr(trial, "alphas_cumprod") and {"beta_start", "beta_end"} <= set(
@@ -241,8 +262,9 @@ class DiffusersScheduler(Sampler):
 
     # -- the Sampler interface -----------------------------------------------------------------
     def supports(self, sde: SDE, schedule: Schedule) -> None:
-        """Refuse schedulers that cannot run at all, DDPM-type ones off the β-SDEs, and every
-        schedule but ``uniform`` (the scheduler chooses its own timesteps)."""
+        """Refuse schedulers that cannot run at all, DDPM-type ones off the β-SDEs, flow-matching
+        ones off the flow SDE, and every schedule but ``uniform`` (the scheduler chooses its own
+        timesteps)."""
         if self.refusal is not None:
             raise Unsupported(self.refusal)
         if schedule.name != self.default_schedule:
@@ -256,6 +278,12 @@ class DiffusersScheduler(Sampler):
                 f"diffusers {self.arg} is a DDPM-type scheduler (an ᾱ table from a β schedule, "
                 f"unit-variance prior); the {sde.name} SDE is σ-parameterised: use "
                 "EDMEulerScheduler or EDMDPMSolverMultistepScheduler there"
+            )
+        if self.kind == FLOW_KIND and sde.name != FLOW_SDE:
+            raise Unsupported(
+                f"diffusers {self.arg} is a flow-matching scheduler (x = (1 − σ)·x0 + σ·z, "
+                f"σ from 1 to 0): it runs on the {FLOW_SDE} SDE only (--sdes {FLOW_SDE}), not "
+                f"{sde.name}"
             )
 
     def nfe_nominal(self, steps: int) -> int:
@@ -279,7 +307,8 @@ class DiffusersScheduler(Sampler):
                 ``init_noise_sigma``.
             grid: only ``grid.steps`` is used (the scheduler chooses its timesteps).
             model: the model's views; one ``model.eps`` (``model.denoise`` for
-                ``prediction_type="sample"`` and EDM schedulers) per scheduler timestep.
+                ``prediction_type="sample"`` and EDM schedulers, ``model.v`` for
+                ``"v_prediction"``, ``model.velocity`` for flow matching) per scheduler timestep.
             noise: one draw per sample seeds the generators of stochastic schedulers.
             callback: called after every ``step`` with ``{"i", "t", "x", "denoised",
                 "timestep"}``; ``x`` is the scheduler's ``prev_sample`` in its own space.
@@ -296,13 +325,15 @@ class DiffusersScheduler(Sampler):
         scheduler = self._from_config(config.values)
         effective = {k: v for k, v in scheduler.config.items() if k in self.init_params}
         self.provenance = config.describe(effective)
-        if "device" in inspect.signature(scheduler.set_timesteps).parameters:
-            scheduler.set_timesteps(grid.steps, device=x_T.device)
-        else:
-            scheduler.set_timesteps(grid.steps)
+        if self.timestep_values:
+            given = ", ".join(f"{k}={v}" for k, v in sorted(self.timestep_values.items()))
+            self.provenance += f"; user, set_timesteps: {given}"
+        self._set_timesteps(scheduler, grid.steps, x_T.device)
         step_kwargs = dict(self.step_values)
         if "generator" in inspect.signature(scheduler.step).parameters:
             step_kwargs["generator"] = SampleGenerators(noise, x_T)
+        if self.kind == FLOW_KIND:
+            return self._flow_loop(scheduler, x_T, model, step_kwargs, callback)
         first = scheduler.timesteps[0]
         a_0, std_0 = sde.marginal_coef(self.time_of(sde, current_sigma(scheduler, first), first))
         sample = _scaled(x_T, 1.0 / math.hypot(a_0, std_0)) * scheduler.init_noise_sigma
@@ -317,13 +348,72 @@ class DiffusersScheduler(Sampler):
                 if model_input is not sample:
                     self._check_scale(model_input, sample, sigma, timestep)
                 x = _scaled(model_input, a * math.sqrt(1.0 + sigma * sigma))
-                output = self._vp_output(scheduler, x, model, t, sigma)
+                output = self._vp_output(scheduler, x, model, t)
             result = scheduler.step(output, timestep, sample, return_dict=True, **step_kwargs)
             sample = result.prev_sample
             if callback is not None:
                 denoised = getattr(result, "pred_original_sample", None)
                 callback({"i": i, "t": t, "x": sample, "denoised": denoised, "timestep": timestep})
         return sample.to(x_T.dtype)
+
+    def _set_timesteps(self, scheduler: Any, steps: int, device: torch.device) -> None:
+        """``set_timesteps(N)`` with the user's ``set_timesteps`` options (``mu``); a dynamic
+        time shift without ``mu`` is refused (a pipeline computes it from the image's size)."""
+        kwargs = dict(self.timestep_values)
+        if getattr(scheduler.config, "use_dynamic_shifting", False) and "mu" not in kwargs:
+            raise Unsupported(
+                f"diffusers {self.arg}: use_dynamic_shifting=True needs mu, the time shift a "
+                "pipeline computes from the image's sequence length: give -o diffusers.mu=M, or "
+                "-o diffusers.use_dynamic_shifting=false (and -o diffusers.shift=S)"
+            )
+        if "device" in inspect.signature(scheduler.set_timesteps).parameters:
+            kwargs["device"] = device
+        scheduler.set_timesteps(steps, **kwargs)
+
+    def _flow_loop(
+        self,
+        scheduler: Any,
+        x_T: Tensor,
+        model: ModelView,
+        step_kwargs: dict[str, Any],
+        callback: Callback | None,
+    ) -> Tensor:
+        """A flow-matching scheduler's loop: the velocity at t = σ, then ``step``.
+
+        The prior sample is the scheduler's first state as it is (its σ_0 = 1 state is N(0, I),
+        the flow SDE's prior); each of its ``timesteps`` is one counted ``model.velocity`` call
+        at σ = ``sigmas[step_index]`` (both stages of Heun). The scheduler's σ are float32; the
+        network's label t·N is then diffusers' own ``timestep``.
+        """
+        sample, late = x_T, False
+        for i, timestep in enumerate(scheduler.timesteps):
+            sigma = current_sigma(scheduler, timestep)
+            t = self.flow_time(model, sigma, timestep)
+            late = late or t != sigma
+            output = model.velocity(sample, t)
+            sample = scheduler.step(output, timestep, sample, return_dict=True, **step_kwargs)
+            sample = sample.prev_sample
+            if callback is not None:
+                callback({"i": i, "t": t, "x": sample, "denoised": None, "timestep": timestep})
+        if late:
+            self.provenance += (
+                f"; sigma=1 evaluated at t=T={model.sde.T:g} ({model.native} model: its "
+                "velocity is 0/0 at a=0)"
+            )
+        return sample.to(x_T.dtype)
+
+    def flow_time(self, model: ModelView, sigma: float, timestep: Any) -> float:
+        """The flow SDE's time of the scheduler's σ: t = σ, except σ = 1 (a(1) = 0, where x̂₀ =
+        (x + std²·s)/a of a score or ε model is 0/0) for such models: the SDE's T, where every
+        sampler of the suite takes the prior sample to be."""
+        if not 0.0 < sigma <= 1.0:
+            raise Unsupported(
+                f"diffusers {self.arg}: timestep {float(timestep):g} has σ = {sigma:g}, which is "
+                f"no time of the {model.sde.name} SDE (0 < σ ≤ 1)"
+            )
+        if sigma >= 1.0 and model.native in ("score", "eps"):
+            return model.sde.T
+        return sigma
 
     # -- one model call --------------------------------------------------------------------------
     def _check_scale(
@@ -354,24 +444,19 @@ class DiffusersScheduler(Sampler):
             )
         return t
 
-    def _vp_output(
-        self, scheduler: Any, x: Tensor, model: ModelView, t: float, sigma: float
-    ) -> Tensor:
+    def _vp_output(self, scheduler: Any, x: Tensor, model: ModelView, t: float) -> Tensor:
         """The model output in the scheduler's ``prediction_type``, from one evaluation at (x, t).
 
-        ε and x̂₀ are the same in every parameterisation with the same SNR; v = √ᾱ·ε − √(1−ᾱ)·x̂₀
-        (Salimans & Ho 2022) with √ᾱ = 1/√(1 + σ̃²), √(1−ᾱ) = σ̃/√(1 + σ̃²).
+        ε and x̂₀ are the same in every parameterisation with the same SNR, and so is
+        v = √ᾱ·ε − √(1−ᾱ)·x̂₀ (Salimans & Ho 2022) with √ᾱ = 1/√(1 + σ̃²), √(1−ᾱ) = σ̃/√(1 + σ̃²):
+        the view's v = (a·ε − std·x̂₀)/sqrt(a² + std²) at σ̃ = std/a is the same expression.
         """
         kind = scheduler.config.prediction_type
         if kind == "sample":
             return model.denoise(x, t)
-        eps = model.eps(x, t)
-        if kind == "epsilon":
-            return eps
-        a, std = model.sde.marginal_coef(t)
-        x0 = (x - eps * std) / a
-        root = math.sqrt(1.0 + sigma * sigma)
-        return (eps - x0 * sigma) / root
+        if kind == "v_prediction":
+            return model.v(x, t)
+        return model.eps(x, t)
 
     def _edm_output(
         self, scheduler: Any, sample: Tensor, model: ModelView, t: float, a: float

@@ -12,6 +12,9 @@ Layouts understood:
 * a bare UNet folder (``config.json`` + weights) with ``scheduler_config.json`` beside it, in
   ``../scheduler/`` or in the parent folder;
 * ``owner/name``: that model's snapshot in the local Hugging Face cache (``HF_HUB_CACHE``).
+
+Schedules understood: a DDPM linear β table (VP), ``ScoreSdeVeScheduler`` (VE) and the
+flow-matching schedulers of :data:`FLOW_SCHEDULERS` (the ``flow`` SDE).
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from bench.errors import BenchError
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_TYPES = ("discrete", "continuous")
 VE_SCHEDULER = "ScoreSdeVeScheduler"
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+"""Flow-matching scheduler configs read as the ``flow`` SDE (their conventions are checked)."""
+FLOW_PREDICTION = "flow_prediction"
+"""The only ``prediction_type`` a flow-matching config may name (diffusers' name for velocity)."""
 UNET_CLASS = "UNet2DModel"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 INSTALL_HINT = "pip install 'sde-bench[diffusers]' (or: pip install diffusers)"
@@ -104,7 +111,36 @@ class VESchedule:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
 
-Schedule = VPSchedule | VESchedule
+@dataclass(frozen=True)
+class FlowSchedule:
+    """A flow-matching model (Lipman et al. 2022; Liu et al. 2022), as diffusers'
+    ``FlowMatchEulerDiscreteScheduler`` trains and samples it (Esser et al. 2024, §2–3).
+
+    Its noise level σ ∈ (0, 1] is the state x_σ = (1 − σ)·x₀ + σ·z, which is the ``flow`` SDE's
+    marginal at t = σ; the network is fed the timestep σ·N (N = ``num_train_timesteps``, as
+    diffusers' ``timesteps = sigmas * num_train_timesteps``) and predicts the velocity
+    dx_σ/dσ = z − x₀ (its ``step`` is x ← x + (σ' − σ)·output). ``shift`` and
+    ``use_dynamic_shifting`` only choose the σ's a scheduler steps through (SD3's time shift),
+    not what the network computes at a given σ.
+    """
+
+    n_train: int
+    shift: float
+    scheduler: str
+    use_dynamic_shifting: bool = False
+
+    sde = "flow"
+    prediction_type = "velocity"
+
+    def label(self, t: float) -> float:
+        """The network's timestep at the flow SDE's time t = σ: σ·N."""
+        return t * self.n_train
+
+    def sde_options(self) -> dict[str, float]:
+        return {}
+
+
+Schedule = VPSchedule | VESchedule | FlowSchedule
 
 
 @dataclass(frozen=True)
@@ -122,7 +158,8 @@ class Checkpoint:
 
     @property
     def data_range(self) -> tuple[float, float]:
-        """DDPM-family pipelines sample in [−1, 1] (``image / 2 + 0.5``); score-SDE VE in [0, 1]."""
+        """DDPM-family and flow-matching pipelines sample in [−1, 1] (``image / 2 + 0.5``);
+        score-SDE VE in [0, 1]."""
         return (0.0, 1.0) if self.schedule.sde == "ve" else (-1.0, 1.0)
 
     @property
@@ -272,15 +309,25 @@ def check_unet(cfg: dict[str, Any], unet_dir: Path) -> None:
 
 
 def map_schedule(cfg: dict[str, Any], path: Path) -> Schedule:
-    """The SDE a scheduler config describes: DDPM linear β → VP, ScoreSdeVeScheduler → VE."""
+    """The SDE a scheduler config describes: DDPM linear β → VP, ScoreSdeVeScheduler → VE,
+    a flow-matching scheduler (:data:`FLOW_SCHEDULERS`) → flow."""
     cls = cfg.get("_class_name", "?")
     if cls == VE_SCHEDULER:
         return _ve_schedule(cfg, path)
+    if cls in FLOW_SCHEDULERS:
+        return _flow_schedule(cfg, path, cls)
+    if cfg.get("prediction_type") == FLOW_PREDICTION or cfg.get("use_flow_sigmas"):
+        raise BenchError(
+            f"{path}: {cls} with flow sigmas (use_flow_sigmas, prediction_type "
+            f"{FLOW_PREDICTION!r}) is not supported: a flow-matching folder needs a "
+            f"{' or '.join(FLOW_SCHEDULERS)} config"
+        )
     if "beta_schedule" in cfg:
         return _vp_schedule(cfg, path, cls)
     raise BenchError(
         f"{path}: scheduler {cls!r} is not understood: expected a DDPM-family "
-        f"config (beta_schedule, beta_start, beta_end) or {VE_SCHEDULER}"
+        f"config (beta_schedule, beta_start, beta_end), {VE_SCHEDULER} or "
+        f"{' or '.join(FLOW_SCHEDULERS)}"
     )
 
 
@@ -344,12 +391,42 @@ def _ve_schedule(cfg: dict[str, Any], path: Path) -> VESchedule:
     )
 
 
+def _flow_schedule(cfg: dict[str, Any], path: Path, cls: str) -> FlowSchedule:
+    """A flow-matching config: the keys that change what the network means are checked (a
+    ``prediction_type`` other than the velocity, ``invert_sigmas``); the σ-grid settings
+    (``shift``, ``shift_terminal``, Karras/exponential/beta sigmas, ``stochastic_sampling``) are
+    the sampler's and reach ``--samplers diffusers:CLASS`` through the folder's config."""
+    prediction = cfg.get("prediction_type", FLOW_PREDICTION)
+    if prediction != FLOW_PREDICTION:
+        raise BenchError(
+            f"{path}: prediction_type {prediction!r} does not fit {cls} (a flow-matching "
+            f"model predicts the velocity z − x0; {FLOW_PREDICTION!r} or no key)"
+        )
+    if cfg.get("invert_sigmas"):
+        raise BenchError(
+            f"{path}: invert_sigmas=true (Mochi's convention: σ runs from 0 at the noise to 1 at "
+            "the data) is not the flow SDE's x_t = (1 − t)·x0 + t·z; it is not supported"
+        )
+    n = cfg.get("num_train_timesteps", 1000)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise BenchError(f"{path}: num_train_timesteps must be a positive integer, got {n!r}")
+    shift = _number({"shift": cfg.get("shift", 1.0)}, "shift", path)
+    if shift <= 0:
+        raise BenchError(f"{path}: shift must be positive, got {shift}")
+    return FlowSchedule(n, shift, cls, bool(cfg.get("use_dynamic_shifting", False)))
+
+
 def check_pairing(unet_cfg: dict[str, Any], schedule: Schedule, unet_dir: Path) -> None:
-    """The time embedding must fit the schedule: Fourier(log σ) for VE, positional for VP."""
+    """The time embedding must fit the schedule: Fourier(log σ) for VE, positional for VP and
+    flow."""
     embedding = unet_cfg.get("time_embedding_type", "positional")
     want = "fourier" if schedule.sde == "ve" else "positional"
     if embedding != want:
-        what = {"ve": "an NCSN++ VE model (label σ(t))", "vp": "a DDPM model (label t·(N−1))"}
+        what = {
+            "ve": "an NCSN++ VE model (label σ(t))",
+            "vp": "a DDPM model (label t·(N−1))",
+            "flow": "a flow-matching model (label σ·N)",
+        }
         raise BenchError(
             f"{unet_dir}: time_embedding_type {embedding!r} does not fit "
             f"{what[schedule.sde]}; expected {want!r} with a {schedule.scheduler} "

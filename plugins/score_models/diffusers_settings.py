@@ -15,6 +15,8 @@ LABEL_CHOICES = ("sigma", "index", "time")
 BOOL_CHOICES = ("true", "false")
 SETTINGS = {"std": STD_CHOICES, "label": LABEL_CHOICES, "quantize": BOOL_CHOICES}
 """The model's settings: ``,KEY=VALUE`` after the location, or ``-o diffusers.KEY=VALUE``."""
+NATIVE_OF_PREDICTION = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+"""A VP folder's ``prediction_type`` → the model's native output (``std=continuous``)."""
 
 
 def parse_arg(arg: str | None) -> tuple[str, dict[str, str]]:
@@ -60,12 +62,13 @@ def vp_settings(
     settings: dict[str, str], schedule: folder.Schedule, location: str
 ) -> tuple[str, str, bool]:
     """(std, label, quantize) of a model from its settings; a setting that does not apply to it
-    is an error (VE models take none; continuous-label models only ``std=continuous``)."""
+    is an error (VE and flow models take none; continuous-label models only ``std=continuous``)."""
     given = ", ".join(f"{k}={v}" for k, v in settings.items())
     if not isinstance(schedule, folder.VPSchedule):
         if settings:
             raise BenchError(
-                f"{given} applies to VP (DDPM) models only; {location!r} is a VE model"
+                f"{given} applies to VP (DDPM) models only; {location!r} is a "
+                f"{'VE' if schedule.sde == 've' else 'flow'} model"
             )
         return "continuous", "sigma", False
     if schedule.continuous_labels:
@@ -91,3 +94,15 @@ def vp_settings(
             )
         return "continuous", label, settings.get("quantize") == "true"
     return settings.get("std", "discrete"), label, False
+
+
+def native_output(schedule: folder.Schedule, std: str) -> str:
+    """What the network outputs as the views name it: ``velocity`` (flow), ε̂/v̂/x̂₀ of a VP model
+    converted with the state's own std (``std=continuous``), else ``score`` (VE, whose UNet
+    divides by σ itself; VP with the table's discrete std, converted by the model's
+    ``_vp_score``)."""
+    if isinstance(schedule, folder.FlowSchedule):
+        return "velocity"
+    if isinstance(schedule, folder.VPSchedule) and std == "continuous":
+        return NATIVE_OF_PREDICTION[schedule.prediction_type]
+    return "score"

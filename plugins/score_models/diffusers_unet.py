@@ -1,10 +1,10 @@
 """Pretrained diffusers ``UNet2DModel`` checkpoints as score models, offline.
 
 ``--model diffusers:PATH_OR_ID[,label=sigma|index|time][,quantize=true][,std=discrete|continuous]``
-(each setting is also ``-o diffusers.KEY=...``). DDPM ε-prediction models
-(``google/ddpm-cifar10-32``) serve the VP SDE and NCSN++ models (``google/ncsnpp-*``) the VE SDE,
-with the reference code's conversions from network output to score (Song et al. 2021, §3.3 and
-App. C; the reference code's get_score_fn):
+(each setting is also ``-o diffusers.KEY=...``). DDPM models (``google/ddpm-cifar10-32``) serve
+the VP SDE, NCSN++ models (``google/ncsnpp-*``) the VE SDE and flow-matching models the ``flow``
+SDE, with the reference code's conversions from network output to score (Song et al. 2021, §3.3
+and App. C; the reference code's get_score_fn):
 
 * VP (DDPM, trained on the integer timesteps of a noise table σ_k): by default (``label=sigma``)
   the network is evaluated at the timestep whose noise level is the state's, σ̃(t) = std(t)/a(t):
@@ -15,15 +15,25 @@ App. C; the reference code's get_score_fn):
   grid the suite's ancestral sampler then reproduces DDPM's own); ``label=time``: t·(N−1)
   unrounded, as the score_sde reference code feeds it; ``std=continuous`` divides by the VP
   SDE's std(t) = sqrt(1 − e^{2L(t)}) instead.
+* VP outputs: with the state's own std(t) (``std=continuous``, which ``label=sigma`` implies) the
+  network's output is the model's native output as its ``prediction_type`` names it: ε̂
+  (``epsilon``), Salimans & Ho's v = a·ε − std·x₀ (``v_prediction``; 2022, §4) or x̂₀
+  (``sample``), and :class:`~bench.core.views.ModelView` converts it to every other view (score,
+  ε, x₀, v, velocity) without another network call. With the training table's discrete std
+  (``label=index|time``) it is converted to the score here, with that table's ᾱ_k.
 * VP with ``EulerDiscreteScheduler(timestep_type="continuous", prediction_type="v_prediction")``:
   the network was trained on c_noise = ¼·log σ (Karras et al. 2022, Table 1), σ = std(t)/a(t),
   so that is its label, with the SDE's continuous a(t) and std(t).
 * VE (NCSN++, continuous): label σ(t); ``UNet2DModel`` with ``time_embedding_type="fourier"``
   divides its output by that label itself, so the output is the score. The scheduler's ``snr``
   becomes the model's default ``--snr`` (recorded in the rows' ``model_defaults``).
+* flow (a ``FlowMatchEulerDiscreteScheduler`` or ``FlowMatchHeunDiscreteScheduler`` config):
+  diffusers' σ is the flow SDE's t (x = (1 − t)·x₀ + t·z), the label is t·N
+  (``timesteps = sigmas * num_train_timesteps``) and the output is the velocity z − x₀: the
+  model's native ``velocity`` (Lipman et al. 2022, Eq. 9; Esser et al. 2024, §2).
 
 A VP model's smallest time eps is 1/N, the time of the first of its N training timesteps
-(``sde_defaults``; ``--eps`` wins). The folder's scheduler config is the model's
+(``sde_defaults``; ``--eps`` wins); a flow model keeps the flow SDE's 10⁻³. The folder's scheduler config is the model's
 ``scheduler_config``: ``--samplers diffusers:CLASS`` starts from it, as a diffusers user does.
 
 A class-conditional UNet (``num_class_embeds`` in its config) takes each sample's class from
@@ -52,6 +62,7 @@ from bench_plugins.score_models.diffusers_folder import INSTALL_HINT, Checkpoint
 from bench_plugins.score_models.diffusers_settings import (
     SETTINGS,
     merge_settings,
+    native_output,
     parse_arg,
     vp_settings,
 )
@@ -169,7 +180,8 @@ def load_unet(unet_dir: Path, device: torch.device, dtype: torch.dtype):
 
 
 class DiffusersUNet(ScoreModel):
-    """diffusers UNet2DModel folder or cached hub id (DDPM → VP, NCSN++ → VE), offline."""
+    """diffusers UNet2DModel folder or cached hub id (DDPM → VP, NCSN++ → VE, flow matching →
+    flow), offline."""
 
     name = "diffusers"
 
@@ -210,7 +222,7 @@ class DiffusersUNet(ScoreModel):
         self.schedule = checkpoint.schedule
         self.spec = spec
         self.std = std
-        self.native = "eps" if self.schedule.sde == "vp" and std == "continuous" else "score"
+        self.native = native_output(self.schedule, std)
         self.label = label
         self.quantize = quantize
         self.device = device
@@ -296,18 +308,22 @@ class DiffusersUNet(ScoreModel):
         """The network's output as ``native`` names it, for ``sde`` (which must pass
         :meth:`check_sde`): one network call per call.
 
-        ε̂ (``native = "eps"``) where the conversion uses the state's own noise level (VP with
-        ``std=continuous``, which ``label=sigma`` implies), so the ε view *is* the network's
-        noise prediction, as a diffusers scheduler receives it; the score otherwise (VE, and VP
-        with the discrete std of the training table).
+        The network's own output where the views' conversions use the state's own noise level:
+        ε̂, v̂ or x̂₀ of a VP model with ``std=continuous`` (which ``label=sigma`` implies), so the
+        ε (v, x₀) view *is* the network's prediction, as a diffusers scheduler receives it; the
+        velocity of a flow model. The score otherwise (VE, and VP with the discrete std of the
+        training table).
         """
         self.check_sde(sde)
         if self.trained_for == "ve":
             return self._ve_score()
-        return self._vp_eps(sde) if self.native == "eps" else self._vp_score(sde)
+        if self.trained_for == "flow":
+            return self._flow_velocity()
+        return self._vp_output(sde) if self.native != "score" else self._vp_score(sde)
 
     def score_fn(self, sde: SDE) -> ScoreFn:
-        """s(x, t) for ``sde``: −ε̂/std(t) from the ε view, or the native score."""
+        """s(x, t) for ``sde``: the native score, or the score view of the native ε̂, v̂, x̂₀ or
+        velocity (e.g. −ε̂/std(t))."""
         return self.native_fn(sde) if self.native == "score" else self.view(sde).score
 
     # -- network output → score (Song et al. 2021, §3.3 and App. C; the reference code's get_score_fn) ------------------------------------------
@@ -366,15 +382,23 @@ class DiffusersUNet(ScoreModel):
 
         return score
 
-    def _vp_eps(self, sde: SDE) -> ModelFn:
-        prediction = self.schedule.prediction_type
+    def _vp_output(self, sde: SDE) -> ModelFn:
+        """ε̂, v̂ or x̂₀ as the network outputs it (``native``)."""
 
-        def eps(x: Tensor, t: float) -> Tensor:
-            a, std = sde.marginal_coef(t)
-            out = self.network(x, self.vp_label(sde, t)).to(x.dtype)
-            return prediction_to_eps(prediction, out, x, a, std)
+        def output(x: Tensor, t: float) -> Tensor:
+            return self.network(x, self.vp_label(sde, t)).to(x.dtype)
 
-        return eps
+        return output
+
+    def _flow_velocity(self) -> ModelFn:
+        """The velocity z − x₀ at the flow SDE's time t = σ, label σ·N."""
+        schedule = self.schedule
+        assert isinstance(schedule, folder.FlowSchedule)
+
+        def velocity(x: Tensor, t: float) -> Tensor:
+            return self.network(x, schedule.label(t)).to(x.dtype)
+
+        return velocity
 
     def _ve_score(self) -> ScoreFn:
         def score(x: Tensor, t: float) -> Tensor:
@@ -425,10 +449,13 @@ class DiffusersUNet(ScoreModel):
             "parameters": sum(p.numel() for p in self.unet.parameters()),
             "diffusers": import_diffusers().__version__,
         }
-        if s.sde == "vp":
+        if isinstance(s, folder.VPSchedule):
             out |= {"n_train": s.n_train, "label": self.label_convention(), "std": self.std}
             out |= {"quantize": self.quantize, "eps_default": 1.0 / s.n_train}
-            out |= {"timestep_type": s.timestep_type}
+            out |= {"timestep_type": s.timestep_type, "native": self.native}
+        elif isinstance(s, folder.FlowSchedule):
+            out |= {"n_train": s.n_train, "label": self.label_convention(), "native": self.native}
+            out |= {"shift": s.shift, "use_dynamic_shifting": s.use_dynamic_shifting}
         else:
             out |= {"label": "sigma(t)", "snr": s.snr}
         out["weight_files"] = [p.name for p in loaded_weight_files(c.unet_dir)[1]]
@@ -436,7 +463,11 @@ class DiffusersUNet(ScoreModel):
 
     def label_convention(self) -> str:
         """The VP label as a formula: ``timestep(sigma(t))`` (log-σ interpolated or
-        ``nearest``), ``floor(t*999)``, ``t*999`` or ``0.25*log(sigma(t))``."""
+        ``nearest``), ``floor(t*999)``, ``t*999`` or ``0.25*log(sigma(t))``; a flow model's
+        ``t*1000``."""
+        if isinstance(self.schedule, folder.FlowSchedule):
+            n = self.schedule.n_train
+            return f"t*{n} (diffusers' timestep sigma*{n}, sigma = t)"
         if self.schedule.continuous_labels:
             return "0.25*log(sigma(t))"
         if self.label == "sigma":
@@ -444,19 +475,6 @@ class DiffusersUNet(ScoreModel):
             return f"timestep(sigma(t)) in the {self.schedule.n_train}-step table, {rule}"
         n1 = self.schedule.n_train - 1
         return f"t*{n1}" if self.label == "time" else f"floor(t*{n1})"
-
-
-def prediction_to_eps(prediction: str, out: Tensor, x: Tensor, a: float, std: float) -> Tensor:
-    """ε̂ from a VP network output, with x_t = a·x_0 + std·ε and a² + std² = 1: the output itself
-    (ε-prediction), a·v̂ + std·x_t (v-prediction, v = a·ε − std·x_0; Salimans & Ho 2022) or
-    (x_t − a·x̂_0)/std (x_0-prediction, ``"sample"``)."""
-    if prediction == "epsilon":
-        return out
-    if prediction == "v_prediction":
-        return out * a + x * std
-    if prediction == "sample":
-        return (x - out * a) / std
-    raise BenchError(f"prediction_type {prediction!r} is not understood")
 
 
 def prediction_to_score(prediction: str, out: Tensor, x: Tensor, a: float, std: float) -> Tensor:
