@@ -41,6 +41,15 @@ def bench(args: list[str], ranks: int, cwd: Path, **extra: str) -> subprocess.Co
     )
 
 
+def one_and_two(args: list[str], cwd: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``bench run ARGS`` in one process (``cwd/one``) and on two ranks (``cwd/two``): both
+    tables, after checking that both runs succeeded."""
+    for ranks, out in ((1, "one"), (2, "two")):
+        done = bench(["run", *args, "--no-progress", "--out", out], ranks, cwd)
+        assert done.returncode == 0, done.stderr
+    return table(cwd / "one"), table(cwd / "two")
+
+
 def table(run: Path) -> pd.DataFrame:
     return pd.read_csv(run / "results.csv").set_index("cell_id").sort_index()
 

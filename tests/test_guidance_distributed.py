@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_distributed import bench, table
+from tests.test_distributed import one_and_two
 
 pytestmark = pytest.mark.slow
 
@@ -16,11 +16,7 @@ GUIDED += ["--batch-size", "16", "--metrics", "swd,fd,coverage,ode_err", "--save
 
 
 def test_two_ranks_give_the_guided_table_of_one_process(tmp_path):
-    one = bench(["run", *GUIDED, "--no-progress", "--out", "one"], 1, tmp_path)
-    two = bench(["run", *GUIDED, "--no-progress", "--out", "two"], 2, tmp_path)
-    assert one.returncode == 0, one.stderr
-    assert two.returncode == 0, two.stderr
-    a, b = table(tmp_path / "one"), table(tmp_path / "two")
+    a, b = one_and_two(GUIDED, tmp_path)
     assert list(a.index) == list(b.index) and len(a) == 4
     assert list(a["status"]) == list(b["status"]) == ["ok"] * 4
     for column in ("nfe", "passes", "guidance"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_distributed import bench, table
+from tests.test_distributed import one_and_two
 
 pytestmark = pytest.mark.slow
 
@@ -18,11 +18,7 @@ STOCHASTIC += ["--seeds", "0", "--samples", "60", "--batch-size", "16", "--save-
 
 
 def test_two_ranks_give_the_stochastic_table_of_one_process(tmp_path):
-    one = bench(["run", *STOCHASTIC, "--no-progress", "--out", "one"], 1, tmp_path)
-    two = bench(["run", *STOCHASTIC, "--no-progress", "--out", "two"], 2, tmp_path)
-    assert one.returncode == 0, one.stderr
-    assert two.returncode == 0, two.stderr
-    a, b = table(tmp_path / "one"), table(tmp_path / "two")
+    a, b = one_and_two(STOCHASTIC, tmp_path)
     assert list(a.index) == list(b.index) and len(a) == 7
     assert list(a["status"]) == list(b["status"]) == ["ok"] * 7
     for column in ("nfe", "nfe_min", "nfe_max", "score_calls"):

@@ -102,3 +102,19 @@ def compile_option(help: str) -> Any:
         type=click.Choice(COMPILE_MODES),
         help=help,
     )
+
+
+GUIDANCE_BATCHINGS = ("auto", "joint", "split")
+"""``--guidance-batch`` values (:data:`bench.core.guidance.BATCHINGS`, which imports torch)."""
+
+
+def guidance_batch_option() -> Any:
+    """``--guidance-batch`` of ``bench run`` and ``bench profile``."""
+    return click.option(
+        "--guidance-batch",
+        type=click.Choice(GUIDANCE_BATCHINGS),
+        default="auto",
+        show_default=True,
+        help="A guided evaluation's two passes as one forward of 2B (joint, as diffusers) or two "
+        "of B (split); auto: split on the CPU, joint on a GPU. Same outputs; recorded.",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bench.cli.params import ThreadsParam, compile_option, dtype_option
+from bench.cli.params import ThreadsParam, compile_option, dtype_option, guidance_batch_option
 
 
 @click.command("profile")
@@ -26,14 +26,7 @@ from bench.cli.params import ThreadsParam, compile_option, dtype_option
     help="Guidance scale of a class-conditional model's loop; such a model also times a guided "
     "evaluation as one forward of 2B against two forwards of B.",
 )
-@click.option(
-    "--guidance-batch",
-    type=click.Choice(["auto", "joint", "split"]),
-    default="auto",
-    show_default=True,
-    help="A guided evaluation's two passes as one forward of 2B (joint, as diffusers) or two "
-    "of B (split); auto: split on the CPU, joint on a GPU. Same outputs; recorded.",
-)
+@guidance_batch_option()
 @click.option(
     "--repeats",
     type=click.IntRange(min=1),

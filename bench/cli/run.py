@@ -11,6 +11,7 @@ from bench.cli.params import (
     ThreadsParam,
     compile_option,
     dtype_option,
+    guidance_batch_option,
 )
 
 DEFAULTS = {
@@ -127,14 +128,7 @@ def _default(key: str) -> str:
     help="Guide only at noise levels sigma = std/a in (LO, HI] (Kynkäänniemi et al. 2024); "
     "one network pass outside it [default: everywhere].",
 )
-@click.option(
-    "--guidance-batch",
-    type=click.Choice(["auto", "joint", "split"]),
-    default="auto",
-    show_default=True,
-    help="A guided evaluation's two passes as one forward of 2B (joint, as diffusers) or two "
-    "of B (split); auto: split on the CPU, joint on a GPU. Same outputs; recorded.",
-)
+@guidance_batch_option()
 @click.option(
     "--seeds",
     default=None,
