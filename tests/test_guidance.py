@@ -127,38 +127,43 @@ def test_split_batching_is_two_forwards_of_b_with_the_same_output(make_sde):
 
 @pytest.mark.parametrize("name", ["ring8-cond", "gmm64-cond", "digits-cond"])
 def test_joint_and_split_batching_give_the_same_guided_output(registry, make_sde, name):
-    """The suite's models evaluate each sample on its own: one forward of 2B and two of B agree
-    bit for bit (so ``--guidance-batch`` moves no number)."""
+    """One forward of 2B and two of B compute the same function: equal up to float32 rounding
+    (the oracles' matrix products block by batch size), bit for bit for the digits UNet here."""
     sde = make_sde("vp")
     model = registry.get("score-models", name).obj.load(None, device=CPU, dtype=torch.float32)
     fn = model.conditional_fn(sde)
-    shape = (64, 1, 8, 8) if name == "digits-cond" else (64, 64 if name == "gmm64-cond" else 2)
+    shape = (64, 1, 8, 8) if name == "digits-cond" else (300, 64 if name == "gmm64-cond" else 2)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    labels = torch.arange(64) % model.classes
+    labels = torch.arange(shape[0]) % model.classes
     for t in (0.9, 0.2, 0.01):
         outs = []
         for joint in (True, False):
             guided = GuidedFn(fn, Guidance(3.0), sde, joint)
             guided.labels = labels
             outs.append(guided(x, t))
-        assert torch.equal(outs[0], outs[1])
+        if name == "digits-cond":
+            assert torch.equal(outs[0], outs[1])
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("choice", "device", "want"), [
-    ("auto", "cpu", "split"), ("auto", "cuda", "joint"), ("joint", "cpu", "joint"),
-    ("split", "cuda", "split"),
+@pytest.mark.parametrize(("choice", "device", "exact", "want"), [
+    ("auto", "cpu", False, "split"), ("auto", "cuda", False, "joint"),
+    ("auto", "cpu", True, "joint"), ("joint", "cpu", False, "joint"),
+    ("split", "cuda", True, "split"),
 ])  # fmt: skip
-def test_auto_batching_is_split_on_the_cpu_and_joint_on_a_gpu(choice, device, want):
-    assert resolve_batching(choice, torch.device(device)) == want
+def test_auto_batching_splits_a_network_on_the_cpu_only(choice, device, exact, want):
+    assert resolve_batching(choice, torch.device(device), exact) == want
 
 
-def test_guidance_batch_is_recorded_and_moves_no_number(tmp_path):
+def test_guidance_batch_is_recorded_and_keeps_the_cell(tmp_path):
+    """The oracle keeps one forward of 2B under ``auto`` (its baseline numbers stay); ``split``
+    is recorded, the cell id is the same and the metrics agree to float32 rounding."""
     common = [*RING, "--guidance", "2.5", "--metrics", "swd"]
-    joint = run(tmp_path, "joint", *common, "--guidance-batch", "joint")
-    split = run(tmp_path, "split", *common)  # auto: split on the CPU
+    joint = run(tmp_path, "joint", *common)
+    split = run(tmp_path, "split", *common, "--guidance-batch", "split")
     assert set(joint["guidance_batch"]) == {"joint"} and set(split["guidance_batch"]) == {"split"}
     assert list(joint["cell_id"]) == list(split["cell_id"])
-    assert list(joint["swd"]) == list(split["swd"])
+    np.testing.assert_allclose(joint["swd"], split["swd"], rtol=1e-4)
 
 
 def test_guidance_interval_guides_inside_only(make_sde):
@@ -389,8 +394,8 @@ def test_profile_times_a_guided_batch_against_two_passes(tmp_path):
             row["wall_s"] / frame.loc["two_passes", "wall_s"]
         )
     assert frame.loc["sde_bench", "nfe"] == 7 and set(frame["guidance"]) == {3.0}
-    assert set(frame["guidance_batch"]) == {"split"}  # auto on the CPU
-    assert "(split: two forwards of B)" in result.output
+    assert set(frame["guidance_batch"]) == {"joint"}  # auto, for an exact oracle
+    assert "(joint: one forward of 2B)" in result.output
 
 
 def test_report_draws_the_guidance_tradeoff(tmp_path, monkeypatch):

@@ -89,6 +89,7 @@ def test_without_label_dropout_other_scales_are_unsupported(tmp_path, registry):
     rows = pd.read_csv(out / "results.csv").set_index("guidance")
     assert rows.loc[1.0, "status"] == "ok" and rows.loc[2.0, "status"] == "unsupported"
     assert "trained without label dropout" in rows.loc[2.0, "reason"]
+    assert rows.loc[1.0, "guidance_batch"] == "split"  # auto: a network on the CPU
 
 
 def test_conditional_training_needs_labels(tmp_path):

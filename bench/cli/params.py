@@ -116,5 +116,5 @@ def guidance_batch_option() -> Any:
         default="auto",
         show_default=True,
         help="A guided evaluation's two passes as one forward of 2B (joint, as diffusers) or two "
-        "of B (split); auto: split on the CPU, joint on a GPU. Same outputs; recorded.",
+        "of B (split); auto: split for a network on the CPU, else joint. Recorded.",
     )

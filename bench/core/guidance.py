@@ -14,8 +14,9 @@ it is guided.
 A guided evaluation is two network passes per sample: one forward of 2B (the conditional half
 first, then the unconditional one; diffusers' way, which fills an accelerator) or two forwards of B
 (the conditional, then the unconditional one; faster on a CPU, where a network's time per sample
-grows with the batch as its activations leave the cache). Both give the same outputs for a network
-whose samples do not interact; :func:`resolve_batching` picks. s ∈ {0, 1}, and a noise level outside the
+grows with the batch as its activations leave the cache). Both compute the same function; the
+outputs agree up to the float rounding of kernels whose blocking depends on the batch size.
+:func:`resolve_batching` picks. s ∈ {0, 1}, and a noise level outside the
 guidance interval (σ_lo, σ_hi] (Kynkäänniemi et al. 2024, Eq. 2, σ = std(t)/a(t) as in EDM), is
 one pass: outside the interval the model is the conditional one (s = 1). :attr:`GuidedFn.passes`
 counts passes beside the view's NFE counter.
@@ -71,15 +72,16 @@ class Guidance:
         return {"scale": self.scale, "interval": list(self.interval) if self.interval else None}
 
 
-def resolve_batching(choice: str, device: torch.device) -> str:
-    """``joint`` or ``split`` for ``choice`` on ``device``: ``auto`` is joint on an accelerator
-    and split on the CPU (measured in docs/performance.md: one forward of 2B of the digits UNet
-    costs 1.13–1.25× two forwards of B there at B ≥ 256)."""
+def resolve_batching(choice: str, device: torch.device, exact: bool = False) -> str:
+    """``joint`` or ``split`` for ``choice`` on ``device``: ``auto`` is split for a network on
+    the CPU (measured in docs/performance.md: one forward of 2B of the digits UNet costs
+    1.13–1.25× two forwards of B there at B ≥ 256), joint on an accelerator and for an ``exact``
+    model (an analytic score, for which splitting saves nothing)."""
     if choice not in BATCHINGS:
         raise ValueError(f"guidance batching must be one of {', '.join(BATCHINGS)}, got {choice!r}")
     if choice != "auto":
         return choice
-    return "split" if device.type == "cpu" else "joint"
+    return "split" if device.type == "cpu" and not exact else "joint"
 
 
 def parse_interval(text: str) -> tuple[float, float]:

@@ -307,7 +307,7 @@ class Environment:
             options,
             sdes,
             kw.get("compile_mode"),
-            resolve_batching(kw.get("guidance_batch") or "auto", device),
+            resolve_batching(kw.get("guidance_batch") or "auto", device, model.exact),
         )
         warning = guard_cpu_autocast(kw["dtype"], device)
         if warning:
