@@ -8,6 +8,7 @@ import pytest
 
 import bench.results.plot_axes as plot_axes
 import bench.results.plots as plots
+import bench.results.report_plots as report_plots
 import bench.results.sample_plots as sample_plots
 from bench.results.report import build_report
 from tests.rows import row, seeds
@@ -274,7 +275,7 @@ def test_every_panel_of_a_figure_follows_one_scale_rule(tmp_path, figures):
 
 def test_a_metric_that_cannot_separate_the_cells_is_not_plotted(tmp_path, figures):
     rows = [dict(r, coverage_min=0.9) for r in solver_rows()]  # one value everywhere
-    paths = plots.plot_report(build_report(rows), tmp_path)
+    paths = report_plots.plot_report(build_report(rows), tmp_path)
     names = {p.name for p in paths}
     assert "swd_vs_nfe_ring8.png" in names
     assert not any(name.startswith("coverage_min") for name in names)

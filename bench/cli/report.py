@@ -215,7 +215,7 @@ def _parquet_safe(frame: Any) -> Any:
 
 
 def _plots(session: Any, report: Any, run_dir: Path, folder: Path) -> list[Path]:
-    from bench.results.plots import plot_report
+    from bench.results.report_plots import plot_report
 
     base = run_dir if run_dir.is_dir() else run_dir.parent
     samples = [p / "samples" for p in _runs(base) if (p / "samples").is_dir()]

@@ -13,17 +13,7 @@ from bench.cli.params import (
     dtype_option,
     guidance_batch_option,
 )
-
-DEFAULTS = {
-    "predictors": ("euler_maruyama", "reverse_diffusion", "ancestral_sampling"),
-    "correctors": ("none", "langevin"),
-    "steps": (100, 1000),
-    "samples": 1000,
-    "batch_size": 1000,
-    "snrs": (0.16,),
-    "seeds": "0",
-}
-"""Grid defaults where neither the user nor the model (``ScoreModel.default_grid``) sets one."""
+from bench.run.defaults import DEFAULTS
 
 
 def _default(key: str) -> str:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from bench.results.floors import DATA_FLOOR_METRICS, FLOOR_Z, floor_of
 from bench.results.frame import LABEL, Directions, sampler_label
-from bench.results.notes import unplotted
 from bench.results.plot_axes import (
     clip_to_means,
     fit_intervals,
@@ -407,34 +406,3 @@ def _snr_panel(ax: Any, block: pd.DataFrame, metric: str, direction: str, show_k
         )
     fit_intervals(ax, ok, metric)
     ax.grid(alpha=0.3)
-
-
-# -- everything -----------------------------------------------------------------------------------
-def plot_report(
-    report: Report,
-    folder: Path,
-    *,
-    samples_dir: Path | None = None,
-    target: Callable[[str, int], np.ndarray | None] | None = None,
-) -> list[Path]:
-    """Every plot of a report: metric vs NFE and vs wall-clock for each metric, metric vs SNR
-    when SNRs were swept, quality vs adherence when guidance scales were swept
-    (:mod:`bench.results.guidance_plots`), and sample panels when samples were saved. A metric that cannot
-    separate a model's cells (:func:`bench.results.notes.cannot_separate`; the report says
-    which) is left out for that model."""
-    paths: list[Path] = []
-    left_out = unplotted(report.summary, report.metrics, report.directions)
-    for metric in report.metrics:
-        skip = {model for model, m in left_out if m == metric}
-        for cost in ("nfe", "wall_clock_s"):
-            if cost in report.summary and cost != metric:
-                paths += plot_metric_vs_cost(report, metric, cost, folder, skip)
-        paths += plot_metric_vs_snr(report, metric, folder, skip)
-    from bench.results.guidance_plots import plot_guidance_tradeoff  # it builds on this module
-
-    paths += plot_guidance_tradeoff(report, folder)
-    if samples_dir is not None and samples_dir.is_dir():
-        from bench.results.sample_plots import plot_samples
-
-        paths += plot_samples(report, samples_dir, folder, target)
-    return paths

@@ -25,6 +25,7 @@ from bench.run import conditioning, estimate
 from bench.run import grid as grid_mod
 from bench.run.cells import provenance, run_cell
 from bench.run.components import CellContext, Components
+from bench.run.defaults import DEFAULTS
 from bench.run.distributed import Ranks
 from bench.run.grid import Cell, GridSpec
 from bench.run.setup import Environment, canonical, canonical_specs, machine_info
@@ -58,8 +59,6 @@ def resolve_grid_options(kw: dict[str, Any], given: set[str], model: Any) -> dic
     ``--samplers`` defaults to ``pc``; naming any PC option (``--predictors`` …) while listing
     other samplers adds ``pc`` too, so PC cells and whole samplers share one grid.
     """
-    from bench.cli.run import DEFAULTS
-
     kw = dict(kw)
     taken = {k: v for k, v in model.default_grid.items() if kw.get(k) is None}
     kw.setdefault("model_defaults", taken)  # a resumed run keeps what the first one recorded
