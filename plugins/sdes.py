@@ -263,6 +263,7 @@ class EDMSDE(SDE):
     """
 
     name = "edm"
+    paper_grid = False
     default_eps = 0.002
 
     @dataclasses.dataclass
@@ -299,16 +300,9 @@ class EDMSDE(SDE):
     def t_of_log_snr(self, lam: float) -> float:
         return math.exp(-lam)
 
-    def paper_step(self, t_next: float | None) -> bool:
-        """Only a caller without t_next takes a fixed step (|dt| = T/N): there is no paper grid."""
-        return t_next is None
-
-    def step_dt(self, t: float, t_next: float | None = None) -> float:
-        return -self.T / self.N if t_next is None else t_next - t
-
     def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """Euler–Maruyama: f_i = 0, G_i = sqrt(2t·|dt|)."""
-        dt = self.T / self.N if t_next is None else t - t_next
+        dt = -self.step_dt(t, t_next)
         return torch.zeros_like(x), math.sqrt(2.0 * t * dt)
 
     def prior_sampling(self, z: Tensor) -> Tensor:
@@ -344,6 +338,7 @@ class FlowSDE(SDE):
     """
 
     name = "flow"
+    paper_grid = False
     default_eps = 1e-3
     T = 1.0 - 1e-3
 
@@ -369,19 +364,6 @@ class FlowSDE(SDE):
             e = math.exp(-lam)
             return e / (1.0 + e)
         return 1.0 / (1.0 + math.exp(lam))
-
-    def paper_step(self, t_next: float | None) -> bool:
-        """Only a caller without t_next takes a fixed step (|dt| = T/N): there is no paper grid."""
-        return t_next is None
-
-    def step_dt(self, t: float, t_next: float | None = None) -> float:
-        return -self.T / self.N if t_next is None else t_next - t
-
-    def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
-        """Euler–Maruyama over |dt| = t − t_next: f_i = f(t)·x·|dt|, G_i = g(t)·sqrt(|dt|)."""
-        dt = self.T / self.N if t_next is None else t - t_next
-        drift, g = self.sde(x, t)
-        return drift * dt, g * math.sqrt(dt)
 
     def prior_sampling(self, z: Tensor) -> Tensor:
         return z

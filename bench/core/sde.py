@@ -48,6 +48,9 @@ class SDE(abc.ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     default_eps: ClassVar[float] = 1e-3
     T: ClassVar[float] = 1.0
+    paper_grid: ClassVar[bool] = True
+    """Whether the reference code's discrete conventions exist for this SDE (VE, VP, sub-VP).
+    Where they do not, every step spans its own grid interval, on the uniform schedule too."""
 
     @dataclasses.dataclass
     class Options:
@@ -141,21 +144,21 @@ class SDE(abc.ABC):
 
         ``t_next=None`` (a caller that predates time grids) means the paper's convention too.
         """
-        return self.discrete or t_next is None
+        return (self.discrete and self.paper_grid) or t_next is None
 
     def step_dt(self, t: float, t_next: float | None = None) -> float:
-        """The (negative) time step: −1/N on the paper's grid (§1), else t_next − t."""
-        if t_next is None or self.discrete:
-            return -1.0 / self.N
+        """The (negative) time step: −T/N on the paper's grid (§1, where T = 1), else t_next − t."""
+        if t_next is None or self.paper_step(t_next):
+            return -self.T / self.N
         return t_next - t
 
     def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """(f_i, G_i) of x_{i+1} = x_i + f_i + G_i·z; Euler–Maruyama by default.
 
-        The forward step spans |dt|: 1/N on the paper's grid, t − t_next elsewhere.
+        The forward step spans |dt| = −:meth:`step_dt`: 1/N on the paper's grid, t − t_next elsewhere.
         """
         drift, diffusion = self.sde(x, t)
-        dt = 1.0 / self.N if t_next is None or self.discrete else t - t_next
+        dt = -self.step_dt(t, t_next)
         return drift * dt, diffusion * math.sqrt(dt)
 
     def langevin_alpha(self, t: float, t_next: float | None = None) -> float:
