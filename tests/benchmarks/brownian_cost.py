@@ -56,9 +56,9 @@ def per_step(fn, times: list[float], repeats: int) -> float:
     return statistics.median(runs)
 
 
-def ours(batch, shape):
+def ours(batch, shape, horizon: float = T):
     def run(times):
-        path, like = BrownianPath(0, 0, batch, T), torch.empty(batch, *shape)
+        path, like = BrownianPath(0, 0, batch, horizon), torch.empty(batch, *shape)
         for s, t in zip(times, times[1:]):
             path.increment(s, t, like)
 
@@ -99,7 +99,7 @@ def beside(model_name: str, batch: int, steps: int, repeats: int) -> None:
     model = registry.get("score-models", model_name).obj.load(
         None, device=torch.device("cpu"), dtype=torch.float32
     )
-    sde_name = model.sde_defaults and next(iter(model.sde_defaults)) or "vp"
+    sde_name = next(iter(model.sde_defaults), "vp")
     sde = registry.get("sdes", sde_name).obj(steps)
     fn = model.native_fn(sde)
     x = torch.randn(batch, *model.data_shape, generator=torch.Generator().manual_seed(0))
@@ -109,7 +109,7 @@ def beside(model_name: str, batch: int, steps: int, repeats: int) -> None:
         for _ in range(repeats):
             for name, run in (
                 ("forward", lambda: [fn(x, t) for t in times[:-1]]),
-                ("Brownian increment", lambda: ours(batch, model.data_shape)(times)),
+                ("Brownian increment", lambda: ours(batch, model.data_shape, sde.T)(times)),
                 ("iid draw", lambda: iid(batch, model.data_shape)(times)),
             ):
                 start = time.perf_counter()
