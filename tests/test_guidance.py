@@ -14,7 +14,15 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.core.guidance import NULL_LABEL, Guidance, GuidedFn, resolve_batching, sigma_of
+from bench.cli.params import GUIDANCE_BATCHINGS
+from bench.core.guidance import (
+    BATCHINGS,
+    NULL_LABEL,
+    Guidance,
+    GuidedFn,
+    resolve_batching,
+    sigma_of,
+)
 from bench.core.labels import LabelPolicy
 from bench.core.views import ModelView
 from bench.errors import BenchError, Unsupported
@@ -153,6 +161,7 @@ def test_joint_and_split_batching_give_the_same_guided_output(registry, make_sde
 ])  # fmt: skip
 def test_auto_batching_splits_a_network_on_the_cpu_only(choice, device, exact, want):
     assert resolve_batching(choice, torch.device(device), exact) == want
+    assert GUIDANCE_BATCHINGS == BATCHINGS  # the CLI's choices (kept free of torch) are the core's
 
 
 def test_guidance_batch_is_recorded_and_keeps_the_cell(tmp_path):
