@@ -56,6 +56,13 @@ class HostReads(TorchFunctionMode):
         self.seen: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in HOST_READS:
+        if func in HOST_READS and not _cpu_numpy(func, args):
             self.seen.append(getattr(func, "__name__", str(func)))
         return func(*args, **(kwargs or {}))
+
+
+def _cpu_numpy(func, args) -> bool:
+    """A CPU tensor's ``.numpy()``: a view, no read back. On a GPU tensor ``.numpy()`` raises
+    instead of synchronising, so code that takes it (the noise's CPU hash, in NumPy) must branch
+    on the device; a GPU run never makes this call."""
+    return func is torch.Tensor.numpy and args[0].device.type == "cpu"

@@ -28,11 +28,14 @@ def like(n: int = M, dtype=torch.float64) -> torch.Tensor:
     return torch.empty(n, 1, dtype=dtype)
 
 
-def reference_w(seed: int, start: int, size: int, T: float, depth: int, t: float) -> np.ndarray:
+def reference_w(
+    seed: int, start: int, size: int, T: float, depth: int, t: float, fine: int = B.FINE
+) -> np.ndarray:
     """W(t) by recursive bisection (Lévy's construction), written from the module docstring:
     keep the cell [a, b] holding t with W(a), W(b); its midpoint gets the bridge mean plus
-    (sqrt(b − a)/2)·ξ_{2^l + k}; stop at a node, or bridge inside the level-L cell."""
-    noise = SampleNoise(seed, start, size, B.BROWNIAN)
+    (sqrt(b − a)/2)·ξ_{2^l + k}; stop at a node, or bridge inside the leaf: the level-L cell, or
+    the first cell more than 2^R cells from both ends of its level."""
+    noise = SampleNoise(seed, start, size, B.BROWNIAN, halves=True)
     xi = lambda k: noise.draw(k, like(size)).numpy()[:, 0]  # noqa: E731
     a, b, wa, wb, k = 0.0, T, np.zeros(size), math.sqrt(T) * xi(0), 0
     if t == 0.0:
@@ -40,6 +43,8 @@ def reference_w(seed: int, start: int, size: int, T: float, depth: int, t: float
     if t == T:
         return wb
     for level in range(depth):
+        if k >= 2**fine and 2**level - 1 - k >= 2**fine:
+            break
         m = (a + b) / 2
         wm = (wa + wb) / 2 + math.sqrt(b - a) / 2 * xi(2**level + k)
         if t == m:
@@ -51,13 +56,13 @@ def reference_w(seed: int, start: int, size: int, T: float, depth: int, t: float
 
 
 @pytest.mark.parametrize("T", [1.0, 80.0])
-@pytest.mark.parametrize("depth", [3, 30])
-def test_values_equal_the_recursive_bisection(T, depth):
+@pytest.mark.parametrize("depth,fine", [(3, 20), (30, 20), (30, 30), (12, 4)])
+def test_values_equal_the_recursive_bisection(T, depth, fine):
     """At nodes, between nodes, at 0 and T: the unrolled weights are the bisection's."""
-    path = BrownianPath(7, 3, 5, T, depth)
-    for u in (0.0, 1.0, 0.5, 0.25, 0.375, 0.1, 0.123456789, 1 - 1e-9, 1e-7):
+    path = BrownianPath(7, 3, 5, T, depth, fine)
+    for u in (0.0, 1.0, 0.5, 0.25, 0.375, 0.1, 0.123456789, 1 - 1e-9, 1e-7, 3e-3, 2**-10, 0.99):
         t = u * T
-        want = reference_w(7, 3, 5, T, depth, t)
+        want = reference_w(7, 3, 5, T, depth, t, fine)
         got = path.at(t, like(5)).numpy()[:, 0]
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * math.sqrt(T))
 
@@ -159,6 +164,20 @@ def test_times_closer_than_the_resolution_are_refused():
     path.increment(0.5, 0.50001, like(2))  # a node and a time in its cell: exact, allowed
     with pytest.raises(BenchError, match="has no time"):
         path.at(1.5, like(2))
+
+
+def test_the_resolution_is_relative():
+    """With R = 20 a leaf at t = 0.5 is 2^-21 wide; within 1e-5 of either end the leaves are the
+    level-30 cells (2^-30 wide): times 1e-7 apart share a leaf there, 2e-9 apart do not here."""
+    path = BrownianPath(0, 0, 2, 1.0)
+    assert (B.DEPTH, B.FINE) == (30, 20)
+    with pytest.raises(BenchError, match="closer than the Brownian path resolves"):
+        path.increment(0.5 + 2e-7, 0.5 + 1e-7, like(2))
+    path.increment(0.5 + 6e-7, 0.5 + 1e-7, like(2))
+    for end in (0.0, 1.0 - 2e-5):
+        path.increment(end + 1e-5 + 2e-9, end + 1e-5, like(2))
+        with pytest.raises(BenchError, match="closer than the Brownian path resolves"):
+            path.increment(end + 1e-5 + 2e-10, end + 1e-5, like(2))
 
 
 def test_step_noise_kinds():

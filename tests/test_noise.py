@@ -40,6 +40,20 @@ def ref_word(seed: int, stream: int, numel: int, j: int, q: int, s: int, e: int)
 def ref_normal(seed: int, stream: int, numel: int, j: int, k: int, e: int, double: bool) -> float:
     """Element e of draw k of sample j by Box–Muller from the documented bits, in float64."""
     q, half = divmod(k, 2)
+    return ref_box_muller(seed, stream, numel, j, q, half, e, double)
+
+
+def ref_halves(seed: int, stream: int, numel: int, j: int, k: int, e: int, double: bool) -> float:
+    """Element e of draw k of the halves layout: half e // h of pair k at element e mod h,
+    h = ⌈numel/2⌉, under the key of numel."""
+    h = (numel + 1) // 2
+    return ref_box_muller(seed, stream, numel, j, k, e // h, e % h, double)
+
+
+def ref_box_muller(
+    seed: int, stream: int, numel: int, j: int, q: int, half: int, e: int, double: bool
+) -> float:
+    """Half (0: cos, 1: sin) of pair q at element e of sample j, in float64."""
     a = ref_word(seed, stream, numel, j, q, 0, e)
     if double:
         b = ref_word(seed, stream, numel, j, q, 1, e)
@@ -94,6 +108,33 @@ def test_normals_equal_the_reference(dtype):
     ]
     tol = 1e-13 if dtype == torch.float64 else 2e-6
     np.testing.assert_allclose(z.double().numpy(), np.array(ref), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("numel", [1, 4, 5])
+def test_halves_layout_equals_the_reference(dtype, numel):
+    """The Brownian nodes' layout: both halves of each pair, split across the elements, whether
+    drawn together, one at a time or sequentially."""
+    seed, stream, start, ks = 11, 2, 3, [0, 1, 7, 2**31 + 5]
+    like = torch.empty(2, numel, dtype=dtype)
+    noise = SampleNoise(seed, start, 2, stream, halves=True)
+    z = noise.draws(ks, like)
+    ref = [
+        [
+            [
+                ref_halves(seed, stream, numel, start + i, k, e, dtype == torch.float64)
+                for e in range(numel)
+            ]
+            for i in range(2)
+        ]
+        for k in ks
+    ]
+    tol = 1e-13 if dtype == torch.float64 else 2e-6
+    np.testing.assert_allclose(z.double().numpy(), np.array(ref), rtol=tol, atol=tol)
+    for i, k in enumerate(ks):
+        assert torch.equal(noise.draw(k, like), z[i])
+    again = SampleNoise(seed, start, 2, stream, halves=True)
+    assert torch.equal(again(like), z[0]) and torch.equal(again(like), z[1])
 
 
 # -- distribution -------------------------------------------------------------------------------

@@ -4,23 +4,30 @@ A stochastic sampler at N and at 2N steps, on any schedule and at any batch size
 path, so its strong error can be measured and paired comparisons across N are tight. The path
 is a dyadic Brownian bridge (Lévy's construction; in the Schauder basis, Ciesielski 1961) whose
 node values are addressed draws of the counter-based noise (:mod:`bench.core.noise`, stream
-:data:`BROWNIAN`):
+:data:`BROWNIAN`, in its halves layout: each node's draw uses both values of its Box–Muller
+pairs):
 
 * W(0) = 0 and W(T) = sqrt(T)·ξ_0;
-* the midpoint m of a level-l cell [a, b] (width h_l = T/2^l, cell k, l = 0 … L − 1) is
+* the midpoint m of a split level-l cell [a, b] (width h_l = T/2^l, cell k) is
   W(m) = (W(a) + W(b))/2 + (sqrt(h_l)/2)·ξ_{2^l + k}, the exact conditional law (the Brownian
   bridge) given the cell's ends;
-* a time t inside a level-L cell [a, b] (θ = (t − a)/h_L ∈ (0, 1)) gets the bridge between the
-  cell's ends, W(t) = (1 − θ)·W(a) + θ·W(b) + sqrt(h_L·θ·(1 − θ))·ζ(t), with ζ(t) a draw
+* a cell is split while l < L and it is one of the 2^R cells of its level nearest 0 or T
+  (min(k, 2^l − 1 − k) < 2^R); the others are leaves. A leaf's distance d to the nearer end is
+  at least 2^R·h_l, so it is at most 2^-R·d wide (relative resolution, R = 20: about 1e-6·d)
+  and at most T/2^L (L = 30: about 1e-9·T, reached near 0 and T);
+* a time t inside a leaf [a, b] (θ = (t − a)/(b − a) ∈ (0, 1)) gets the bridge between the
+  leaf's ends, W(t) = (1 − θ)·W(a) + θ·W(b) + sqrt((b − a)·θ·(1 − θ))·ζ(t), with ζ(t) a draw
   addressed by t itself (:func:`remainder_index`): W at a given t is a pure function of t.
 
 Unrolled, W(t) = (t/T)·sqrt(T)·ξ_0 + Σ_l Λ_l(t)·(sqrt(h_l)/2)·ξ_{2^l + k_l(t)} + remainder, Λ_l
-the tent of t's level-l cell (1 at its midpoint, 0 at its ends): at most L + 2 draws per time,
-and none below the level at which t is a node. The law is exact at every set of times that lie
-in distinct level-L cells (the nodes are exact Brownian values and, given them, the bridges of
-distinct cells are independent); two times in one level-L cell (closer than T/2^L, about
-1e-9·T at the default L = 30) would share the cell's bridge in a way Brownian motion does not,
-so :meth:`BrownianPath.increment` refuses them.
+the tent of t's level-l cell (1 at its midpoint, 0 at its ends), over the split cells holding
+t: at most L + 2 draws per time (about R + log2(T/d)), and none below the level at which t is
+a node. The law is exact at every set of times that lie in distinct leaves (the nodes are exact
+Brownian values and, given them, the bridges of distinct leaves are independent); two times in
+one leaf would share its bridge in a way Brownian motion does not, so
+:meth:`BrownianPath.increment` refuses them. Grids of different N whose times are not shared
+see one path except where a time of one lies within a leaf of a time of the other (a chance of
+about 2^-R·d over their spacing).
 
 An increment W(t) − W(s) is computed from its own weights (the difference of the two times'
 weights, in float64 on the host), never as a difference of two values of W: its rounding error
@@ -45,7 +52,11 @@ from bench.errors import BenchError
 BROWNIAN = 2
 """Stream id of the Brownian path's node values (after the noise module's PRIOR = 0, STEPS = 1)."""
 DEPTH = 30
-"""L, the levels of dyadic nodes: times closer than T/2^L share a level-L cell."""
+"""L, the most levels of dyadic nodes: a leaf cell is at most T/2^L wide."""
+FINE = 20
+"""R: only the 2^R cells of a level nearest 0 or T are split, so a leaf at t is about
+2^-R·min(t, T − t) wide (and at most T/2^L): the resolution is relative to the nearer end, where
+the grids' small steps are (the data end; the noise end of the flow SDE's σ grids)."""
 MAX_DEPTH = 31
 """Node ids are below 2^L ≤ 2^31; the remainder draws take [2^31, 2^32)."""
 REMAINDER = 1 << 31
@@ -58,7 +69,7 @@ def remainder_index(t: float) -> int:
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def weights(t: float, T: float, depth: int) -> dict[int, float]:
+def weights(t: float, T: float, depth: int, fine: int = FINE) -> dict[int, float]:
     """W(t) = Σ_k w[k]·ξ_k: the draw indices k with nonzero weight and their weights."""
     u = t / T
     if not 0.0 <= u <= 1.0:
@@ -71,16 +82,28 @@ def weights(t: float, T: float, depth: int) -> dict[int, float]:
         if theta in (0.0, 1.0):
             break  # t is a node: no deeper level moves it
         h = T / 2.0**level
-        if level == depth:
+        if level == depth or not split(level, k, fine):  # a leaf: the bridge between its ends
             out[remainder_index(t)] = math.sqrt(h * theta * (1.0 - theta))
-        else:
-            out[2**level + k] = (1.0 - abs(2.0 * theta - 1.0)) * math.sqrt(h) / 2.0
+            break
+        out[2**level + k] = (1.0 - abs(2.0 * theta - 1.0)) * math.sqrt(h) / 2.0
     return out
 
 
-def cell(t: float, T: float, depth: int) -> int:
-    """The index of t's level-L cell (the last cell, 2^L − 1, holds t = T)."""
-    return min(math.floor(t / T * 2.0**depth), 2**depth - 1)
+def split(level: int, k: int, fine: int) -> bool:
+    """Whether cell k of a level (below L) is split: it is one of the 2^R cells at either end."""
+    return min(k, 2**level - 1 - k) < 2**fine
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def leaf(t: float, T: float, depth: int, fine: int = FINE) -> tuple[int, int]:
+    """(level, index) of the leaf cell holding t: the first cell of t's chain that is not split,
+    or its level-L cell (the last cell of a level holds its right end)."""
+    u = t / T
+    for level in range(depth + 1):
+        k = min(math.floor(u * 2.0**level), 2**level - 1)
+        if not split(level, k, fine):
+            return level, k
+    return depth, k
 
 
 class BrownianPath:
@@ -97,21 +120,26 @@ class BrownianPath:
         start: the global index of the batch's first sample.
         size: the number of samples in the batch.
         T: the end of the time interval (the SDE's T).
-        depth: L, the levels of dyadic nodes (at most 31).
+        depth: L, the most levels of dyadic nodes (at most 31).
+        fine: R, the relative resolution 2^-R (cells k < 2^R of a level are split).
     """
 
-    def __init__(self, seed: int, start: int, size: int, T: float, depth: int = DEPTH) -> None:
+    def __init__(
+        self, seed: int, start: int, size: int, T: float, depth: int = DEPTH, fine: int = FINE
+    ) -> None:
         if not 1 <= depth <= MAX_DEPTH:
             raise BenchError(f"a Brownian path's depth lies in [1, {MAX_DEPTH}], got {depth}")
+        if fine < 0:
+            raise BenchError(f"a Brownian path's fine level is at least 0, got {fine}")
         if not T > 0.0:
             raise BenchError(f"a Brownian path needs T > 0, got {T}")
-        self.noise = SampleNoise(seed, start, size, BROWNIAN)
-        self.T, self.depth = float(T), depth
+        self.noise = SampleNoise(seed, start, size, BROWNIAN, halves=True)
+        self.T, self.depth, self.fine = float(T), depth, fine
         self._kind: tuple[Any, ...] | None = None
         self._kept: dict[int, Tensor] = {}  # ξ_k of the previous call's times
 
     @classmethod
-    def of(cls, noise: Any, T: float, depth: int = DEPTH) -> BrownianPath:
+    def of(cls, noise: Any, T: float, depth: int = DEPTH, fine: int = FINE) -> BrownianPath:
         """The path of the batch a cell's step noise serves (a :class:`SampleNoise`): the same
         seed, samples and per-sample independence, on [0, T] (a sampler passes ``model.sde.T``).
 
@@ -123,19 +151,19 @@ class BrownianPath:
                 "Brownian increments need the cell's seeded noise (bench.core.noise.SampleNoise), "
                 f"got {type(noise).__name__}; or give the sampler the option noise=iid"
             )
-        path = cls(noise.seed, noise.start, noise.size, T, depth)
-        path.noise = type(noise)(noise.seed, noise.start, noise.size, BROWNIAN)  # same kind
+        path = cls(noise.seed, noise.start, noise.size, T, depth, fine)
+        path.noise = type(noise)(noise.seed, noise.start, noise.size, BROWNIAN, halves=True)
         return path
 
     def at(self, t: float, like: Tensor) -> Tensor:
         """W(t) (W(0) = 0)."""
-        return self._combine(weights(float(t), self.T, self.depth), like)
+        return self._combine(self._weights(float(t)), like)
 
     def increment(self, t_from: float, t_to: float, like: Tensor) -> Tensor:
         """W(t_to) − W(t_from) (either order: reverse-time samplers pass t_from > t_to).
 
         Raises:
-            BenchError: the two times are distinct but share a level-L cell (see the module doc).
+            BenchError: the two times are distinct but share a leaf (see the module doc).
         """
         return self._combine(self._difference(float(t_from), float(t_to)), like)
 
@@ -160,42 +188,51 @@ class BrownianPath:
         return (c.to(z.device, z.dtype) @ z).view(len(rows), *like.shape)
 
     def _difference(self, t_from: float, t_to: float) -> dict[int, float]:
-        if t_from != t_to and self._bridged(t_from) and self._bridged(t_to):
-            if cell(t_from, self.T, self.depth) == cell(t_to, self.T, self.depth):
+        w_to, w_from = self._weights(t_to), self._weights(t_from)
+        if t_from != t_to and _bridged(w_to) and _bridged(w_from):
+            level, k = leaf(t_to, self.T, self.depth, self.fine)
+            if (level, k) == leaf(t_from, self.T, self.depth, self.fine):
+                h = self.T / 2**level
                 raise BenchError(
-                    f"times {t_from!r} and {t_to!r} are closer than the Brownian path resolves "
-                    f"(T/2^{self.depth} = {self.T / 2**self.depth:.3g}): they share a cell; "
-                    "use fewer steps or a deeper path"
+                    f"times {t_from!r} and {t_to!r} are closer than the Brownian path resolves: "
+                    f"they share its cell [{k * h:.9g}, {(k + 1) * h:.9g}]; use fewer steps"
                 )
-        out = dict(weights(t_to, self.T, self.depth))  # a copy: the cached dict stays intact
-        for k, w in weights(t_from, self.T, self.depth).items():
+        out = dict(w_to)  # a copy: the cached dict stays intact
+        for k, w in w_from.items():
             out[k] = out.get(k, 0.0) - w
         return {k: w for k, w in out.items() if w != 0.0}
 
-    def _bridged(self, t: float) -> bool:
-        """Whether W(t) has a remainder draw (t is no dyadic node of the L levels)."""
-        return (t / self.T * 2.0**self.depth) % 1.0 != 0.0
+    def _weights(self, t: float) -> dict[int, float]:
+        return weights(t, self.T, self.depth, self.fine)
 
     def _combine(self, w: dict[int, float], like: Tensor) -> Tensor:
-        """Σ_k w[k]·ξ_k, shaped like ``like`` (float32 arithmetic for a half-precision state)."""
+        """Σ_k w[k]·ξ_k, shaped like ``like`` (float32 arithmetic for a half-precision state),
+        summed in the ids' order: the same floats whatever was drawn before."""
         if not w:
             return torch.zeros_like(like)
         work = like if like.dtype in (torch.float32, torch.float64) else like.float()
         ids = sorted(w)
         z = self._draws(ids, work)
-        c = torch.tensor([w[k] for k in ids], dtype=torch.float64).to(z.device, z.dtype)
-        return torch.tensordot(c, z, dims=1).to(like.dtype)
+        out = torch.mul(z[ids[0]], w[ids[0]])
+        for k in ids[1:]:
+            out.add_(z[k], alpha=w[k])
+        return out.to(like.dtype)
 
-    def _draws(self, ids: list[int], like: Tensor) -> Tensor:
-        """ξ_k for ``ids``, stacked. Those of the previous call's times are kept, not redrawn:
-        a sampler walking its grid draws only the new time's deep nodes at each step."""
+    def _draws(self, ids: list[int], like: Tensor) -> dict[int, Tensor]:
+        """ξ_k for ``ids``. Those of the previous call's times are kept, not redrawn: a
+        sampler walking its grid draws only the new time's deep nodes at each step."""
         kind = (like.shape, like.dtype, like.device)
         if kind != self._kind:
             self._kind, self._kept = kind, {}
         new = [k for k in ids if k not in self._kept]
         fresh = dict(zip(new, self.noise.draws(new, like).unbind(0))) if new else {}
         self._kept = {k: fresh[k] if k in fresh else self._kept[k] for k in ids}
-        return torch.stack([self._kept[k] for k in ids])
+        return self._kept
+
+
+def _bridged(w: dict[int, float]) -> bool:
+    """Whether W(t) of weights ``w`` has a remainder draw (t is no node of the tree)."""
+    return any(k >= REMAINDER for k in w)
 
 
 NOISE_KINDS = ("brownian", "iid")

@@ -10,13 +10,17 @@ per-sample paths cost there). Median over ``--repeats`` runs of a whole grid.
 
 ``--beside MODEL`` (an image model, e.g. digits-vp) instead times, interleaved in one process,
 the Brownian increment of the model's batch against one forward of the model's network at the
-same batch: the increment's cost as a share of a one-evaluation step.
+same batch: the increment's cost as a share of a one-evaluation step. With ``--sampler NAME``
+(a sampler with a ``noise`` option, e.g. dpmpp_2m_sde) it times that sampler's whole loop on
+the model, on its Brownian path and with ``noise=iid``, interleaved, the forwards timed apart:
+what the path adds to a step inside a sampler (where the forward has evicted its caches).
 
 Examples::
 
     python -m tests.benchmarks.brownian_cost
     python -m tests.benchmarks.brownian_cost --threads 1 --steps 100 --repeats 5
     python -m tests.benchmarks.brownian_cost --beside digits-vp --batch 256 --threads 1
+    python -m tests.benchmarks.brownian_cost --beside digits-vp --sampler dpmpp_2m_sde --threads 1
 """
 
 from __future__ import annotations
@@ -125,6 +129,59 @@ def beside(model_name: str, batch: int, steps: int, repeats: int) -> None:
         print(f"  {name}: {value * 1e3:.2f} ms ({share:.1%} of a forward)")
 
 
+def in_sampler(model_name: str, sampler_name: str, batch: int, steps: int, repeats: int) -> None:
+    """The sampler's loop on its Brownian path and with ``noise=iid``, interleaved; per step,
+    medians of ``repeats`` loops: the forwards, the rest, and what the path adds to the rest."""
+    from bench.core.noise import prior_noise
+    from bench.core.views import ModelView
+    from bench.plugin import loading
+
+    registry = loading.load(allow=[]).registry
+    model = registry.get("score-models", model_name).obj.load(
+        None, device=torch.device("cpu"), dtype=torch.float32
+    )
+    sde = registry.get("sdes", next(iter(model.sde_defaults), "vp")).obj(steps)
+    cls = registry.get("samplers", sampler_name).obj
+    samplers = {kind: cls(cls.Options(noise=kind)) for kind in ("brownian", "iid")}
+    schedule = samplers["iid"].default_schedule
+    grid = registry.get("schedules", schedule).obj().grid(sde, steps)
+    fn, spent = model.native_fn(sde), [0.0]
+
+    def timed_fn(x, t):
+        start = time.perf_counter()
+        out = fn(x, t)
+        spent[0] += time.perf_counter() - start
+        return out
+
+    x_T = sde.prior_sampling(prior_noise(0, 0, batch, model.data_shape))
+    found: dict[str, dict[str, list[float]]] = {k: {"forwards": [], "rest": []} for k in samplers}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for kind, sampler in samplers.items():
+                spent[0], start = 0.0, time.perf_counter()
+                sampler.sample(
+                    x_T, grid, ModelView(timed_fn, model.native, sde), SampleNoise(0, 0, batch)
+                )
+                found[kind]["rest"].append(time.perf_counter() - start - spent[0])
+                found[kind]["forwards"].append(spent[0])
+    med = {
+        k: {part: statistics.median(v) / steps for part, v in d.items()} for k, d in found.items()
+    }
+    added = med["brownian"]["rest"] - med["iid"]["rest"]
+    forward = statistics.median([*found["brownian"]["forwards"], *found["iid"]["forwards"]]) / steps
+    print(
+        f"{model_name}, {sampler_name} on {sde.name} ({schedule} grid), batch {batch}, N = {steps}, threads {torch.get_num_threads()}, {repeats} interleaved"
+        " loops, medians per step:"
+    )
+    for kind, parts in med.items():
+        print(
+            f"  {kind}: forwards {parts['forwards'] * 1e3:.2f} ms, rest {parts['rest'] * 1e3:.2f} ms"
+        )
+    print(
+        f"  the Brownian path adds {added * 1e3:.2f} ms a step: {added / forward:.1%} of a forward"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
@@ -132,9 +189,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--beside", default=None, metavar="MODEL")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--sampler", default=None, help="with --beside: time this sampler's loop")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.beside and args.sampler:
+        in_sampler(args.beside, args.sampler, args.batch, args.steps, args.repeats)
+        return
     if args.beside:
         beside(args.beside, args.batch, args.steps, args.repeats)
         return

@@ -8,8 +8,9 @@ of draws at once, turned into normals by Box–Muller (Box & Muller 1958).
 * A *stream* is a purpose: :data:`PRIOR` (0) for x_T (:func:`prior_noise`; every sampler in a
   grid starts from the same points: common random numbers), :data:`STEPS` (1) for a sampler's
   draws (:class:`SampleNoise`: predictor and corrector noise, churn, η noise). A new purpose
-  (the nodes of a Brownian path) takes the next id and addresses its draws with
-  ``SampleNoise(seed, start, size, stream).draw(k, like=x)``.
+  (the nodes of a Brownian path: stream 2) takes the next id and addresses its draws with
+  ``SampleNoise(seed, start, size, stream).draw(k, like=x)`` (the Brownian nodes with
+  ``halves=True``: both values of a Box–Muller pair in one draw, see :class:`SampleNoise`).
 * Sample j's key: κ_j = output j of SplitMix64 seeded with K = H(seed, stream, n), n the numbers
   per sample (so draws of two sizes never share numbers).
 * Word (s, e) of pair q of sample j: output c = q·2³² + s·2³¹ + e of SplitMix64 seeded with κ_j,
@@ -24,7 +25,8 @@ of draws at once, turned into normals by Box–Muller (Box & Muller 1958).
   top bits of the float64 ones, so a float32 draw is its float64 twin to about 1e-6
   (:func:`uniform_bits`): a float32 cell sees the float64 cell's noise.
 
-The integers are exact, hence identical on every device. The normals go through log, sqrt,
+The integers are exact, hence identical on every device (on the CPU the hash runs in NumPy's
+unsigned 64-bit arithmetic, on other devices in torch's int64: the same integers). The normals go through log, sqrt,
 cos and sin: on one CPU they are bit-identical whatever the batch, position, block or thread
 count (tests/test_noise.py); CUDA's and the CPU's libraries may round these functions
 differently in the last bit, so across devices expect agreement to a few ulp (about 1e-7
@@ -113,15 +115,25 @@ class SampleNoise:
     numbers. Blocks hold 4, 8, 16, … draws (at most :data:`BLOCK_NUMBERS` numbers, at least 2
     draws): d sequential draws compute fewer than 2d + 4 draws, in few kernels per draw.
 
+    With ``halves=True`` a draw of n numbers per sample uses both halves of its pairs (the
+    layout of the Brownian path's nodes, where each draw is used alone): draw k holds r·cos θ
+    of pair k at elements e < h = ⌈n/2⌉ and r·sin θ of pair k at element e − h for e ≥ h, from
+    the words of h elements under the key of n. A draw then costs half the words and
+    logarithms of a draw whose pair partner goes unused.
+
     Args:
         seed: the cell's seed.
         start: the global index of the batch's first sample.
         size: the number of samples in the batch.
         stream: the stream id (:data:`STEPS` for a sampler's draws).
+        halves: the halves layout above (a stream takes one layout for all its draws).
     """
 
-    def __init__(self, seed: int, start: int, size: int, stream: int = STEPS) -> None:
+    def __init__(
+        self, seed: int, start: int, size: int, stream: int = STEPS, *, halves: bool = False
+    ) -> None:
         self.seed, self.start, self.size, self.stream = seed, start, size, stream
+        self.halves = halves
         self._bases: dict[tuple[int, torch.device], Tensor] = {}
         self._queues: dict[tuple[Any, ...], _Queue] = {}
         self._last: _Queue | None = None
@@ -144,14 +156,17 @@ class SampleNoise:
 
     def draws(self, indices: Sequence[int], like: Tensor) -> Tensor:
         """The draws ``indices`` stacked: shape (len(indices), *like.shape)."""
+        if self.halves:
+            return self._halves(indices, like)
         views = self.views(indices, like)
         return torch.stack(views) if views else like.new_empty((0, *like.shape))
 
     def views(self, indices: Sequence[int], like: Tensor) -> list[Tensor]:
         """The draws ``indices``, each shaped like ``like``: views into one computed block."""
+        if self.halves:
+            return list(self._halves(indices, like).unbind(0))
         numel = self._numel(like)
-        if not all(0 <= k < 2**WORD_BITS for k in indices):
-            raise ValueError(f"draw indices must lie in [0, 2**32), got {list(indices)}")
+        _check_indices(indices)
         pairs = sorted({k // 2 for k in indices})
         place = {q: i for i, q in enumerate(pairs)}
         z = normals(self.base(numel, like.device), pairs, source_dtype(like.dtype))
@@ -159,11 +174,23 @@ class SampleNoise:
         rows = (cos.unbind(0), sin.unbind(0))  # draws 2q and 2q + 1 of the i-th pair q
         return [rows[k % 2][place[k // 2]] for k in indices]
 
+    def _halves(self, indices: Sequence[int], like: Tensor) -> Tensor:
+        """The draws ``indices`` of the halves layout, stacked (class docstring)."""
+        numel, count = self._numel(like), len(indices)
+        _check_indices(indices)
+        half, dtype = (numel + 1) // 2, source_dtype(like.dtype)
+        out = torch.empty(count, self.size, 2, half, dtype=dtype, device=like.device)
+        normals(self.base(numel, like.device), indices, dtype, out=out.permute(2, 0, 1, 3))
+        z = out.view(count, self.size, 2 * half)[..., :numel]
+        return z.reshape(count, *like.shape).to(like.dtype)
+
     def base(self, numel: int, device: torch.device) -> Tensor:
-        """κ_j + (e + 1)·γ of the batch for ``numel`` numbers per sample (cached)."""
+        """κ_j + (e + 1)·γ of the batch for ``numel`` numbers per sample (cached); for the
+        halves layout, of its first ⌈numel/2⌉ elements."""
         if (numel, device) not in self._bases:
             keys = sample_keys(self.seed, self.stream, numel, self.start, self.size, device)
-            self._bases[numel, device] = word_base(keys, numel)
+            width = (numel + 1) // 2 if self.halves else numel
+            self._bases[numel, device] = word_base(keys, width)
         return self._bases[numel, device]
 
     def reserve(self, numel: int, count: int) -> range:
@@ -179,6 +206,11 @@ class SampleNoise:
         if x[0].numel() >= 2 ** (WORD_BITS - 1):
             raise ValueError(f"noise of {x[0].numel()} numbers per sample: at most 2**31 - 1")
         return x[0].numel()
+
+
+def _check_indices(indices: Sequence[int]) -> None:
+    if not all(0 <= k < 2**WORD_BITS for k in indices):
+        raise ValueError(f"draw indices must lie in [0, 2**32), got {list(indices)}")
 
 
 class _Queue:

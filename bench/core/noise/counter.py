@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -88,8 +89,25 @@ def words(base: Tensor, pairs: Sequence[int], kinds: int) -> Tensor:
         for q in pairs
         for s in range(kinds)
     ]
+    if base.device.type == "cpu":
+        return _words_cpu(base, steps).view(len(pairs), kinds, *base.shape)
     step = torch.tensor(steps, dtype=torch.int64, device=base.device)  # (q·2³² + s·2³¹)·γ
     return mix(step.view(-1, kinds, 1, 1) + base)
+
+
+def _words_cpu(base: Tensor, steps: list[int]) -> Tensor:
+    """mix(step + base) for every step, in NumPy's unsigned 64-bit arithmetic: the same
+    integers as :func:`mix` (logical shifts need no masks), in about half the time on a CPU."""
+    out = np.empty((len(steps), *base.shape), dtype=np.uint64)
+    step = np.array(steps, dtype=np.int64).view(np.uint64).reshape(-1, *[1] * base.dim())
+    np.add(step, base.numpy().view(np.uint64), out=out)  # wraps mod 2⁶⁴
+    tmp = np.empty_like(out)
+    for shift, factor in ((30, M1), (27, M2), (31, None)):
+        np.right_shift(out, np.uint64(shift), out=tmp)
+        np.bitwise_xor(out, tmp, out=out)
+        if factor is not None:
+            np.multiply(out, np.uint64(factor), out=out)
+    return torch.from_numpy(out.view(np.int64))
 
 
 def word_base(keys: Tensor, numel: int) -> Tensor:

@@ -34,22 +34,27 @@ def uniform_bits(base: Tensor, pairs: Sequence[int], dtype: torch.dtype) -> tupl
 
 
 CHUNK_ELEMENTS = 1 << 16
-"""Elements per slice of a CPU draw (pairs × B × numel): 512 KiB of int64 words, so the hash's
-dozen passes stay in a core's L2 cache (1.35× faster for 20 pairs of an 8×8 batch of 256 than one
-pass over all; elementwise, so the numbers are the same)."""
+"""Elements per thread of a slice of a CPU draw (pairs × B × numel): 512 KiB of int64 words, so
+the hash's dozen passes stay in a core's L2 cache (1.35× faster for 20 pairs of an 8×8 batch of
+256 than one pass over all, 1 thread; with 2 threads a slice of twice this is 1.1× faster than
+one of this); elementwise, so the numbers are the same whatever the slices."""
 
 
-def normals(base: Tensor, pairs: Sequence[int], dtype: torch.dtype) -> Tensor:
+def normals(
+    base: Tensor, pairs: Sequence[int], dtype: torch.dtype, out: Tensor | None = None
+) -> Tensor:
     """Standard normals of draws 2q (``[0, i]``) and 2q + 1 (``[1, i]``) of the i-th pair q:
     shape (2, len(pairs), B, numel) (``base`` from :func:`word_base`), float64 or float32.
 
     Box–Muller: draws 2q and 2q + 1 are r·cos θ and r·sin θ, r = sqrt(−2 ln u₁), θ = 2π·u₂.
-    On the CPU the pairs go in slices of about :data:`CHUNK_ELEMENTS` elements.
+    On the CPU the pairs go in slices of about :data:`CHUNK_ELEMENTS` elements. ``out``, if
+    given, is written instead of a new tensor (any view of that shape and ``dtype``).
     """
-    out = torch.empty(2, len(pairs), *base.shape, dtype=dtype, device=base.device)
+    if out is None:
+        out = torch.empty(2, len(pairs), *base.shape, dtype=dtype, device=base.device)
     step = len(pairs)
     if base.device.type == "cpu":
-        step = max(1, CHUNK_ELEMENTS // max(1, base.numel()))
+        step = max(1, CHUNK_ELEMENTS * torch.get_num_threads() // max(1, base.numel()))
     for i in range(0, len(pairs), step):
         _box_muller(out[:, i : i + step], base, pairs[i : i + step], dtype)
     return out
@@ -61,6 +66,5 @@ def _box_muller(out: Tensor, base: Tensor, pairs: Sequence[int], dtype: torch.dt
     u, v = uniform_bits(base, pairs, dtype)
     r = u.to(dtype).mul_(2.0**-b1).log_().mul_(-2.0).sqrt_()
     theta = v.to(dtype).mul_(2 * torch.pi * 2.0**-b2)
-    torch.cos(theta, out=out[0])
-    torch.sin(theta, out=out[1])
-    out.mul_(r)
+    torch.mul(torch.cos(theta), r, out=out[0])  # contiguous cos, sin: ``out`` may be strided
+    torch.mul(theta.sin_(), r, out=out[1])
