@@ -172,6 +172,26 @@ def test_changed_meaning_of_an_existing_run_is_refused(tmp_path, change, what):
     assert (out / "rows.jsonl").read_text() == before  # untouched
 
 
+@pytest.mark.parametrize("sampler,refused", [("euler_ancestral", True), ("euler", False)])
+def test_a_folder_of_the_first_brownian_layout(tmp_path, sampler, refused):
+    """A folder written before the Brownian layout was recorded (no key: layout 1) refuses to
+    resume only if its rows drew Brownian paths; the others keep their rows and gain the key."""
+    out = tmp_path / "r"
+    args = ["run", "--model", "gauss1d", "--sdes", "vp", "--samplers", sampler, "--steps", "5"]
+    args += ["--samples", "16", "--no-progress", "--out", out]
+    assert invoke(*args).exit_code == 0
+    meta = json.loads((out / "run.json").read_text())
+    del meta["identity"]["brownian_layout"]
+    (out / "run.json").write_text(json.dumps(meta))
+    result = invoke(*args[:-2], "--steps", "5,6", "--out", out)
+    if refused:
+        assert result.exit_code == 2 and "brownian_layout: 1 → 2" in result.stderr
+    else:
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "run.json").read_text())["identity"]["brownian_layout"] == 2
+        assert pd.read_csv(out / "results.csv")["steps"].tolist() == [5, 6]
+
+
 def test_new_run_archives_the_old_results(tmp_path):
     out = tmp_path / "r"
     assert invoke("run", *SMALL, "--out", out).exit_code == 0

@@ -57,6 +57,10 @@ FINE = 20
 """R: only the 2^R cells of a level nearest 0 or T are split, so a leaf at t is about
 2^-R·min(t, T − t) wide (and at most T/2^L): the resolution is relative to the nearer end, where
 the grids' small steps are (the data end; the noise end of the flow SDE's σ grids)."""
+LAYOUT = 2
+"""The version of the path's draws: 1 split every cell to 2^-30·T and used one value of each
+Box–Muller pair; 2 is this module's. Recorded in a run folder's identity (bench/run/sweep.py),
+so a resume does not mix the two in one folder's Brownian cells."""
 MAX_DEPTH = 31
 """Node ids are below 2^L ≤ 2^31; the remainder draws take [2^31, 2^32)."""
 REMAINDER = 1 << 31

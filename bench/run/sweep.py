@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import bench
+from bench.core import brownian
 from bench.core.pc import PCSampler
 from bench.errors import BenchError, Unsupported
 from bench.run import conditioning, estimate
@@ -31,8 +32,20 @@ from bench.run.grid import Cell, GridSpec
 from bench.run.setup import Environment, canonical, canonical_specs, machine_info
 from bench.run.store import RunStore
 
-IDENTITY_KEYS = ("model", "samples", "batch_size", "dtype", "denoise", "metrics", "options", "eps")
-"""Options that change the meaning of existing rows: a run folder refuses a change of these."""
+IDENTITY_KEYS = (
+    "model",
+    "samples",
+    "batch_size",
+    "dtype",
+    "denoise",
+    "metrics",
+    "options",
+    "eps",
+    "brownian_layout",
+)
+"""Options that change the meaning of existing rows: a run folder refuses a change of these
+(``brownian_layout``: only where its rows drew Brownian paths; a folder without the key is
+layout 1)."""
 
 RESUME_MAY_CHANGE = (
     "progress",
@@ -370,6 +383,7 @@ class Sweep:
                     "metrics": list(self.spec.metrics),
                     "options": dict(sorted(opts.items())),
                     "eps": self.invocation["options"].get("eps"),
+                    "brownian_layout": brownian.LAYOUT,
                 },
                 default=str,
             )
@@ -379,9 +393,11 @@ class Sweep:
         """Start the run folder (made by :meth:`RunStore.prepare`), or continue an existing run
         if its meaning is unchanged."""
         if self.store.exists():
-            old = self.store.read_meta().get("identity", {})
+            old = {"brownian_layout": 1, **self.store.read_meta().get("identity", {})}
             new = self.identity()
             changed = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+            if "brownian_layout" in changed and not self._drew_brownian_paths():
+                changed.remove("brownian_layout")  # its rows mean the same on either layout
             if changed and not self.new_run:
                 detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed)
                 raise BenchError(
@@ -391,6 +407,12 @@ class Sweep:
             if self.new_run:
                 self.archive()
         self.store.write_meta(self.metadata(n_cells))
+
+    def _drew_brownian_paths(self) -> bool:
+        """Whether a row of the existing folder drew its noise from Brownian paths (its
+        sampler options say ``noise=brownian``)."""
+        path = self.store.rows_path
+        return path.is_file() and "noise=brownian" in path.read_text(errors="replace")
 
     def archive(self) -> None:
         """Move the folder's current results aside (nothing is deleted)."""
