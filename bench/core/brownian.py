@@ -125,7 +125,8 @@ class BrownianPath:
         size: the number of samples in the batch.
         T: the end of the time interval (the SDE's T).
         depth: L, the most levels of dyadic nodes (at most 31).
-        fine: R, the relative resolution 2^-R (cells k < 2^R of a level are split).
+        fine: R, the relative resolution 2^-R (the 2^R cells of a level nearest 0 or T are
+            split).
     """
 
     def __init__(
