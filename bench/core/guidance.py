@@ -75,7 +75,7 @@ class Guidance:
 def resolve_batching(choice: str, device: torch.device, exact: bool = False) -> str:
     """``joint`` or ``split`` for ``choice`` on ``device``: ``auto`` is split for a network on
     the CPU (measured in docs/performance.md: one forward of 2B of the digits UNet costs
-    1.13–1.25× two forwards of B there at B ≥ 256), joint on an accelerator and for an ``exact``
+    1.12–1.37× two forwards of B there at B ≥ 256), joint on an accelerator and for an ``exact``
     model (an analytic score, for which splitting saves nothing)."""
     if choice not in BATCHINGS:
         raise ValueError(f"guidance batching must be one of {', '.join(BATCHINGS)}, got {choice!r}")

@@ -155,7 +155,8 @@ class SDE(abc.ABC):
     def discretize(self, x: Tensor, t: float, t_next: float | None = None) -> tuple[Tensor, float]:
         """(f_i, G_i) of x_{i+1} = x_i + f_i + G_i·z; Euler–Maruyama by default.
 
-        The forward step spans |dt| = −:meth:`step_dt`: 1/N on the paper's grid, t − t_next elsewhere.
+        The forward step spans |dt| = −:meth:`step_dt`: 1/N on the paper's grid, t − t_next
+        elsewhere.
         """
         drift, diffusion = self.sde(x, t)
         dt = -self.step_dt(t, t_next)

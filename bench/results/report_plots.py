@@ -25,8 +25,8 @@ def plot_report(
 ) -> list[Path]:
     """Every plot of a report: metric vs NFE and vs wall-clock for each metric, metric vs SNR
     when SNRs were swept, quality vs adherence when guidance scales were swept
-    (:mod:`bench.results.guidance_plots`), and sample panels when samples were saved. A metric that cannot
-    separate a model's cells (:func:`bench.results.notes.cannot_separate`; the report says
+    (:mod:`bench.results.guidance_plots`), and sample panels when samples were saved. A metric
+    that cannot separate a model's cells (:func:`bench.results.notes.cannot_separate`; the report says
     which) is left out for that model."""
     paths: list[Path] = []
     left_out = unplotted(report.summary, report.metrics, report.directions)

@@ -270,7 +270,8 @@ class Environment:
     sdes: tuple[str, ...]
     compile_mode: str | None = None
     guidance_batch: str = "joint"
-    """How a guided evaluation runs its two passes (:func:`bench.core.guidance.resolve_batching`)."""
+    """How a guided evaluation runs its two passes
+    (:func:`bench.core.guidance.resolve_batching`)."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -283,7 +284,8 @@ class Environment:
     ) -> Environment:
         """Set up from command-line values: ``device``, ``dtype``, ``model``, ``options``,
         ``threads``, and optionally ``sdes``, ``tf32``, ``compile_mode``, ``eps``,
-        ``fid_weights``, ``guidance_batch``; under torchrun ``--device cuda`` is the rank's own GPU."""
+        ``fid_weights``, ``guidance_batch``; under torchrun ``--device cuda`` is the rank's own
+        GPU."""
         device = local_device(resolve_device(kw["device"]), ranks or Ranks())
         options = OptionSet.parse(list(kw.get("options") or ()), registry)
         if kw.get("fid_weights"):  # also from $BENCH_FID_WEIGHTS (the option's envvar)

@@ -331,8 +331,8 @@ def map_schedule(cfg: dict[str, Any], path: Path) -> Schedule:
     )
 
 
-def _number(cfg: dict[str, Any], key: str, path: Path) -> float:
-    value = cfg.get(key)
+def _number(cfg: dict[str, Any], key: str, path: Path, default: float | None = None) -> float:
+    value = cfg.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BenchError(f"{path}: {key} must be a number, got {value!r}")
     return float(value)
@@ -410,7 +410,7 @@ def _flow_schedule(cfg: dict[str, Any], path: Path, cls: str) -> FlowSchedule:
     n = cfg.get("num_train_timesteps", 1000)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise BenchError(f"{path}: num_train_timesteps must be a positive integer, got {n!r}")
-    shift = _number({"shift": cfg.get("shift", 1.0)}, "shift", path)
+    shift = _number(cfg, "shift", path, default=1.0)
     if shift <= 0:
         raise BenchError(f"{path}: shift must be positive, got {shift}")
     return FlowSchedule(n, shift, cls, bool(cfg.get("use_dynamic_shifting", False)))

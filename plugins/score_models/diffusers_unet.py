@@ -33,8 +33,9 @@ and App. C; the reference code's get_score_fn):
   model's native ``velocity`` (Lipman et al. 2022, Eq. 9; Esser et al. 2024, §2).
 
 A VP model's smallest time eps is 1/N, the time of the first of its N training timesteps
-(``sde_defaults``; ``--eps`` wins); a flow model keeps the flow SDE's 10⁻³. The folder's scheduler config is the model's
-``scheduler_config``: ``--samplers diffusers:CLASS`` starts from it, as a diffusers user does.
+(``sde_defaults``; ``--eps`` wins); a flow model keeps the flow SDE's 10⁻³. The folder's
+scheduler config is the model's ``scheduler_config``: ``--samplers diffusers:CLASS`` starts
+from it, as a diffusers user does.
 
 A class-conditional UNet (``num_class_embeds`` in its config) takes each sample's class from
 ``bench run --labels``. diffusers has no convention for a null label: give it as

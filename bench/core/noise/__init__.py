@@ -26,8 +26,8 @@ of draws at once, turned into normals by Box–Muller (Box & Muller 1958).
   (:func:`uniform_bits`): a float32 cell sees the float64 cell's noise.
 
 The integers are exact, hence identical on every device (on the CPU the hash runs in NumPy's
-unsigned 64-bit arithmetic, on other devices in torch's int64: the same integers). The normals go through log, sqrt,
-cos and sin: on one CPU they are bit-identical whatever the batch, position, block or thread
+unsigned 64-bit arithmetic, on other devices in torch's int64: the same integers). The normals go
+through log, sqrt, cos and sin: on one CPU they are bit-identical whatever the batch, position, block or thread
 count (tests/test_noise.py); CUDA's and the CPU's libraries may round these functions
 differently in the last bit, so across devices expect agreement to a few ulp (about 1e-7
 relative in float32, 1e-15 in float64), not bit for bit (not yet measured on a GPU).
